@@ -1,0 +1,1 @@
+"""tokenbench: load generation, fault injection, results and reports."""

@@ -1,0 +1,103 @@
+"""The ``tokenbench`` command line (typer)."""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+from enum import Enum
+from typing import Annotated
+
+import typer
+
+app = typer.Typer(
+    help="tokenbench: SSE, WebSocket, gRPC and long polling for LLM token streams, measured.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+class Transport(str, Enum):
+    sse = "sse"
+    ws = "ws"
+    grpc = "grpc"
+    poll = "poll"
+
+
+def fail(message: str, code: int = 2) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+@app.command()
+def serve(
+    transport: Annotated[Transport, typer.Argument(help="Which transport to serve.")],
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port; 0 picks a free one (printed when ready).")] = 8000,
+    workers: Annotated[int, typer.Option(help="Worker processes sharing the port.")] = 1,
+    replay_ttl: Annotated[
+        float, typer.Option(help="Seconds a stream stays resumable after its last token.")
+    ] = 300.0,
+    heartbeat: Annotated[
+        float, typer.Option(help="SSE comment / WebSocket ping / gRPC keepalive, seconds.")
+    ] = 15.0,
+    retry_ms: Annotated[int, typer.Option(help="SSE reconnect delay announced by `retry:`.")] = 1000,
+    grace: Annotated[float, typer.Option(help="Graceful shutdown budget on SIGTERM, seconds.")] = 5.0,
+    ws_compression: Annotated[
+        bool, typer.Option(help="Offer WebSocket per-message deflate (uvicorn's default: on).")
+    ] = False,
+    access_log: Annotated[bool, typer.Option(help="uvicorn access log (its default: on).")] = False,
+) -> None:
+    """Serve one transport until Ctrl-C or SIGTERM; prints one JSON line when ready."""
+    from servers.base import ServerConfig
+    from servers.supervisor import StartError, Supervisor
+
+    try:
+        cfg = ServerConfig(
+            transport=transport.value, host=host, port=port, workers=workers,
+            replay_ttl=replay_ttl, heartbeat=heartbeat, retry_ms=retry_ms, grace=grace,
+            ws_compression=ws_compression, access_log=access_log,
+        )  # fmt: skip
+    except ValueError as exc:
+        fail(str(exc))
+    sup = Supervisor(cfg)
+
+    def on_signal(signum: int, _frame: object) -> None:
+        sup.stopping = True
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    try:
+        sup.start()
+    except StartError as exc:
+        fail(str(exc), 1)
+    ready = {
+        "event": "ready", "transport": cfg.transport, "url": sup.url, "host": cfg.host,
+        "port": cfg.port, "workers": cfg.workers, "pids": sup.pids,
+    }  # fmt: skip
+    print(json.dumps(ready), flush=True)
+    try:
+        sup.watch()
+    finally:
+        sup.stop()
+
+
+@app.command()
+def info(transport: Annotated[Transport, typer.Argument(help="Which transport.")]) -> None:
+    """Print a transport's stack settings: this tool's effective values and the stack defaults."""
+    from servers.base import ServerConfig, load
+
+    cfg = ServerConfig(transport=transport.value)
+    print(json.dumps(load(transport.value).settings(cfg), indent=2))
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""tokenbench servers: one transport-free token core (``servers.core``), one module per transport."""

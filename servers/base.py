@@ -1,0 +1,92 @@
+"""What every transport server shares: its configuration, its context, and its interface.
+
+A transport module (``servers.sse``, ``servers.ws``, ``servers.poll``, ``servers.rpc``) exposes
+exactly the ``TransportServer`` interface below. The supervisor starts N worker processes; each
+binds its own ``SO_REUSEPORT`` socket on the same port, so the kernel spreads connections evenly
+and no worker needs to know about another.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import json
+import time
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from servers.core import DEFAULT_REPLAY_TTL, DEFAULT_SECRET, Codec, Stream
+from servers.hub import Hub, get_hub
+from servers.metrics import Metrics
+
+TRANSPORTS = ("sse", "ws", "grpc", "poll")
+_MODULES = {"sse": "servers.sse", "ws": "servers.ws", "grpc": "servers.rpc", "poll": "servers.poll"}
+
+
+@dataclass
+class ServerConfig:
+    transport: str
+    host: str = "127.0.0.1"
+    port: int = 8000
+    workers: int = 1
+    replay_ttl: float = DEFAULT_REPLAY_TTL
+    heartbeat: float = 15.0  # SSE comment / WebSocket ping / gRPC keepalive interval, seconds
+    retry_ms: int = 1000  # SSE ``retry:`` sent to clients
+    grace: float = 5.0  # graceful shutdown budget, seconds
+    ws_compression: bool = False  # permessage-deflate (RFC 7692); uvicorn's default is on
+    access_log: bool = False  # uvicorn's default is on
+    backlog: int = 4096
+    secret: str = DEFAULT_SECRET.decode()
+    metrics_path: str | None = None  # shared counter table, set by the supervisor
+    slot: int = 0  # this worker's row in it
+
+    def __post_init__(self) -> None:
+        if self.transport not in TRANSPORTS:
+            raise ValueError(f"unknown transport {self.transport!r}: one of {', '.join(TRANSPORTS)}")
+        if not 0 <= self.port <= 65535:
+            raise ValueError(f"port {self.port} outside 0..65535")
+        if not 1 <= self.workers <= 64:
+            raise ValueError(f"workers must be 1..64, not {self.workers}")
+        if self.heartbeat <= 0 or self.replay_ttl < 0 or self.grace < 0 or self.retry_ms < 0:
+            raise ValueError("heartbeat must be > 0; replay-ttl, grace and retry must be >= 0")
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> ServerConfig:
+        return cls(**json.loads(text))
+
+
+class Context:
+    """Per-worker state handed to a transport: codec, hub, metrics and config."""
+
+    def __init__(self, cfg: ServerConfig) -> None:
+        self.cfg = cfg
+        self.codec = Codec(cfg.secret.encode())
+        self.hub: Hub = get_hub()
+        self.metrics = Metrics(cfg.transport, cfg.metrics_path, cfg.slot)
+
+    def open(self, sid: str) -> Stream:
+        """The stream for ``sid`` now, or ``ContractError`` (404 unknown, 410 expired)."""
+        return self.codec.open(sid, time.time_ns(), self.cfg.replay_ttl)
+
+
+class TransportServer(Protocol):
+    """The interface every ``servers.<transport>`` module provides."""
+
+    NAME: str
+
+    def settings(self, cfg: ServerConfig) -> dict[str, Any]:
+        """The stack's settings: ``effective`` (this run) and ``stack_defaults`` (out of the box)."""
+        ...
+
+    async def serve(self, ctx: Context, on_ready: Any) -> None:
+        """Serve ``ctx.cfg.host:ctx.cfg.port`` until SIGTERM; call ``on_ready()`` once bound."""
+        ...
+
+
+def load(transport: str) -> TransportServer:
+    if transport not in _MODULES:
+        raise ValueError(f"unknown transport {transport!r}: one of {', '.join(TRANSPORTS)}")
+    return importlib.import_module(_MODULES[transport])  # type: ignore[return-value]

@@ -1,0 +1,186 @@
+"""The HTTP half every HTTP transport shares: the prompt POST, health, metrics, errors, uvicorn.
+
+SSE, WebSocket and long polling each add one read route to the app built here
+(``build_app(ctx, routes)``) and run it with ``run_uvicorn``. Every 4xx answer carries a JSON body
+with ``error`` (and ``field`` for a bad parameter), as CONTRACT.md requires.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import signal
+import socket
+import time
+from collections.abc import Callable, Sequence
+from types import FrameType
+from typing import Any
+
+import uvicorn
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import BaseRoute
+
+from servers import metrics as m
+from servers.base import Context
+from servers.core import MAX_BODY_BYTES, ContractError, ErrorKind, validate_create
+
+log = logging.getLogger("tokenbench.server")
+
+HTTP_STATUS = {
+    ErrorKind.NOT_FOUND: 404,
+    ErrorKind.GONE: 410,
+    ErrorKind.INVALID: 422,
+    ErrorKind.TOO_LARGE: 413,
+}
+
+UVICORN_DEFAULTS = {
+    "http": "auto (httptools when installed)",
+    "loop": "auto (uvloop when installed)",
+    "ws": "auto (websockets-sansio)",
+    "ws_per_message_deflate": True,
+    "ws_ping_interval": 20.0,
+    "ws_ping_timeout": 20.0,
+    "access_log": True,
+    "backlog": 2048,
+    "timeout_keep_alive": 5,
+}
+
+
+def error_response(exc: ContractError) -> JSONResponse:
+    return JSONResponse(exc.body(), status_code=HTTP_STATUS[exc.kind])
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+async def read_json_body(request: Request) -> Any:
+    """The request body as JSON: 413 past 64 KiB (checked while reading), 422 if malformed."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        raise ContractError(ErrorKind.TOO_LARGE, "body is over 64 KiB", "body")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise ContractError(ErrorKind.TOO_LARGE, "body is over 64 KiB", "body")
+        chunks.append(chunk)
+    body = b"".join(chunks)
+    if not body.strip():
+        return {}
+    try:
+        return json.loads(body, parse_constant=_reject_constant)
+    except ValueError:
+        raise ContractError(ErrorKind.INVALID, "body is not valid JSON", "body") from None
+
+
+def build_app(ctx: Context, routes: Sequence[BaseRoute]) -> FastAPI:
+    app = FastAPI(title=f"tokenbench {ctx.cfg.transport}", docs_url=None, redoc_url=None)
+    app.router.routes.extend(routes)
+    metrics = ctx.metrics
+
+    @app.post("/v1/streams", status_code=201)
+    async def create_stream(request: Request) -> Response:
+        metrics.add(m.REQUESTS)
+        tokens, rate = validate_create(await read_json_body(request))
+        sid, stream = ctx.codec.new_stream(tokens, rate, time.time_ns())
+        metrics.add(m.CREATED)
+        body = {"id": sid, "tokens": tokens, "rate": rate, "created_ns": stream.created_ns}
+        return JSONResponse(body, status_code=201)
+
+    @app.get("/healthz")
+    async def healthz() -> Response:
+        return JSONResponse({"status": "ok", "transport": ctx.cfg.transport})
+
+    @app.get("/metrics")
+    async def prometheus() -> Response:
+        return PlainTextResponse(metrics.render(), media_type="text/plain; version=0.0.4")
+
+    @app.exception_handler(ContractError)
+    async def on_contract_error(_: Request, exc: ContractError) -> Response:
+        metrics.add(m.ERRORS)
+        return error_response(exc)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def on_http_error(_: Request, exc: StarletteHTTPException) -> Response:
+        metrics.add(m.ERRORS)
+        return JSONResponse({"error": str(exc.detail).lower()}, exc.status_code, exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def on_validation_error(_: Request, exc: RequestValidationError) -> Response:
+        metrics.add(m.ERRORS)
+        loc = exc.errors()[0].get("loc", ("", "request")) if exc.errors() else ("request",)
+        return JSONResponse({"error": "invalid request", "field": str(loc[-1])}, 422)
+
+    return app
+
+
+class _Server(uvicorn.Server):
+    """uvicorn, but SIGTERM first drains our streams (so WebSockets close with 1001, not 1012)."""
+
+    def __init__(self, config: uvicorn.Config, ctx: Context) -> None:
+        super().__init__(config)
+        self._ctx = ctx
+        self._loop = asyncio.get_running_loop()
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if sig == signal.SIGINT:
+            return  # Ctrl-C reaches the whole process group; the supervisor sends SIGTERM
+        if self._ctx.hub.draining:
+            self.force_exit = True  # a second signal: stop waiting
+            self.should_exit = True
+            return
+        self._loop.call_soon_threadsafe(self._drain)
+
+    def _drain(self) -> None:
+        self._ctx.hub.drain()
+        # Let the woken handlers write their close frames before uvicorn closes connections.
+        self._loop.call_later(0.3, setattr, self, "should_exit", True)
+
+
+async def run_uvicorn(
+    ctx: Context, app: FastAPI, sock: socket.socket, on_ready: Callable[[], None]
+) -> None:
+    cfg = ctx.cfg
+    config = uvicorn.Config(
+        app,
+        http="httptools",
+        ws="websockets-sansio",
+        lifespan="off",
+        log_level="warning",
+        access_log=cfg.access_log,
+        ws_per_message_deflate=cfg.ws_compression,
+        ws_ping_interval=cfg.heartbeat,
+        ws_ping_timeout=cfg.heartbeat,
+        timeout_graceful_shutdown=int(cfg.grace) or None,
+        timeout_keep_alive=max(5, int(cfg.heartbeat)),
+    )
+    server = _Server(config, ctx)
+    task = asyncio.ensure_future(server.serve(sockets=[sock]))
+    while not server.started and not task.done():
+        await asyncio.sleep(0.01)
+    if server.started:
+        on_ready()
+    await task
+
+
+def uvicorn_settings(cfg: Any, extra: dict[str, Any]) -> dict[str, Any]:
+    effective = {
+        "http": "httptools",
+        "loop": "uvloop",
+        "ws": "websockets-sansio",
+        "ws_per_message_deflate": cfg.ws_compression,
+        "ws_ping_interval": cfg.heartbeat,
+        "ws_ping_timeout": cfg.heartbeat,
+        "access_log": cfg.access_log,
+        "backlog": cfg.backlog,
+        "timeout_keep_alive": max(5, int(cfg.heartbeat)),
+        **extra,
+    }
+    return {"effective": effective, "stack_defaults": UVICORN_DEFAULTS}
+

@@ -1,0 +1,80 @@
+"""Server counters shared by all worker processes, and their Prometheus text.
+
+Each worker owns one row of a small shared-memory table (a file under /dev/shm made by the
+supervisor) and only ever writes its own row, so no locks are needed; ``/metrics`` on any worker
+sums every row, so one scrape reports the whole server. A single process uses anonymous memory.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+from pathlib import Path
+
+COUNTERS: tuple[tuple[str, str, str], ...] = (
+    ("connections_open", "gauge", "Streaming connections (or waiting polls) open now."),
+    ("tokens_sent_total", "counter", "Tokens written to clients."),
+    ("resumes_total", "counter", "Stream reads that started after seq 0 (a resume)."),
+    ("errors_total", "counter", "Requests answered with an error status."),
+    ("requests_total", "counter", "Stream reads, polls and stream creations handled."),
+    ("streams_created_total", "counter", "Streams created by the prompt POST or CreateStream."),
+)
+NAMES = tuple(c[0] for c in COUNTERS)
+MAX_WORKERS = 256
+_ROW = len(COUNTERS) * 8
+
+
+def table_size() -> int:
+    return MAX_WORKERS * _ROW
+
+
+def create_table(path: Path) -> None:
+    path.write_bytes(b"\0" * table_size())
+
+
+class Metrics:
+    """Attribute access to this worker's row: ``metrics.tokens_sent_total += n``."""
+
+    def __init__(self, transport: str, path: str | None = None, slot: int = 0) -> None:
+        if not 0 <= slot < MAX_WORKERS:
+            raise ValueError(f"worker slot {slot} outside 0..{MAX_WORKERS - 1}")
+        if path:
+            fd = os.open(path, os.O_RDWR)
+            try:
+                self._map = mmap.mmap(fd, table_size())
+            finally:
+                os.close(fd)
+        else:
+            self._map = mmap.mmap(-1, table_size())
+        self._all = memoryview(self._map).cast("q")
+        self._base = slot * len(COUNTERS)
+        self.transport = transport
+
+    def add(self, index: int, n: int = 1) -> None:
+        self._all[self._base + index] += n
+
+    def total(self, name: str) -> int:
+        i = NAMES.index(name)
+        n = len(COUNTERS)
+        return sum(self._all[row * n + i] for row in range(MAX_WORKERS))
+
+    def render(self) -> str:
+        """Prometheus text exposition format 0.0.4."""
+        lines = []
+        label = f'{{transport="{self.transport}"}}'
+        for name, kind, help_text in COUNTERS:
+            lines.append(f"# HELP tokenbench_{name} {help_text}")
+            lines.append(f"# TYPE tokenbench_{name} {kind}")
+            lines.append(f"tokenbench_{name}{label} {self.total(name)}")
+        return "\n".join(lines) + "\n"
+
+
+# Indices for the hot path: ``metrics.add(TOKENS, n)``.
+OPEN, TOKENS, RESUMES, ERRORS, REQUESTS, CREATED = range(len(COUNTERS))
+
+
+def reset_slot(path: Path, slot: int) -> None:
+    """Zero a dead worker's row, so its open connections stop counting."""
+    with open(path, "r+b") as f:
+        f.seek(slot * _ROW)
+        f.write(b"\0" * _ROW)

@@ -1,0 +1,158 @@
+"""gRPC server streaming on grpc.aio: ``TokenStream.StreamTokens`` (proto/tokens.proto).
+
+Wire (CONTRACT.md): ``CreateStream`` is the prompt POST (a field left at 0 takes its default);
+``StreamTokens`` yields one ``Token`` per token after ``after`` (unset means from seq 0), then ends
+with status OK. Errors use the gRPC status codes (grpc/doc/statuscodes.md): NOT_FOUND for an
+unknown or expired stream, INVALID_ARGUMENT for a bad field, UNAVAILABLE when the server drains
+on SIGTERM (retryable: the client resumes elsewhere). ``grpc.health.v1.Health`` answers SERVING
+for the empty service name. Keepalive: the server pings every ``heartbeat`` seconds and accepts
+client pings at that rate (without ``max_ping_strikes`` a client's keepalive would get GOAWAY).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from collections.abc import Callable
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+from proto import tokens_pb2 as pb
+from proto import tokens_pb2_grpc as pb_grpc
+from servers import metrics as m
+from servers.base import Context, ServerConfig
+from servers.core import (
+    DEFAULT_RATE,
+    DEFAULT_TOKENS,
+    MAX_BODY_BYTES,
+    ContractError,
+    Cursor,
+    ErrorKind,
+    parse_after,
+    validate_create,
+)
+from servers.hub import Draining
+
+NAME = "grpc"
+SERVICE = "tokenbench.v1.TokenStream"
+GRPC_STATUS = {
+    ErrorKind.NOT_FOUND: grpc.StatusCode.NOT_FOUND,
+    ErrorKind.GONE: grpc.StatusCode.NOT_FOUND,
+    ErrorKind.INVALID: grpc.StatusCode.INVALID_ARGUMENT,
+    ErrorKind.TOO_LARGE: grpc.StatusCode.INVALID_ARGUMENT,
+}
+GRPC_DEFAULTS = {
+    "grpc.keepalive_time_ms": 7_200_000,
+    "grpc.keepalive_timeout_ms": 20_000,
+    "grpc.http2.max_ping_strikes": 2,
+    "grpc.http2.min_recv_ping_interval_without_data_ms": 300_000,
+    "grpc.so_reuseport": 1,
+    "loop": "asyncio",
+}
+
+
+def _options(cfg: ServerConfig) -> list[tuple[str, int]]:
+    ping_ms = int(cfg.heartbeat * 1000)
+    return [
+        ("grpc.so_reuseport", 1),
+        ("grpc.keepalive_time_ms", ping_ms),
+        ("grpc.keepalive_timeout_ms", ping_ms),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.max_ping_strikes", 0),
+        ("grpc.http2.min_recv_ping_interval_without_data_ms", min(ping_ms, 5000)),
+    ]
+
+
+class TokenStreamServicer(pb_grpc.TokenStreamServicer):
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+
+    async def _fail(self, context: grpc.aio.ServicerContext, exc: ContractError) -> None:
+        self.ctx.metrics.add(m.ERRORS)
+        await context.abort(GRPC_STATUS[exc.kind], exc.message)
+
+    async def CreateStream(
+        self, request: pb.CreateStreamRequest, context: grpc.aio.ServicerContext
+    ) -> pb.CreateStreamResponse:
+        self.ctx.metrics.add(m.REQUESTS)
+        body: dict[str, Any] = {
+            "tokens": request.tokens or DEFAULT_TOKENS,
+            "rate": request.rate or DEFAULT_RATE,
+        }
+        if request.prompt:
+            body["prompt"] = request.prompt
+        try:
+            if request.ByteSize() > MAX_BODY_BYTES:
+                raise ContractError(ErrorKind.TOO_LARGE, "request is over 64 KiB", "body")
+            tokens, rate = validate_create(body)
+        except ContractError as exc:
+            await self._fail(context, exc)
+        sid, stream = self.ctx.codec.new_stream(tokens, rate, time.time_ns())
+        self.ctx.metrics.add(m.CREATED)
+        return pb.CreateStreamResponse(id=sid, tokens=tokens, rate=rate, created_ns=stream.created_ns)
+
+    async def StreamTokens(
+        self, request: pb.StreamRequest, context: grpc.aio.ServicerContext
+    ) -> None:
+        ctx, metrics = self.ctx, self.ctx.metrics
+        metrics.add(m.REQUESTS)
+        try:
+            stream = ctx.open(request.id)
+            after = parse_after(request.after if request.HasField("after") else None, stream)
+        except ContractError as exc:
+            await self._fail(context, exc)
+        if after >= 0:
+            metrics.add(m.RESUMES)
+        cursor, hub, write, token = Cursor(stream, after), ctx.hub, context.write, pb.Token
+        metrics.add(m.OPEN)
+        try:
+            while not cursor.done:
+                seqs = cursor.take(time.time_ns())
+                if seqs:
+                    for seq in seqs:
+                        await write(token(seq=seq, t=stream.due_ns(seq), text=stream.text(seq)))
+                    metrics.add(m.TOKENS, len(seqs))
+                else:
+                    await hub.sleep_until(cursor.next_due_ns())
+        except Draining:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "server shutting down; resume")
+        finally:
+            metrics.add(m.OPEN, -1)
+
+
+def settings(cfg: ServerConfig) -> dict[str, Any]:
+    return {"effective": {**dict(_options(cfg)), "loop": "asyncio"}, "stack_defaults": GRPC_DEFAULTS}
+
+
+async def serve(ctx: Context, on_ready: Callable[[], None]) -> None:
+    cfg = ctx.cfg
+    server = grpc.aio.server(options=_options(cfg))
+    pb_grpc.add_TokenStreamServicer_to_server(TokenStreamServicer(ctx), server)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    for name in ("", SERVICE):
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    host = f"[{cfg.host}]" if ":" in cfg.host else cfg.host
+    if server.add_insecure_port(f"{host}:{cfg.port}") == 0:
+        raise OSError(f"gRPC could not bind {host}:{cfg.port}")
+    await server.start()
+    on_ready()
+
+    stopping: list[asyncio.Task[None]] = []
+
+    async def stop() -> None:
+        ctx.hub.drain()
+        await health_servicer.enter_graceful_shutdown()
+        await server.stop(cfg.grace)
+
+    def on_sigterm() -> None:
+        if not stopping:
+            stopping.append(asyncio.ensure_future(stop()))
+
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, on_sigterm)
+    loop.add_signal_handler(signal.SIGINT, lambda: None)  # the supervisor sends SIGTERM
+    await server.wait_for_termination()

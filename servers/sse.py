@@ -1,0 +1,87 @@
+"""Server-Sent Events through sse-starlette: ``GET /v1/streams/{id}/sse``.
+
+Wire (WHATWG HTML, "Server-sent events"; CONTRACT.md): the first bytes are ``retry: <ms>``; one
+event per token, ``id: <seq>`` and ``data: <payload>``; a comment line when nothing was written
+for ``heartbeat`` seconds; after the last token ``event: end`` with ``data: {"tokens":N}``, then
+the response ends. Resume from ``Last-Event-ID`` (header, or ``?last_event_id=``; the header
+wins). A resume from the last token answers 204, which stops a browser's EventSource for good.
+sse-starlette's own ping task is off (``ping=0``): its ping fires on a fixed period whether or
+not tokens flowed, and the contract asks for a heartbeat only after ``heartbeat`` idle seconds.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from sse_starlette import EventSourceResponse
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from servers import metrics as m
+from servers.base import Context, ServerConfig
+from servers.core import Cursor, Stream, parse_after
+from servers.http_app import build_app, run_uvicorn, uvicorn_settings
+from servers.hub import Draining
+from servers.listen import listen_socket
+
+NAME = "sse"
+HEARTBEAT = b": keep-alive\n\n"
+
+
+async def _events(ctx: Context, stream: Stream, after: int) -> AsyncIterator[bytes]:
+    hub, metrics = ctx.hub, ctx.metrics
+    heartbeat_ns = int(ctx.cfg.heartbeat * 1e9)
+    cursor = Cursor(stream, after)
+    metrics.add(m.OPEN)
+    try:
+        yield b"retry: %d\n\n" % ctx.cfg.retry_ms
+        last_write = time.time_ns()
+        while not cursor.done:
+            now = time.time_ns()
+            seqs = cursor.take(now)
+            if seqs:
+                # One write per wake-up: a single live token, or the whole backlog at once.
+                yield "".join([f"id: {s}\ndata: {stream.payload(s)}\n\n" for s in seqs]).encode()
+                metrics.add(m.TOKENS, len(seqs))
+                last_write = now
+            elif now - last_write >= heartbeat_ns:
+                yield HEARTBEAT
+                last_write = now
+            else:
+                await hub.sleep_until(min(cursor.next_due_ns(), last_write + heartbeat_ns))
+        yield f"event: end\ndata: {stream.end_payload()}\n\n".encode()
+    except Draining:
+        return  # the response ends without `end`: the client resumes from its Last-Event-ID
+    finally:
+        metrics.add(m.OPEN, -1)
+
+
+def routes(ctx: Context) -> list[BaseRoute]:
+    metrics = ctx.metrics
+
+    async def read(request: Request) -> Response:
+        metrics.add(m.REQUESTS)
+        stream = ctx.open(request.path_params["sid"])
+        value = request.headers.get("last-event-id") or request.query_params.get("last_event_id")
+        after = parse_after(value, stream, "last_event_id")
+        if after == stream.tokens - 1:
+            return Response(status_code=204)
+        if after >= 0:
+            metrics.add(m.RESUMES)
+        return EventSourceResponse(_events(ctx, stream, after), ping=0)
+
+    return [Route("/v1/streams/{sid}/sse", read, methods=["GET"])]
+
+
+def settings(cfg: ServerConfig) -> dict[str, Any]:
+    out = uvicorn_settings(cfg, {"sse_ping": 0, "sse_heartbeat_after_idle_s": cfg.heartbeat})
+    out["stack_defaults"] = {**out["stack_defaults"], "sse_ping": 15}
+    return out
+
+
+async def serve(ctx: Context, on_ready: Callable[[], None]) -> None:
+    sock = listen_socket(ctx.cfg.host, ctx.cfg.port, ctx.cfg.backlog)
+    await run_uvicorn(ctx, build_app(ctx, routes(ctx)), sock, on_ready)

@@ -1,0 +1,136 @@
+"""Run one transport server as N worker processes sharing one port.
+
+The supervisor reserves the port (port 0 picks a free one), starts N workers, waits until each
+accepts connections, restarts a worker that dies unexpectedly, and on SIGTERM or SIGINT asks
+every worker to drain (SIGTERM), then kills what is left after the grace period. Workers share a
+counter table so ``/metrics`` on any worker reports the whole server.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import select
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from servers import metrics
+from servers.base import ServerConfig
+from servers.listen import reserve_port
+
+
+class StartError(RuntimeError):
+    """A worker did not come up; the message says why (its stderr is on ours)."""
+
+
+class Supervisor:
+    def __init__(self, cfg: ServerConfig) -> None:
+        self.cfg = cfg
+        self.procs: list[subprocess.Popen[bytes] | None] = [None] * cfg.workers
+        self._placeholder = None
+        self._table: Path | None = None
+        self.stopping = False
+        self.restarts = 0
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.cfg.host}]" if ":" in self.cfg.host else self.cfg.host
+        scheme = "grpc" if self.cfg.transport == "grpc" else "http"
+        return f"{scheme}://{host}:{self.cfg.port}"
+
+    @property
+    def pids(self) -> list[int]:
+        return [p.pid for p in self.procs if p is not None and p.poll() is None]
+
+    def start(self, timeout: float = 30.0) -> None:
+        try:
+            self._placeholder = reserve_port(self.cfg.host, self.cfg.port)
+        except OSError as exc:
+            raise StartError(f"cannot bind {self.cfg.host}:{self.cfg.port}: {exc.strerror}") from None
+        self.cfg.port = self._placeholder.getsockname()[1]
+        fd, name = tempfile.mkstemp(prefix="tokenbench-metrics-", dir=_shm_dir())
+        os.close(fd)
+        self._table = Path(name)
+        metrics.create_table(self._table)
+        try:
+            pending = {slot: self._spawn(slot) for slot in range(self.cfg.workers)}
+            self._wait_ready(pending, timeout)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _spawn(self, slot: int) -> int:
+        cfg = dataclasses.replace(self.cfg, metrics_path=str(self._table), slot=slot)
+        read_fd, write_fd = os.pipe()
+        self.procs[slot] = subprocess.Popen(
+            [sys.executable, "-m", "servers.worker", cfg.to_json(), str(write_fd)],
+            pass_fds=(write_fd,),
+        )
+        os.close(write_fd)
+        return read_fd
+
+    def _wait_ready(self, pending: dict[int, int], timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        try:
+            while pending:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise StartError(f"{len(pending)} worker(s) not ready after {timeout:g} s")
+                ready, _, _ = select.select(list(pending.values()), [], [], min(left, 0.2))
+                for slot, fd in list(pending.items()):
+                    proc = self.procs[slot]
+                    if fd in ready and os.read(fd, 64):
+                        os.close(pending.pop(slot))
+                    elif proc is not None and proc.poll() is not None:
+                        raise StartError(f"worker {slot} exited with code {proc.returncode}")
+        finally:
+            for fd in pending.values():
+                os.close(fd)
+
+    def watch(self) -> None:
+        """Block until stopped; restart workers that die on their own (at most 10 times)."""
+        while not self.stopping:
+            time.sleep(0.2)
+            for slot, proc in enumerate(self.procs):
+                if self.stopping or proc is None or proc.poll() is None:
+                    continue
+                if self.restarts >= 10:
+                    print(f"worker {slot} exited ({proc.returncode}); too many restarts", file=sys.stderr)
+                    self.stop()
+                    return
+                self.restarts += 1
+                print(f"worker {slot} exited ({proc.returncode}); restarting", file=sys.stderr)
+                assert self._table is not None
+                metrics.reset_slot(self._table, slot)
+                with contextlib.suppress(StartError):
+                    self._wait_ready({slot: self._spawn(slot)}, 30.0)
+
+    def stop(self) -> None:
+        """SIGTERM every worker, wait for the grace period, then SIGKILL what remains."""
+        self.stopping = True
+        live = [p for p in self.procs if p is not None and p.poll() is None]
+        for proc in live:
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + self.cfg.grace + 3.0
+        for proc in live:
+            try:
+                proc.wait(max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        if self._placeholder is not None:
+            self._placeholder.close()
+            self._placeholder = None
+        if self._table is not None:
+            self._table.unlink(missing_ok=True)
+            self._table = None
+
+
+def _shm_dir() -> str | None:
+    return "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None

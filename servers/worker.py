@@ -1,0 +1,53 @@
+"""One server worker process: ``python -m servers.worker CONFIG_JSON READY_FD``.
+
+Started by the supervisor, never by hand. It binds its own SO_REUSEPORT socket on the reserved
+port, writes its pid to READY_FD once it accepts connections, and serves until SIGTERM. HTTP
+transports run on uvloop; gRPC runs on the stock asyncio loop, the one grpc.aio supports.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import logging
+import os
+import signal
+import sys
+
+from servers.base import Context, ServerConfig, load
+
+
+def _die_with_parent() -> None:
+    """Linux prctl(PR_SET_PDEATHSIG): a supervisor killed with -9 takes its workers along."""
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)
+    except OSError:
+        pass
+
+
+def main() -> None:
+    cfg = ServerConfig.from_json(sys.argv[1])
+    ready_fd, parent = int(sys.argv[2]), os.getppid()
+    _die_with_parent()
+    if os.getppid() != parent:
+        sys.exit(1)
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
+    module = load(cfg.transport)
+
+    def on_ready() -> None:
+        os.write(ready_fd, f"{os.getpid()}\n".encode())
+        os.close(ready_fd)
+
+    async def run() -> None:
+        await module.serve(Context(cfg), on_ready)
+
+    if cfg.transport == "grpc":
+        asyncio.run(run())
+    else:
+        import uvloop
+
+        uvloop.run(run())
+
+
+if __name__ == "__main__":
+    main()
