@@ -1,0 +1,178 @@
+"""What every client shares: the token, the errors, the options, and the resume loop.
+
+Each transport module (``clients.sse``, ``clients.ws``, ``clients.poll``, ``clients.rpc``) has a
+``Reader`` subclass that implements one connection attempt, ``_attempt(after)``. ``Reader.run``
+drives attempts: it resumes from the cursor (the last seq seen), backs off with jitter between
+failed attempts, gives up after ``give_up_after`` seconds without progress, and hands every new
+token to ``on_token`` exactly once and in order. Tokens at or below the cursor (a server replaying
+too much) are dropped and counted, never delivered twice. 404/410/422 end the stream at once with
+``StreamError``: retrying cannot help.
+
+``stream()`` is the friendly face: ``async for token in stream(url, id, after=None)``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+
+class Token(NamedTuple):
+    seq: int
+    t: int  # due time, ns since the epoch (from the payload)
+    text: str
+
+
+class StreamError(Exception):
+    """The server refused the stream (404, 410, 422, or the gRPC equivalent). Final."""
+
+    def __init__(self, status: int | str, message: str, field: str | None = None) -> None:
+        super().__init__(f"{status}: {message}" + (f" (field {field})" if field else ""))
+        self.status = status
+        self.message = message
+        self.field = field
+
+
+class GaveUp(Exception):
+    """No progress for ``give_up_after`` seconds of reconnect attempts."""
+
+
+class Retry(Exception):
+    """One attempt failed in a way that a reconnect may fix (drop, reset, 5xx, silence)."""
+
+    def __init__(self, reason: str, delay: float | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.delay = delay  # a server-chosen delay (SSE ``retry:``), if any
+
+
+@dataclass
+class ClientOptions:
+    heartbeat: float = 15.0  # the server's heartbeat; silence for twice this is a dead link
+    connect_timeout: float = 10.0
+    backoff_initial: float = 0.05
+    backoff_max: float = 5.0
+    give_up_after: float = 60.0  # seconds of failed attempts without a new token
+    local_addr: str | None = None  # source address to bind before connect (127.0.0.x)
+    poll_timeout: float = 25.0  # long polling: the server-side wait asked for
+    ws_compression: bool = False  # offer permessage-deflate (RFC 7692)
+
+    @property
+    def silence(self) -> float:
+        return 2 * self.heartbeat
+
+
+@dataclass
+class ReaderStats:
+    attempts: int = 0
+    reconnects: int = 0
+    tokens: int = 0
+    dropped_duplicates: int = 0
+    gaps: int = 0  # tokens skipped by the server (seq jumped): a contract violation
+    bytes_received: int = 0
+    retry_reasons: dict[str, int] = field(default_factory=dict)
+
+
+class Reader:
+    """One stream, read to its end across any number of connections."""
+
+    transport = "base"
+
+    def __init__(
+        self,
+        url: str,
+        stream_id: str,
+        on_token: Callable[[int, int, str], None],
+        after: int | None = None,
+        options: ClientOptions | None = None,
+    ) -> None:
+        self.url = url
+        self.stream_id = stream_id
+        self.on_token = on_token
+        self.cursor = -1 if after is None else after
+        self.options = options or ClientOptions()
+        self.stats = ReaderStats()
+        self.finished = False
+
+    def deliver(self, seq: int, t: int, text: str) -> None:
+        """Called by the transport for every token it parsed; keeps order and uniqueness."""
+        cursor = self.cursor
+        if seq <= cursor:
+            self.stats.dropped_duplicates += 1
+            return
+        if seq != cursor + 1:
+            self.stats.gaps += seq - cursor - 1
+        self.cursor = seq
+        self.stats.tokens += 1
+        self.on_token(seq, t, text)
+
+    async def _attempt(self, after: int) -> bool:
+        """One connection: deliver tokens; True once the stream ended, else raise Retry."""
+        raise NotImplementedError
+
+    async def run(self) -> None:
+        """Read to the end of the stream, resuming as often as needed."""
+        opts = self.options
+        delay = opts.backoff_initial
+        progress_at = time.monotonic()
+        while True:
+            self.stats.attempts += 1
+            before = self.stats.tokens
+            try:
+                if await self._attempt(self.cursor):
+                    self.finished = True
+                    return
+                reason, wait = "closed without end", None
+            except Retry as exc:
+                reason, wait = exc.reason, exc.delay
+            now = time.monotonic()
+            if self.stats.tokens > before:
+                progress_at, delay = now, opts.backoff_initial
+            if now - progress_at > opts.give_up_after:
+                raise GaveUp(f"no token for {opts.give_up_after:g} s; last error: {reason}")
+            self.stats.reconnects += 1
+            self.stats.retry_reasons[reason] = self.stats.retry_reasons.get(reason, 0) + 1
+            if wait is None:
+                wait = random.uniform(0, delay)  # full jitter (AWS architecture blog)
+                delay = min(delay * 2, opts.backoff_max)
+            await asyncio.sleep(wait)
+
+
+def reader_class(transport: str) -> type[Reader]:
+    from clients import poll, rpc, sse, ws
+
+    classes: dict[str, type[Reader]] = {
+        "sse": sse.SSEReader,
+        "ws": ws.WSReader,
+        "poll": poll.PollReader,
+        "grpc": rpc.GrpcReader,
+    }
+    if transport not in classes:
+        raise ValueError(f"unknown transport {transport!r}: one of {', '.join(classes)}")
+    return classes[transport]
+
+
+async def stream(
+    transport: str,
+    url: str,
+    stream_id: str,
+    after: int | None = None,
+    options: ClientOptions | None = None,
+) -> AsyncIterator[Token]:
+    """Every token after ``after`` (all of them if None), exactly once, in order."""
+    queue: asyncio.Queue[Token | None] = asyncio.Queue()
+    reader = reader_class(transport)(
+        url, stream_id, lambda s, t, x: queue.put_nowait(Token(s, t, x)), after, options
+    )
+    task = asyncio.ensure_future(reader.run())
+    task.add_done_callback(lambda _: queue.put_nowait(None))
+    try:
+        while (token := await queue.get()) is not None:
+            yield token
+        await task  # re-raise StreamError / GaveUp
+    finally:
+        task.cancel()

@@ -1,0 +1,225 @@
+"""A small HTTP/1.1 client on asyncio protocols, parsed by httptools (llhttp).
+
+Why not aiohttp here: the load generator holds tens of thousands of these connections and pays
+for every token it parses, so the path from ``data_received`` to a token is kept to a parser
+callback, with no task or coroutine switch per chunk. aiohttp stays the independent reference
+client in the tests.
+
+- ``open_connection`` binds a source address before connecting when asked (127.0.0.x spreads
+  ephemeral ports), with IP_BIND_ADDRESS_NO_PORT so a port is picked per destination.
+- ``HttpConnection`` sends requests and parses responses: head, then body chunks to
+  ``body_sink`` (set before sending: llhttp may hand over head and body in one call) or into
+  ``body_parts``; keep-alive for the next request; after a 101 answer every further byte goes
+  to ``raw_sink`` (the WebSocket frames).
+- ``HttpConnection.watch_silence`` aborts a connection on which nothing arrived for too long.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import time
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import urlsplit
+
+import httptools
+
+from clients.base import Retry, StreamError
+
+IP_BIND_ADDRESS_NO_PORT = getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24)
+
+
+def split_url(url: str) -> tuple[str, int, str]:
+    """``http://host:port/prefix`` -> (host, port, prefix without trailing slash)."""
+    parts = urlsplit(url if "://" in url else f"http://{url}")
+    if parts.scheme not in ("http", "ws", "grpc") or not parts.hostname:
+        raise ValueError(f"not an http:// URL: {url!r}")
+    return parts.hostname, parts.port or 80, parts.path.rstrip("/")
+
+
+class HttpConnection(asyncio.Protocol):
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpResponseParser(self)
+        self.last_rx = time.monotonic()
+        self.bytes_received = 0
+        self.lost: asyncio.Future[None] = loop.create_future()
+        self.silent = False
+        self.status = 0
+        self.headers: dict[str, str] = {}
+        self.body_sink: Callable[[bytes], None] | None = None
+        self.raw_sink: Callable[[bytes], None] | None = None
+        self.upgraded = False
+        self.body_parts: list[bytes] = []
+        self._head: asyncio.Future[None] | None = None
+        self._done: asyncio.Future[None] | None = None
+
+    # asyncio.Protocol
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        self.last_rx = time.monotonic()
+        self.bytes_received += len(data)
+        if self.upgraded:
+            self.raw_sink(data)  # type: ignore[misc]
+            return
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade as exc:
+            self.upgraded = self.raw_sink is not None
+            rest = data[exc.args[0] :]
+            if rest and self.raw_sink is not None:
+                self.raw_sink(rest)
+        except httptools.HttpParserError as exc:
+            self._fail(Retry(f"bad HTTP response: {exc}"))
+            self.abort()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        reason = "silent connection" if self.silent else "connection lost"
+        self._fail(Retry(reason))
+        if not self.lost.done():
+            self.lost.set_result(None)
+
+    # httptools callbacks
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.headers[name.decode("latin-1").lower()] = value.decode("latin-1")
+
+    def on_headers_complete(self) -> None:
+        self.status = self.parser.get_status_code()
+        if self._head is not None and not self._head.done():
+            self._head.set_result(None)
+
+    def on_body(self, body: bytes) -> None:
+        if self.body_sink is not None:
+            self.body_sink(body)
+        else:
+            self.body_parts.append(body)
+
+    def on_message_complete(self) -> None:
+        if self._done is not None and not self._done.done():
+            self._done.set_result(None)
+
+    def _fail(self, exc: Exception) -> None:
+        for fut in (self._head, self._done):
+            if fut is not None and not fut.done():
+                fut.set_exception(exc)
+
+    # requests
+    def send(self, method: str, target: str, host: str, headers: dict[str, str], body: bytes = b"") -> None:
+        if self.transport is None or self.transport.is_closing():
+            raise Retry("connection lost")
+        self.status, self.headers, self.body_parts = 0, {}, []
+        self._head, self._done = self.loop.create_future(), self.loop.create_future()
+        lines = [f"{method} {target} HTTP/1.1", f"Host: {host}"]
+        lines += [f"{k}: {v}" for k, v in headers.items()]
+        if body or method == "POST":
+            lines.append(f"Content-Length: {len(body)}")
+        self.transport.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body)
+
+    async def head(self, timeout: float) -> int:
+        assert self._head is not None
+        try:
+            await asyncio.wait_for(asyncio.shield(self._head), timeout)
+        except TimeoutError:
+            self.abort()
+            raise Retry("no response head in time") from None
+        return self.status
+
+    async def response(self) -> tuple[int, bytes]:
+        """Status and whole body of the request just sent (no timer: use ``watch_silence``)."""
+        assert self._done is not None
+        await self._done
+        return self.status, b"".join(self.body_parts)
+
+    async def body(self) -> bytes:
+        assert self._done is not None
+        await self._done
+        return b"".join(self.body_parts)
+
+    def abort(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
+
+    def watch_silence(self, seconds: float) -> None:
+        """Abort if nothing arrives for ``seconds`` (checked on one timer, re-armed lazily)."""
+
+        def check() -> None:
+            if self.lost.done():
+                return
+            idle = time.monotonic() - self.last_rx
+            if idle >= seconds:
+                self.silent = True
+                self.abort()
+            else:
+                self.loop.call_later(seconds - idle, check)
+
+        self.loop.call_later(seconds, check)
+
+
+async def open_connection(
+    host: str, port: int, timeout: float, local_addr: str | None = None
+) -> HttpConnection:
+    """Connect (optionally from ``local_addr``); connection failures raise ``Retry``."""
+    loop = asyncio.get_running_loop()
+    try:
+        sock = None
+        if local_addr:
+            sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+            sock.setblocking(False)
+            sock.setsockopt(socket.IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, 1)
+            sock.bind((local_addr, 0))
+            await asyncio.wait_for(loop.sock_connect(sock, (host, port)), timeout)
+            _, conn = await loop.create_connection(lambda: HttpConnection(loop), sock=sock)
+        else:
+            _, conn = await asyncio.wait_for(
+                loop.create_connection(lambda: HttpConnection(loop), host, port), timeout
+            )
+    except TimeoutError:
+        if sock is not None:
+            sock.close()
+        raise Retry("connect timeout") from None
+    except OSError as exc:
+        if sock is not None:
+            sock.close()
+        raise Retry(f"connect failed: {exc.strerror or exc}") from None
+    return conn
+
+
+def error_from(status: int, body: bytes) -> StreamError:
+    """A 4xx answer as ``StreamError`` with the server's JSON ``error`` and ``field``."""
+    try:
+        doc = json.loads(body)
+        return StreamError(status, str(doc.get("error", "")), doc.get("field"))
+    except (ValueError, AttributeError):
+        return StreamError(status, body[:200].decode("utf-8", "replace") or "no body")
+
+
+async def create_stream(
+    url: str,
+    tokens: int | None = None,
+    rate: float | None = None,
+    prompt: str | None = None,
+    timeout: float = 10.0,
+    local_addr: str | None = None,
+) -> dict[str, Any]:
+    """The prompt POST: ``{"id", "tokens", "rate", "created_ns"}``; 4xx raises StreamError."""
+    host, port, prefix = split_url(url)
+    body: dict[str, Any] = {}
+    for key, value in (("tokens", tokens), ("rate", rate), ("prompt", prompt)):
+        if value is not None:
+            body[key] = value
+    conn = await open_connection(host, port, timeout, local_addr)
+    try:
+        headers = {"Content-Type": "application/json", "Connection": "close"}
+        conn.send("POST", f"{prefix}/v1/streams", f"{host}:{port}", headers, json.dumps(body).encode())
+        status = await conn.head(timeout)
+        data = await asyncio.wait_for(conn.body(), timeout)
+    finally:
+        conn.abort()
+    if status != 201:
+        raise error_from(status, data)
+    return json.loads(data)

@@ -1,0 +1,46 @@
+"""Long-polling client: ``GET /v1/streams/{id}/poll?after=K&timeout=S`` on one keep-alive connection.
+
+The cursor travels with every poll (``after`` = last seq seen), so a reconnect is just the next
+poll on a new connection. An answer with ``end: true`` completes the stream. 404/410/422 fail
+for good; a 5xx or a drop is retried. A poll unanswered for ``timeout`` plus the heartbeat is a
+dead connection.
+"""
+
+from __future__ import annotations
+
+import json
+from urllib.parse import quote
+
+from clients.base import Reader, Retry
+from clients.http import error_from, open_connection, split_url
+
+
+class PollReader(Reader):
+    transport = "poll"
+
+    async def _attempt(self, after: int) -> bool:
+        opts = self.options
+        host, port, prefix = split_url(self.url)
+        conn = await open_connection(host, port, opts.connect_timeout, opts.local_addr)
+        base = f"{prefix}/v1/streams/{quote(self.stream_id, safe='')}/poll?timeout={opts.poll_timeout:g}"
+        hostport, deliver, loads = f"{host}:{port}", self.deliver, json.loads
+        conn.watch_silence(opts.poll_timeout + opts.heartbeat)
+        try:
+            while True:
+                conn.send("GET", f"{base}&after={self.cursor}", hostport, {})
+                status, body = await conn.response()
+                if status != 200:
+                    if 400 <= status < 500:
+                        raise error_from(status, body)
+                    raise Retry(f"HTTP {status}")
+                try:
+                    doc = loads(body)
+                    for token in doc["tokens"]:
+                        deliver(token["seq"], token["t"], token["text"])
+                    if doc["end"]:
+                        return True
+                except (ValueError, KeyError, TypeError):
+                    raise Retry("malformed poll answer") from None
+        finally:
+            self.stats.bytes_received += conn.bytes_received
+            conn.abort()

@@ -1,0 +1,90 @@
+"""gRPC client: ``TokenStream.StreamTokens`` on grpc.aio, resuming with ``after``.
+
+Status codes (grpc/doc/statuscodes.md): NOT_FOUND and INVALID_ARGUMENT fail for good; every other
+code (UNAVAILABLE on a drop or a draining server, CANCELLED, INTERNAL on a cut stream...) is
+resumed. A silent connection is found by HTTP/2 keepalive pings every ``heartbeat`` seconds,
+each given ``heartbeat`` seconds to be answered, so within twice the heartbeat.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import grpc
+
+from clients.base import Reader, Retry, StreamError
+from clients.http import split_url
+from proto import tokens_pb2 as pb
+from proto import tokens_pb2_grpc as pb_grpc
+
+FINAL = (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT)
+
+
+def target(url: str) -> str:
+    host, port, _ = split_url(url)
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def channel_options(heartbeat: float) -> list[tuple[str, Any]]:
+    ms = int(heartbeat * 1000)
+    return [
+        ("grpc.keepalive_time_ms", ms),
+        ("grpc.keepalive_timeout_ms", ms),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.max_pings_without_data", 0),
+        ("grpc.initial_reconnect_backoff_ms", 50),
+        ("grpc.max_reconnect_backoff_ms", 5000),
+        ("grpc.use_local_subchannel_pool", 1),  # one connection per reader, like a browser tab
+    ]
+
+
+class GrpcReader(Reader):
+    transport = "grpc"
+    channel: grpc.aio.Channel | None = None
+
+    async def run(self) -> None:
+        self.channel = grpc.aio.insecure_channel(
+            target(self.url), options=channel_options(self.options.heartbeat)
+        )
+        try:
+            await super().run()
+        finally:
+            await self.channel.close()
+
+    async def _attempt(self, after: int) -> bool:
+        assert self.channel is not None
+        stub = pb_grpc.TokenStreamStub(self.channel)
+        request = pb.StreamRequest(id=self.stream_id)
+        if after >= 0:
+            request.after = after
+        call = stub.StreamTokens(request)
+        deliver, size = self.deliver, 0
+        try:
+            async for token in call:
+                size += token.ByteSize()
+                deliver(token.seq, token.t, token.text)
+            return True
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() in FINAL:
+                raise StreamError(exc.code().name, exc.details() or "") from None
+            raise Retry(f"grpc {exc.code().name}") from None
+        finally:
+            self.stats.bytes_received += size
+            call.cancel()
+
+
+async def create_stream(
+    url: str, tokens: int | None = None, rate: float | None = None, prompt: str | None = None,
+    timeout: float = 10.0, local_addr: str | None = None,
+) -> dict[str, Any]:
+    """``CreateStream``: the same answer as the HTTP prompt POST (``local_addr`` is not used)."""
+    async with grpc.aio.insecure_channel(target(url)) as channel:
+        stub = pb_grpc.TokenStreamStub(channel)
+        request = pb.CreateStreamRequest(prompt=prompt or "", tokens=tokens or 0, rate=rate or 0.0)
+        try:
+            reply = await stub.CreateStream(request, timeout=timeout)
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() in FINAL:
+                raise StreamError(exc.code().name, exc.details() or "") from None
+            raise Retry(f"grpc {exc.code().name}") from None
+    return {"id": reply.id, "tokens": reply.tokens, "rate": reply.rate, "created_ns": reply.created_ns}

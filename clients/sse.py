@@ -1,0 +1,92 @@
+"""SSE client: ``GET /v1/streams/{id}/sse`` with EventSource semantics (WHATWG HTML 9.2).
+
+- resume with ``Last-Event-ID: <last seq seen>``;
+- wait the server's ``retry:`` time before reconnecting (the first connection failures, before
+  any ``retry:`` was seen, back off with jitter);
+- ``204`` ends the stream (nothing more to read), as it stops a browser's EventSource;
+- a 200 that is not ``text/event-stream`` fails for good, as in a browser; 404/410/422 fail for
+  good with the server's message; a 5xx or a dropped connection is retried;
+- nothing received (not even a heartbeat comment) for twice the heartbeat: reconnect.
+"""
+
+from __future__ import annotations
+
+import json
+from urllib.parse import quote
+
+from clients.base import Reader, Retry, StreamError
+from clients.http import error_from, open_connection, split_url
+from clients.sse_parser import SSEParser
+
+
+class SSEReader(Reader):
+    transport = "sse"
+    reconnect_ms: int | None = None  # the server's latest ``retry:``
+
+    async def _attempt(self, after: int) -> bool:
+        opts = self.options
+        host, port, prefix = split_url(self.url)
+        conn = await open_connection(host, port, opts.connect_timeout, opts.local_addr)
+        ended = False
+        deliver, loads = self.deliver, json.loads
+
+        def on_event(type_: str, data: str, last_id: str) -> None:
+            nonlocal ended
+            if type_ == "message":
+                try:
+                    doc = loads(data)
+                    deliver(doc["seq"], doc["t"], doc["text"])
+                except (ValueError, KeyError, TypeError):
+                    conn.abort()  # a malformed event: drop this connection and resume
+                    raise
+            elif type_ == "end":
+                ended = True
+
+        parser = SSEParser(on_event)
+        is_stream: bool | None = None
+
+        def feed(chunk: bytes) -> None:
+            nonlocal is_stream
+            if is_stream is None:
+                ctype = conn.headers.get("content-type", "")
+                is_stream = conn.status == 200 and ctype.startswith("text/event-stream")
+            if not is_stream:
+                conn.body_parts.append(chunk)  # an error body, read below
+                return
+            try:
+                parser.feed(chunk)
+            except (ValueError, KeyError, TypeError):
+                pass  # already aborted; the attempt ends as "connection lost"
+
+        headers = {"Accept": "text/event-stream", "Cache-Control": "no-cache"}
+        if after >= 0:
+            headers["Last-Event-ID"] = str(after)
+        conn.body_sink = feed
+        try:
+            conn.send("GET", f"{prefix}/v1/streams/{quote(self.stream_id, safe='')}/sse",
+                      f"{host}:{port}", headers)  # fmt: skip
+            status = await conn.head(opts.connect_timeout)
+            if status == 204:
+                return True
+            if 400 <= status < 500:
+                raise error_from(status, await conn.body())
+            if status != 200:
+                raise Retry(f"HTTP {status}")
+            ctype = conn.headers.get("content-type", "")
+            if not ctype.startswith("text/event-stream"):
+                raise StreamError(status, f"not an event stream: {ctype or 'no content type'}")
+            conn.watch_silence(opts.silence)
+            await conn.body()
+            parser.close()
+            return ended
+        except Retry as exc:
+            if parser.retry is not None:
+                self.reconnect_ms = parser.retry
+            if self.reconnect_ms is not None and exc.delay is None:
+                exc.delay = self.reconnect_ms / 1000
+            raise
+        finally:
+            if parser.retry is not None:
+                self.reconnect_ms = parser.retry
+            self.stats.bytes_received += conn.bytes_received
+            conn.abort()
