@@ -75,6 +75,7 @@ def serve(
     ready = {
         "event": "ready", "transport": cfg.transport, "url": sup.url, "host": cfg.host,
         "port": cfg.port, "workers": cfg.workers, "pids": sup.pids,
+        "metrics_file": sup.metrics_file,
     }  # fmt: skip
     print(json.dumps(ready), flush=True)
     try:

@@ -78,3 +78,11 @@ def reset_slot(path: Path, slot: int) -> None:
     with open(path, "r+b") as f:
         f.seek(slot * _ROW)
         f.write(b"\0" * _ROW)
+
+
+def read_rows(path: str | Path, workers: int) -> list[dict[str, int]]:
+    """Every worker's counters, from the table file (for the bench and tests; read-only)."""
+    data = Path(path).read_bytes()
+    view = memoryview(data).cast("q")
+    n = len(COUNTERS)
+    return [dict(zip(NAMES, view[row * n : row * n + n], strict=True)) for row in range(workers)]

@@ -44,6 +44,10 @@ class Supervisor:
         return f"{scheme}://{host}:{self.cfg.port}"
 
     @property
+    def metrics_file(self) -> str | None:
+        return str(self._table) if self._table else None
+
+    @property
     def pids(self) -> list[int]:
         return [p.pid for p in self.procs if p is not None and p.poll() is None]
 

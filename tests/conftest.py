@@ -1,0 +1,138 @@
+"""Real servers on port 0, started through the real CLI, always cleaned up."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from servers import metrics
+
+TRANSPORTS = ("sse", "ws", "grpc", "poll")
+HTTP_TRANSPORTS = ("sse", "ws", "poll")
+
+
+@dataclass
+class ServerHandle:
+    transport: str
+    url: str
+    port: int
+    pids: list[int]
+    workers: int
+    metrics_file: str
+    proc: subprocess.Popen[str]
+    stderr_path: Path
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def counters(self) -> dict[str, int]:
+        rows = metrics.read_rows(self.metrics_file, self.workers)
+        return {k: sum(r[k] for r in rows) for k in metrics.NAMES}
+
+    def rows(self) -> list[dict[str, int]]:
+        return metrics.read_rows(self.metrics_file, self.workers)
+
+    def stderr(self) -> str:
+        return self.stderr_path.read_text(errors="replace")
+
+    def http_url(self) -> str:
+        return self.url.replace("grpc://", "http://")
+
+    def get(self, path: str) -> tuple[int, bytes]:
+        try:
+            with urllib.request.urlopen(self.http_url() + path, timeout=5) as r:
+                return r.status, r.read()
+        except urllib.error.HTTPError as e:
+            return e.code, e.read()
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        for pid in self.pids:  # the workers must be gone too
+            deadline = time.monotonic() + 5
+            while _alive(pid) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
+        return self.proc.returncode
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:  # a zombie is not alive
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ", 1)[1][0] != "Z"
+    except OSError:
+        return False
+
+
+def start_server(transport: str, *args: str, workers: int = 1) -> ServerHandle:
+    err = Path(tempfile.mkstemp(prefix=f"tokenbench-{transport}-", suffix=".log")[1])
+    cmd = [sys.executable, "-m", "bench.cli", "serve", transport, "--port", "0",
+           "--workers", str(workers), *args]  # fmt: skip
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=err.open("w"), text=True, start_new_session=True
+    )
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    if not line:
+        proc.wait(10)
+        raise RuntimeError(f"server did not start: {err.read_text()}")
+    ready = json.loads(line)
+    return ServerHandle(
+        transport, ready["url"], ready["port"], ready["pids"], workers,
+        ready["metrics_file"], proc, err,
+    )  # fmt: skip
+
+
+@pytest.fixture
+def server_factory() -> Iterator[Callable[..., ServerHandle]]:
+    started: list[ServerHandle] = []
+
+    def factory(transport: str, *args: str, workers: int = 1) -> ServerHandle:
+        handle = start_server(transport, *args, workers=workers)
+        started.append(handle)
+        return handle
+
+    yield factory
+    for handle in started:
+        handle.stop()
+        handle.stderr_path.unlink(missing_ok=True)
+
+
+@pytest.fixture(scope="module")
+def servers() -> Iterator[dict[str, ServerHandle]]:
+    """One server per transport (two workers each), shared by a module's tests."""
+    handles = {t: start_server(t, "--retry-ms", "100", workers=2) for t in TRANSPORTS}
+    yield handles
+    for handle in handles.values():
+        handle.stop()
+        handle.stderr_path.unlink(missing_ok=True)
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float, step: float = 0.02) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(step)
+    return predicate()
