@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import signal
 import sys
-from enum import Enum
+from enum import StrEnum
 from typing import Annotated
 
 import typer
@@ -18,7 +18,7 @@ app = typer.Typer(
 )
 
 
-class Transport(str, Enum):
+class Transport(StrEnum):
     sse = "sse"
     ws = "ws"
     grpc = "grpc"
@@ -34,7 +34,9 @@ def fail(message: str, code: int = 2) -> None:
 def serve(
     transport: Annotated[Transport, typer.Argument(help="Which transport to serve.")],
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port; 0 picks a free one (printed when ready).")] = 8000,
+    port: Annotated[
+        int, typer.Option(help="Port; 0 picks a free one (printed when ready).")
+    ] = 8000,
     workers: Annotated[int, typer.Option(help="Worker processes sharing the port.")] = 1,
     replay_ttl: Annotated[
         float, typer.Option(help="Seconds a stream stays resumable after its last token.")
@@ -42,8 +44,12 @@ def serve(
     heartbeat: Annotated[
         float, typer.Option(help="SSE comment / WebSocket ping / gRPC keepalive, seconds.")
     ] = 15.0,
-    retry_ms: Annotated[int, typer.Option(help="SSE reconnect delay announced by `retry:`.")] = 1000,
-    grace: Annotated[float, typer.Option(help="Graceful shutdown budget on SIGTERM, seconds.")] = 5.0,
+    retry_ms: Annotated[
+        int, typer.Option(help="SSE reconnect delay announced by `retry:`.")
+    ] = 1000,
+    grace: Annotated[
+        float, typer.Option(help="Graceful shutdown budget on SIGTERM, seconds.")
+    ] = 5.0,
     ws_compression: Annotated[
         bool, typer.Option(help="Offer WebSocket per-message deflate (uvicorn's default: on).")
     ] = False,

@@ -6,7 +6,9 @@ land in the middle of a frame:
 - ``close``: FIN both ways, as a server or load balancer closing cleanly;
 - ``reset``: RST to the client (SO_LINGER 0), as a crashed peer or a NAT dropping state;
 - ``blackhole``: both directions go silent, no FIN and no RST, as a phone moving from Wi-Fi to
-  LTE; the sockets stay open until the proxy stops, so only the client's own watchdog saves it.
+  LTE; the sockets stay open until the proxy stops, so only the client's own watchdog saves it;
+- ``stall``: the proxy stops reading from the server (a reader that stopped reading, at the TCP
+  level, whatever its client library buffers); the client side stays open and quiet.
 No tc/netem on this kernel: this is how tokenbench injects faults, in user space.
 """
 
@@ -19,7 +21,7 @@ import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 
-FAULTS = ("close", "reset", "blackhole")
+FAULTS = ("close", "reset", "blackhole", "stall")
 
 
 @dataclass(frozen=True)
@@ -108,8 +110,9 @@ class FaultProxy:
                     writer.write(data[:cut])
                     await writer.drain()
                 self._fire(writer, fault, n)
-                if fault.kind == "blackhole":
-                    hole.set()
+                if fault.kind in ("blackhole", "stall"):
+                    if fault.kind == "blackhole":
+                        hole.set()
                     await asyncio.Event().wait()  # hold both sockets open until stop()
                 return
             writer.write(data)

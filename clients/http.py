@@ -109,7 +109,9 @@ class HttpConnection(asyncio.Protocol):
                 fut.set_exception(exc)
 
     # requests
-    def send(self, method: str, target: str, host: str, headers: dict[str, str], body: bytes = b"") -> None:
+    def send(
+        self, method: str, target: str, host: str, headers: dict[str, str], body: bytes = b""
+    ) -> None:
         if self.transport is None or self.transport.is_closing():
             raise Retry("connection lost")
         self.status, self.headers, self.body_parts = 0, {}, []
@@ -215,7 +217,9 @@ async def create_stream(
     conn = await open_connection(host, port, timeout, local_addr)
     try:
         headers = {"Content-Type": "application/json", "Connection": "close"}
-        conn.send("POST", f"{prefix}/v1/streams", f"{host}:{port}", headers, json.dumps(body).encode())
+        conn.send(
+            "POST", f"{prefix}/v1/streams", f"{host}:{port}", headers, json.dumps(body).encode()
+        )
         status = await conn.head(timeout)
         data = await asyncio.wait_for(conn.body(), timeout)
     finally:

@@ -1,4 +1,4 @@
-"""Long-polling client: ``GET /v1/streams/{id}/poll?after=K&timeout=S`` on one keep-alive connection.
+"""Long-polling client: ``GET /v1/streams/{id}/poll?after=K&timeout=S``, one keep-alive connection.
 
 The cursor travels with every poll (``after`` = last seq seen), so a reconnect is just the next
 poll on a new connection. An answer with ``end: true`` completes the stream. 404/410/422 fail
@@ -22,7 +22,8 @@ class PollReader(Reader):
         opts = self.options
         host, port, prefix = split_url(self.url)
         conn = await open_connection(host, port, opts.connect_timeout, opts.local_addr)
-        base = f"{prefix}/v1/streams/{quote(self.stream_id, safe='')}/poll?timeout={opts.poll_timeout:g}"
+        sid = quote(self.stream_id, safe="")
+        base = f"{prefix}/v1/streams/{sid}/poll?timeout={opts.poll_timeout:g}"
         hostport, deliver, loads = f"{host}:{port}", self.deliver, json.loads
         conn.watch_silence(opts.poll_timeout + opts.heartbeat)
         try:

@@ -3,7 +3,9 @@
 Status codes (grpc/doc/statuscodes.md): NOT_FOUND and INVALID_ARGUMENT fail for good; every other
 code (UNAVAILABLE on a drop or a draining server, CANCELLED, INTERNAL on a cut stream...) is
 resumed. A silent connection is found by HTTP/2 keepalive pings every ``heartbeat`` seconds,
-each given ``heartbeat`` seconds to be answered, so within twice the heartbeat.
+each given ``heartbeat`` seconds to be answered, so within twice the heartbeat. Keepalive alone
+is not enough in grpcio: a BDP-probe ping is usually in flight, only one ping may be, and it
+waits ``grpc.http2.ping_timeout_ms`` (60 s by default), so that timeout is set to match.
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ def channel_options(heartbeat: float) -> list[tuple[str, Any]]:
         ("grpc.keepalive_timeout_ms", ms),
         ("grpc.keepalive_permit_without_calls", 1),
         ("grpc.http2.max_pings_without_data", 0),
+        ("grpc.http2.ping_timeout_ms", ms),
+        ("grpc.http2.min_ping_interval_without_data_ms", ms),
         ("grpc.initial_reconnect_backoff_ms", 50),
         ("grpc.max_reconnect_backoff_ms", 5000),
         ("grpc.use_local_subchannel_pool", 1),  # one connection per reader, like a browser tab
@@ -74,8 +78,12 @@ class GrpcReader(Reader):
 
 
 async def create_stream(
-    url: str, tokens: int | None = None, rate: float | None = None, prompt: str | None = None,
-    timeout: float = 10.0, local_addr: str | None = None,
+    url: str,
+    tokens: int | None = None,
+    rate: float | None = None,
+    prompt: str | None = None,
+    timeout: float = 10.0,
+    local_addr: str | None = None,
 ) -> dict[str, Any]:
     """``CreateStream``: the same answer as the HTTP prompt POST (``local_addr`` is not used)."""
     async with grpc.aio.insecure_channel(target(url)) as channel:
@@ -87,4 +95,9 @@ async def create_stream(
             if exc.code() in FINAL:
                 raise StreamError(exc.code().name, exc.details() or "") from None
             raise Retry(f"grpc {exc.code().name}") from None
-    return {"id": reply.id, "tokens": reply.tokens, "rate": reply.rate, "created_ns": reply.created_ns}
+    return {
+        "id": reply.id,
+        "tokens": reply.tokens,
+        "rate": reply.rate,
+        "created_ns": reply.created_ns,
+    }

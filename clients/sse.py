@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from urllib.parse import quote
 
@@ -53,10 +54,8 @@ class SSEReader(Reader):
             if not is_stream:
                 conn.body_parts.append(chunk)  # an error body, read below
                 return
-            try:
-                parser.feed(chunk)
-            except (ValueError, KeyError, TypeError):
-                pass  # already aborted; the attempt ends as "connection lost"
+            with contextlib.suppress(ValueError, KeyError, TypeError):
+                parser.feed(chunk)  # on a bad event the connection is aborted and resumed
 
         headers = {"Accept": "text/event-stream", "Cache-Control": "no-cache"}
         if after >= 0:

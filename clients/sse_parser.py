@@ -77,9 +77,8 @@ class SSEParser:
                 self._id_buffer = value
         elif name == "event":
             self._type = value
-        elif name == "retry":
-            if value and value.isascii() and value.isdigit():
-                self.retry = int(value)
+        elif name == "retry" and value.isascii() and value.isdigit():
+            self.retry = int(value)
 
     def _dispatch(self) -> None:
         self.last_event_id = self._id_buffer

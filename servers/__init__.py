@@ -1,1 +1,1 @@
-"""tokenbench servers: one transport-free token core (``servers.core``), one module per transport."""
+"""tokenbench servers: one transport-free token core (``servers.core``), a module per transport."""

@@ -42,7 +42,9 @@ class ServerConfig:
 
     def __post_init__(self) -> None:
         if self.transport not in TRANSPORTS:
-            raise ValueError(f"unknown transport {self.transport!r}: one of {', '.join(TRANSPORTS)}")
+            raise ValueError(
+                f"unknown transport {self.transport!r}: one of {', '.join(TRANSPORTS)}"
+            )
         if not 0 <= self.port <= 65535:
             raise ValueError(f"port {self.port} outside 0..65535")
         if not 1 <= self.workers <= 64:
@@ -78,7 +80,7 @@ class TransportServer(Protocol):
     NAME: str
 
     def settings(self, cfg: ServerConfig) -> dict[str, Any]:
-        """The stack's settings: ``effective`` (this run) and ``stack_defaults`` (out of the box)."""
+        """Stack settings: ``effective`` (this run) and ``stack_defaults`` (out of the box)."""
         ...
 
     async def serve(self, ctx: Context, on_ready: Any) -> None:

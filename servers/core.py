@@ -36,6 +36,7 @@ MAX_PROMPT_BYTES = 4096
 MAX_BODY_BYTES = 64 * 1024
 DEFAULT_REPLAY_TTL = 300.0
 MAX_BATCH = 1000  # tokens per write (and per poll answer) when a reader catches up
+FAIR_SHARE = 100  # messages one connection writes before yielding to the others
 DEFAULT_SECRET = b"tokenbench-default-secret"
 
 _ID = struct.Struct(">BQIdQ")  # version, created_ns, tokens, rate, seed

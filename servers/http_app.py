@@ -183,4 +183,3 @@ def uvicorn_settings(cfg: Any, extra: dict[str, Any]) -> dict[str, Any]:
         **extra,
     }
     return {"effective": effective, "stack_defaults": UVICORN_DEFAULTS}
-

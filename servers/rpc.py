@@ -27,6 +27,7 @@ from servers.base import Context, ServerConfig
 from servers.core import (
     DEFAULT_RATE,
     DEFAULT_TOKENS,
+    FAIR_SHARE,
     MAX_BODY_BYTES,
     ContractError,
     Cursor,
@@ -49,6 +50,7 @@ GRPC_DEFAULTS = {
     "grpc.keepalive_timeout_ms": 20_000,
     "grpc.http2.max_ping_strikes": 2,
     "grpc.http2.min_recv_ping_interval_without_data_ms": 300_000,
+    "grpc.http2.ping_timeout_ms": 60_000,
     "grpc.so_reuseport": 1,
     "loop": "asyncio",
 }
@@ -60,6 +62,7 @@ def _options(cfg: ServerConfig) -> list[tuple[str, int]]:
         ("grpc.so_reuseport", 1),
         ("grpc.keepalive_time_ms", ping_ms),
         ("grpc.keepalive_timeout_ms", ping_ms),
+        ("grpc.http2.ping_timeout_ms", ping_ms),  # else a BDP ping in flight waits 60 s
         ("grpc.keepalive_permit_without_calls", 1),
         ("grpc.http2.max_ping_strikes", 0),
         ("grpc.http2.min_recv_ping_interval_without_data_ms", min(ping_ms, 5000)),
@@ -92,7 +95,9 @@ class TokenStreamServicer(pb_grpc.TokenStreamServicer):
             await self._fail(context, exc)
         sid, stream = self.ctx.codec.new_stream(tokens, rate, time.time_ns())
         self.ctx.metrics.add(m.CREATED)
-        return pb.CreateStreamResponse(id=sid, tokens=tokens, rate=rate, created_ns=stream.created_ns)
+        return pb.CreateStreamResponse(
+            id=sid, tokens=tokens, rate=rate, created_ns=stream.created_ns
+        )
 
     async def StreamTokens(
         self, request: pb.StreamRequest, context: grpc.aio.ServicerContext
@@ -110,11 +115,13 @@ class TokenStreamServicer(pb_grpc.TokenStreamServicer):
         metrics.add(m.OPEN)
         try:
             while not cursor.done:
-                seqs = cursor.take(time.time_ns())
+                seqs = cursor.take(time.time_ns(), FAIR_SHARE)
                 if seqs:
                     for seq in seqs:
                         await write(token(seq=seq, t=stream.due_ns(seq), text=stream.text(seq)))
                     metrics.add(m.TOKENS, len(seqs))
+                    if len(seqs) > 1:
+                        await asyncio.sleep(0)  # a catching-up reader lets the others run
                 else:
                     await hub.sleep_until(cursor.next_due_ns())
         except Draining:
@@ -124,7 +131,10 @@ class TokenStreamServicer(pb_grpc.TokenStreamServicer):
 
 
 def settings(cfg: ServerConfig) -> dict[str, Any]:
-    return {"effective": {**dict(_options(cfg)), "loop": "asyncio"}, "stack_defaults": GRPC_DEFAULTS}
+    return {
+        "effective": {**dict(_options(cfg)), "loop": "asyncio"},
+        "stack_defaults": GRPC_DEFAULTS,
+    }
 
 
 async def serve(ctx: Context, on_ready: Callable[[], None]) -> None:

@@ -11,6 +11,7 @@ not tokens flowed, and the contract asks for a heartbeat only after ``heartbeat`
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -47,6 +48,8 @@ async def _events(ctx: Context, stream: Stream, after: int) -> AsyncIterator[byt
                 yield "".join([f"id: {s}\ndata: {stream.payload(s)}\n\n" for s in seqs]).encode()
                 metrics.add(m.TOKENS, len(seqs))
                 last_write = now
+                if len(seqs) > 1:
+                    await asyncio.sleep(0)  # a catching-up reader lets the others run
             elif now - last_write >= heartbeat_ns:
                 yield HEARTBEAT
                 last_write = now

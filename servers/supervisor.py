@@ -55,7 +55,9 @@ class Supervisor:
         try:
             self._placeholder = reserve_port(self.cfg.host, self.cfg.port)
         except OSError as exc:
-            raise StartError(f"cannot bind {self.cfg.host}:{self.cfg.port}: {exc.strerror}") from None
+            raise StartError(
+                f"cannot bind {self.cfg.host}:{self.cfg.port}: {exc.strerror}"
+            ) from None
         self.cfg.port = self._placeholder.getsockname()[1]
         fd, name = tempfile.mkstemp(prefix="tokenbench-metrics-", dir=_shm_dir())
         os.close(fd)
@@ -104,7 +106,10 @@ class Supervisor:
                 if self.stopping or proc is None or proc.poll() is None:
                     continue
                 if self.restarts >= 10:
-                    print(f"worker {slot} exited ({proc.returncode}); too many restarts", file=sys.stderr)
+                    print(
+                        f"worker {slot} exited ({proc.returncode}); too many restarts",
+                        file=sys.stderr,
+                    )
                     self.stop()
                     return
                 self.restarts += 1

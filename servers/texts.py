@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 
-_WORDS = (
+_WORDS = (  # noqa: SIM905 (prose reads better than a hundred one-word lines)
     "the model streams tokens over the wire while every client reads them back in order and "
     "checks each sequence number against its schedule latency grows when the server falls "
     "behind so measure it honestly against the due time carried in every payload reconnect "
@@ -24,14 +24,45 @@ _WORDS = (
 ).split()
 
 _MULTI = (
-    " café", " naïve", " über", " señor", " résumé", " Ωmega", " 東京", " 数据流",
-    " 🙂 ok", " 😀👍", " façade", " Zürich", " Ärger", " 日本語", " 한국어", " πρώτο",
-    " 🚀 go", " crème", " Москва", " ½ cup", " 10 €", " naïveté", " 🌍!", " Łódź",
+    " café",
+    " naïve",
+    " über",
+    " señor",
+    " résumé",
+    " Ωmega",
+    " 東京",
+    " 数据流",
+    " 🙂 ok",
+    " 😀👍",
+    " façade",
+    " Zürich",
+    " Ärger",
+    " 日本語",
+    " 한국어",
+    " πρώτο",
+    " 🚀 go",
+    " crème",
+    " Москва",
+    " ½ cup",
+    " 10 €",
+    " naïveté",
+    " 🌍!",
+    " Łódź",
 )
 
 _NEWLINE = (
-    ".\n\nThe", ":\n- item", "\n\n## Next", " end.\n", "\n```py\n", ",\n  and", "\n> note",
-    " yes!\n\n", "\n1. first", " done\n\n", "\n- café", ";\n\t x",
+    ".\n\nThe",
+    ":\n- item",
+    "\n\n## Next",
+    " end.\n",
+    "\n```py\n",
+    ",\n  and",
+    "\n> note",
+    " yes!\n\n",
+    "\n1. first",
+    " done\n\n",
+    "\n- café",
+    ";\n\t x",
 )
 
 

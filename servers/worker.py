@@ -8,6 +8,7 @@ transports run on uvloop; gRPC runs on the stock asyncio loop, the one grpc.aio 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes
 import logging
 import os
@@ -19,10 +20,8 @@ from servers.base import Context, ServerConfig, load
 
 def _die_with_parent() -> None:
     """Linux prctl(PR_SET_PDEATHSIG): a supervisor killed with -9 takes its workers along."""
-    try:
+    with contextlib.suppress(OSError):
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)
-    except OSError:
-        pass
 
 
 def main() -> None:

@@ -20,7 +20,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from servers import metrics as m
 from servers.base import Context, ServerConfig
-from servers.core import ContractError, Cursor, parse_after
+from servers.core import FAIR_SHARE, ContractError, Cursor, parse_after
 from servers.http_app import build_app, error_response, run_uvicorn, uvicorn_settings
 from servers.hub import Draining
 from servers.listen import listen_socket
@@ -62,11 +62,13 @@ def routes(ctx: Context) -> list[BaseRoute]:
         send = ws.send_text
         try:
             while not cursor.done:
-                seqs = cursor.take(time.time_ns())
+                seqs = cursor.take(time.time_ns(), FAIR_SHARE)
                 if seqs:
                     for seq in seqs:
                         await send(stream.payload(seq))
                     metrics.add(m.TOKENS, len(seqs))
+                    if len(seqs) > 1:
+                        await asyncio.sleep(0)  # a catching-up reader lets the others run
                 else:
                     await hub.sleep_until(cursor.next_due_ns())
             await send(f'{{"end":true,"tokens":{stream.tokens}}}')

@@ -51,12 +51,18 @@ async def test_stream_created_on_one_transport_is_served_by_another(
 ) -> None:
     over_grpc = await create_stream("grpc", servers["grpc"].url, tokens=30, rate=1000)
     over_http = await create_stream("poll", servers["poll"].url, tokens=30, rate=1000)
-    assert [t.seq for t in await read_all("sse", servers["sse"], over_grpc["id"])] == list(range(30))
-    assert [t.seq for t in await read_all("grpc", servers["grpc"], over_http["id"])] == list(range(30))
+    assert [t.seq for t in await read_all("sse", servers["sse"], over_grpc["id"])] == list(
+        range(30)
+    )
+    assert [t.seq for t in await read_all("grpc", servers["grpc"], over_http["id"])] == list(
+        range(30)
+    )
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
-async def test_every_worker_serves_any_stream(servers: dict[str, ServerHandle], transport: str) -> None:
+async def test_every_worker_serves_any_stream(
+    servers: dict[str, ServerHandle], transport: str
+) -> None:
     srv = servers[transport]
     info = await create_stream(transport, srv.url, tokens=5, rate=1000)
     before = [row["requests_total"] for row in srv.rows()]
@@ -175,6 +181,12 @@ def expired_id() -> str:
 
 
 READ_PATH = {"sse": "sse", "ws": "ws", "poll": "poll"}
+WS_UPGRADE = {
+    "Connection": "Upgrade",
+    "Upgrade": "websocket",
+    "Sec-WebSocket-Version": "13",
+    "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
+}
 
 
 @pytest.mark.parametrize("transport", HTTP_TRANSPORTS)
@@ -191,12 +203,14 @@ async def test_http_read_errors(servers: dict[str, ServerHandle], transport: str
         (info["id"], f"?{param}=abc", 422, param),
     ]
     if transport == "poll":
-        cases += [(info["id"], "?timeout=61", 422, "timeout"), (info["id"], "?timeout=x", 422, "timeout")]
+        cases += [
+            (info["id"], "?timeout=61", 422, "timeout"),
+            (info["id"], "?timeout=x", 422, "timeout"),
+        ]
     async with aiohttp.ClientSession() as http:
         for sid, query, status, field in cases:
             url = f"{srv.url}/v1/streams/{sid}/{READ_PATH[transport]}{query}"
-            headers = {"Connection": "Upgrade", "Upgrade": "websocket", "Sec-WebSocket-Version": "13",
-                       "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ=="} if transport == "ws" else {}  # fmt: skip
+            headers = WS_UPGRADE if transport == "ws" else {}
             async with http.get(url, headers=headers) as r:
                 assert r.status == status, (sid, query)
                 doc = await r.json(content_type=None)
@@ -297,4 +311,4 @@ def test_health_and_metrics(servers: dict[str, ServerHandle], transport: str) ->
     assert status == 200
     for name in ("connections_open", "tokens_sent_total", "resumes_total", "errors_total"):
         assert f"\ntokenbench_{name}{{" in "\n" + text, name
-    assert f"# TYPE tokenbench_tokens_sent_total counter" in text
+    assert "# TYPE tokenbench_tokens_sent_total counter" in text

@@ -138,7 +138,10 @@ def test_validate_create_rejects(body: object, field: str) -> None:
 
 def test_validate_create_defaults_and_limits() -> None:
     assert validate_create({}) == (400, 40.0)
-    assert validate_create({"tokens": 100000, "rate": 1000, "prompt": "a" * 4096}) == (100000, 1000.0)
+    assert validate_create({"tokens": 100000, "rate": 1000, "prompt": "a" * 4096}) == (
+        100000,
+        1000.0,
+    )
     assert validate_create({"tokens": 1, "rate": 0.001}) == (1, 0.001)
 
 

@@ -30,10 +30,12 @@ CASES: list[tuple[str, bytes, list[tuple[str, str, str]], int | None, str]] = [
     ("id persists", b"id: 3\ndata: a\n\ndata: b\n\n", [(M, "a", "3"), (M, "b", "3")], None, "3"),
     ("id with NULL ignored", b"id: 1\ndata: a\n\nid: 2\x003\ndata: b\n\n",
      [(M, "a", "1"), (M, "b", "1")], None, "1"),
-    ("empty id resets", b"id: 4\ndata: a\n\nid\ndata: b\n\n", [(M, "a", "4"), (M, "b", "")], None, ""),
+    ("empty id resets", b"id: 4\ndata: a\n\nid\ndata: b\n\n",
+     [(M, "a", "4"), (M, "b", "")], None, ""),
     ("id without data: no event, id set", b"id: 5\n\n", [], None, "5"),
     ("retry digits", b"retry: 1500\n\n", [], 1500, ""),
-    ("retry not digits ignored", b"retry: 15a\n\nretry: -1\n\nretry:\n\nretry: 1 0\n\n", [], None, ""),
+    ("retry not digits ignored", b"retry: 15a\n\nretry: -1\n\nretry:\n\nretry: 1 0\n\n",
+     [], None, ""),
     ("event type", b"event: end\ndata: {}\n\n", [("end", "{}", "")], None, ""),
     ("type resets even without data", b"event: x\n\ndata: y\n\n", [(M, "y", "")], None, ""),
     ("unknown field ignored", b"foo: bar\ndata: x\n\n", [(M, "x", "")], None, ""),
@@ -65,8 +67,12 @@ def split_random(data: bytes, rng: random.Random) -> list[bytes]:
     return out
 
 
-@pytest.mark.parametrize(("name", "data", "events", "retry", "last_id"), CASES, ids=[c[0] for c in CASES])
-def test_parser_cases(name: str, data: bytes, events: list, retry: int | None, last_id: str) -> None:
+@pytest.mark.parametrize(
+    ("name", "data", "events", "retry", "last_id"), CASES, ids=[c[0] for c in CASES]
+)
+def test_parser_cases(
+    name: str, data: bytes, events: list, retry: int | None, last_id: str
+) -> None:
     expected = [Event(*e) for e in events]
     rng = random.Random(name)
     feeds = {

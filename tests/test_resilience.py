@@ -1,0 +1,225 @@
+"""Drops, stalls and shutdowns: the server cleans up, the clients resume with nothing lost."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import grpc
+import pytest
+from websockets.asyncio.client import connect as ws_connect
+
+from bench.proxy import Fault, FaultProxy
+from clients import ClientOptions, create_stream, reader_class
+from proto import tokens_pb2 as pb
+from proto import tokens_pb2_grpc as pb_grpc
+from servers.core import Codec
+from tests.conftest import HTTP_TRANSPORTS, TRANSPORTS, ServerHandle, wait_for
+
+pytestmark = pytest.mark.timeout(90)
+
+WS_HEADERS = (
+    "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+    "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+)
+ERROR_MARKS = ("Traceback", "ERROR", "Exception", "exception")
+
+
+def raw_request(port: int, transport: str, sid: str, after: int = -1) -> socket.socket:
+    """A bare TCP client that sends one read request and then does whatever the test wants."""
+    sock = socket.socket()
+    sock.connect(("127.0.0.1", port))
+    path = {"sse": "sse", "ws": "ws", "poll": "poll?timeout=5"}[transport]
+    path += ("&" if "?" in path else "?") + f"after={after}"
+    extra = WS_HEADERS if transport == "ws" else ""
+    sock.sendall(f"GET /v1/streams/{sid}/{path} HTTP/1.1\r\nHost: t\r\n{extra}\r\n".encode())
+    return sock
+
+
+def rss_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS"))
+
+
+CLIENT = """
+import asyncio, sys
+from clients import stream
+async def main():
+    async for tok in stream(sys.argv[1], sys.argv[2], sys.argv[3]):
+        print(tok.seq, flush=True)
+asyncio.run(main())
+"""
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_killed_client_costs_the_server_nothing(server_factory, transport: str) -> None:
+    srv: ServerHandle = server_factory(transport)
+    info = await create_stream(transport, srv.url, tokens=100, rate=2)  # mostly waiting
+    child = subprocess.Popen(
+        [sys.executable, "-c", CLIENT, transport, srv.url, info["id"]], stdout=subprocess.PIPE
+    )
+    try:
+        assert child.stdout is not None and child.stdout.readline().strip() == b"0"
+        assert wait_for(lambda: srv.counters()["connections_open"] == 1, 5)
+    finally:
+        child.kill()
+        child.wait()
+    start = time.monotonic()
+    assert wait_for(lambda: srv.counters()["connections_open"] == 0, 1.0), srv.counters()
+    assert time.monotonic() - start <= 1.0
+    await asyncio.sleep(0.6)  # the next token falls due: nothing may be written or logged
+    assert not any(mark in srv.stderr() for mark in ERROR_MARKS), srv.stderr()
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_stalled_reader_is_bounded_and_does_not_delay_others(
+    server_factory, transport: str
+) -> None:
+    srv: ServerHandle = server_factory(transport)
+    pid = srv.pids[0]
+    rss_before = rss_kib(pid)
+    # Four readers, each owed ~100,000 tokens (~7 MB) at once, stop reading at the TCP level:
+    # a proxy that stops reading from the server after 20 kB (client libraries such as grpcio's
+    # would otherwise keep pulling bytes into their own memory and hide the server's behaviour).
+    proxy = FaultProxy(("127.0.0.1", srv.port), lambda n: Fault("stall", after_bytes=20_000))
+    port = await proxy.start()
+    scheme = "grpc" if transport == "grpc" else "http"
+    stalled = []
+    for _ in range(4):
+        sid, _ = Codec().new_stream(100_000, 1000.0, time.time_ns() - 99 * 10**9)
+        reader = reader_class(transport)(f"{scheme}://127.0.0.1:{port}", sid, lambda *a: None)
+        stalled.append(asyncio.ensure_future(reader.run()))
+    # Meanwhile a well-behaved reader of a live stream must not be held up.
+    live = await create_stream(transport, srv.url, tokens=150, rate=100)
+    latencies: list[int] = []
+    reader = reader_class(transport)(
+        srv.url, live["id"], lambda s, t, x: latencies.append(time.time_ns() - t)
+    )
+    await asyncio.wait_for(reader.run(), 20)
+    assert reader.cursor == 149
+    latencies.sort()
+    assert latencies[int(len(latencies) * 0.99)] < 500_000_000, latencies[-5:]
+    # The stalled ones: the server stops writing once the kernel buffers are full.
+    samples = [srv.counters()["tokens_sent_total"]]
+    while len(samples) < 20 and (len(samples) < 3 or samples[-1] != samples[-3]):
+        await asyncio.sleep(0.5)
+        samples.append(srv.counters()["tokens_sent_total"])
+    assert samples[-1] == samples[-3], samples  # no progress for a whole second...
+    assert samples[-1] - 150 < 400_000, samples  # ...before all that is owed was written
+    # Kernel socket buffers hold what was written; the server itself holds a few MB at most
+    # (buffering all 400,000 owed tokens as Python objects would take some 40 MB).
+    assert rss_kib(pid) - rss_before < 16 * 1024
+    for task in stalled:
+        task.cancel()
+    await proxy.stop()
+
+
+# Tuned for quick detection: a 0.5 s heartbeat, and a 1 s long-poll wait (a poll client cannot
+# tell a black hole from a long wait sooner than its poll timeout plus a margin).
+FAST = ClientOptions(
+    heartbeat=0.5, backoff_initial=0.02, backoff_max=0.2, give_up_after=20, poll_timeout=1.0
+)
+
+
+@pytest.mark.parametrize("fault", ["close", "reset", "blackhole"])
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_clients_survive_faults_with_every_token_once(
+    server_factory, transport: str, fault: str
+) -> None:
+    srv: ServerHandle = server_factory(transport, "--heartbeat", "0.5", "--retry-ms", "50")
+    info = await create_stream(transport, srv.url, tokens=150, rate=200)
+    # Connections 0 and 1 die mid-stream (a cut mid-frame at an odd byte count), then clean.
+    plan = {0: Fault(fault, after_bytes=1999), 1: Fault(fault, after_bytes=3001)}
+    proxy = FaultProxy(("127.0.0.1", srv.port), plan.get)
+    port = await proxy.start()
+    got: list[tuple[int, str]] = []
+    scheme = "grpc" if transport == "grpc" else "http"
+    reader = reader_class(transport)(
+        f"{scheme}://127.0.0.1:{port}", info["id"], lambda s, t, x: got.append((s, x)), None, FAST
+    )
+    try:
+        await asyncio.wait_for(reader.run(), 30)
+    finally:
+        await proxy.stop()
+    expected = Codec().decode(info["id"])
+    assert got == [(s, expected.text(s)) for s in range(150)]
+    assert [n for n, _ in proxy.fired] == [0, 1]
+    assert reader.stats.reconnects >= 2
+    assert reader.stats.gaps == 0
+
+
+async def test_sse_heartbeat_comment_after_idle(server_factory) -> None:
+    srv: ServerHandle = server_factory("sse", "--heartbeat", "0.3")
+    info = await create_stream("sse", srv.url, tokens=2, rate=0.1)  # 10 s between tokens
+    sock = raw_request(srv.port, "sse", info["id"])
+    sock.settimeout(3)
+    data = b""
+    deadline = time.monotonic() + 2
+    while b": keep-alive\n\n" not in data and time.monotonic() < deadline:
+        data += sock.recv(4096)
+    sock.close()
+    assert b"retry: 1000" in data and b"id: 0\n" in data and b": keep-alive\n\n" in data
+
+
+async def test_websocket_server_pings(server_factory) -> None:
+    srv: ServerHandle = server_factory("ws", "--heartbeat", "0.3")
+    info = await create_stream("ws", srv.url, tokens=2, rate=0.1)
+    sock = raw_request(srv.port, "ws", info["id"])
+    sock.settimeout(3)
+    data = b""
+    deadline = time.monotonic() + 2
+    while b"\x89" not in data.split(b"\r\n\r\n", 1)[-1] and time.monotonic() < deadline:
+        data += sock.recv(4096)  # 0x89: a final ping frame (RFC 6455 5.5.2)
+    sock.close()
+    assert data.startswith(b"HTTP/1.1 101")
+    assert b"\x89" in data.split(b"\r\n\r\n", 1)[1]
+
+
+async def test_sigterm_closes_websockets_with_1001(server_factory) -> None:
+    srv: ServerHandle = server_factory("ws", "--grace", "2")
+    info = await create_stream("ws", srv.url, tokens=1000, rate=10)
+    url = srv.url.replace("http", "ws") + f"/v1/streams/{info['id']}/ws"
+    async with ws_connect(url) as ws:
+        first = json.loads(await ws.recv())
+        assert first["seq"] == 0
+        srv.proc.send_signal(signal.SIGTERM)
+        with pytest.raises(Exception):  # noqa: B017 (ConnectionClosed, whichever subclass)
+            while True:
+                await asyncio.wait_for(ws.recv(), 5)
+        assert ws.close_code == 1001
+    assert srv.proc.wait(10) == 0
+
+
+async def test_sigterm_ends_grpc_streams_unavailable(server_factory) -> None:
+    srv: ServerHandle = server_factory("grpc", "--grace", "2")
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{srv.port}") as channel:
+        stub = pb_grpc.TokenStreamStub(channel)
+        created = await stub.CreateStream(pb.CreateStreamRequest(tokens=1000, rate=10))
+        call = stub.StreamTokens(pb.StreamRequest(id=created.id))
+        assert (await call.read()).seq == 0
+        srv.proc.send_signal(signal.SIGTERM)
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            while True:
+                await asyncio.wait_for(call.read(), 5)
+        assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert srv.proc.wait(10) == 0
+
+
+@pytest.mark.parametrize("transport", HTTP_TRANSPORTS)
+async def test_sigterm_exits_cleanly_with_open_streams(server_factory, transport: str) -> None:
+    srv: ServerHandle = server_factory(transport, "--grace", "2", workers=2)
+    info = await create_stream(transport, srv.url, tokens=1000, rate=10)
+    socks = [raw_request(srv.port, transport, info["id"], after=0) for _ in range(4)]
+    assert wait_for(lambda: srv.counters()["connections_open"] >= 1, 5)
+    start = time.monotonic()
+    srv.proc.send_signal(signal.SIGTERM)
+    assert srv.proc.wait(10) == 0
+    assert time.monotonic() - start < 5
+    for s in socks:
+        s.close()
+    assert not any(mark in srv.stderr() for mark in ("Traceback",)), srv.stderr()
