@@ -99,6 +99,30 @@ def info(transport: Annotated[Transport, typer.Argument(help="Which transport.")
     print(json.dumps(load(transport.value).settings(cfg), indent=2))
 
 
+@app.command("idle-memory")
+def idle_memory(
+    transport: Annotated[str, typer.Option(help="sse, ws, grpc, poll, or all.")] = "all",
+    connections: Annotated[int, typer.Option(help="Idle readers to hold open.")] = 2000,
+) -> None:
+    """Server RSS per idle open connection (one worker; readers wait between tokens)."""
+    from bench import idle
+
+    if connections < 1 or connections > 15000:
+        fail("--connections must be 1..15000 (one process holds at most ~15,000 sockets)")
+    names = ["sse", "ws", "grpc", "poll"] if transport == "all" else [transport]
+    for name in names:
+        if name not in ("sse", "ws", "grpc", "poll"):
+            fail(f"unknown transport {name!r}: sse, ws, grpc, poll or all")
+    print(f"# {idle.machine_line()}, {connections} idle connections, 1 server worker")
+    print(f"{'transport':<10}{'KiB/conn':>10}{'RSS before':>14}{'RSS held':>12}{'after close':>13}")
+    for name in names:
+        r = idle.measure(name, connections)
+        print(
+            f"{name:<10}{r.bytes_per_connection / 1024:>10.1f}{r.rss_before_bytes / 2**20:>11.1f} MiB"
+            f"{r.rss_connected_bytes / 2**20:>8.1f} MiB{r.rss_after_close_bytes / 2**20:>9.1f} MiB"
+        )
+
+
 def main() -> None:
     try:
         app()

@@ -107,6 +107,7 @@ class HttpConnection(asyncio.Protocol):
         for fut in (self._head, self._done):
             if fut is not None and not fut.done():
                 fut.set_exception(exc)
+                fut.exception()  # whoever awaits it still gets it; nobody may, after a cancel
 
     # requests
     def send(

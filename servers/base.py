@@ -11,8 +11,9 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import json
+import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from servers.core import DEFAULT_REPLAY_TTL, DEFAULT_SECRET, Codec, Stream
@@ -20,6 +21,7 @@ from servers.hub import Hub, get_hub
 from servers.metrics import Metrics
 
 TRANSPORTS = ("sse", "ws", "grpc", "poll")
+_SECRET = DEFAULT_SECRET.decode()
 _MODULES = {"sse": "servers.sse", "ws": "servers.ws", "grpc": "servers.rpc", "poll": "servers.poll"}
 
 
@@ -36,7 +38,7 @@ class ServerConfig:
     ws_compression: bool = False  # permessage-deflate (RFC 7692); uvicorn's default is on
     access_log: bool = False  # uvicorn's default is on
     backlog: int = 4096
-    secret: str = DEFAULT_SECRET.decode()
+    secret: str = field(default_factory=lambda: os.environ.get("TOKENBENCH_SECRET", _SECRET))
     metrics_path: str | None = None  # shared counter table, set by the supervisor
     slot: int = 0  # this worker's row in it
 
