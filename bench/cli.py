@@ -117,9 +117,12 @@ def idle_memory(
     print(f"{'transport':<10}{'KiB/conn':>10}{'RSS before':>14}{'RSS held':>12}{'after close':>13}")
     for name in names:
         r = idle.measure(name, connections)
+        mib = [
+            x / 2**20 for x in (r.rss_before_bytes, r.rss_connected_bytes, r.rss_after_close_bytes)
+        ]
         print(
-            f"{name:<10}{r.bytes_per_connection / 1024:>10.1f}{r.rss_before_bytes / 2**20:>11.1f} MiB"
-            f"{r.rss_connected_bytes / 2**20:>8.1f} MiB{r.rss_after_close_bytes / 2**20:>9.1f} MiB"
+            f"{name:<10}{r.bytes_per_connection / 1024:>10.1f}"
+            f"{mib[0]:>11.1f} MiB{mib[1]:>8.1f} MiB{mib[2]:>9.1f} MiB"
         )
 
 
