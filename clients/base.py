@@ -60,6 +60,8 @@ class ClientOptions:
     local_addr: str | None = None  # source address to bind before connect (127.0.0.x)
     poll_timeout: float = 25.0  # long polling: the server-side wait asked for
     ws_compression: bool = False  # offer permessage-deflate (RFC 7692)
+    rst_close: bool = False  # close with RST (SO_LINGER 0): a load generator's sockets then
+    # leave no TIME_WAIT behind, which would exhaust ephemeral ports at 50,000 users
 
     @property
     def silence(self) -> float:
@@ -68,7 +70,10 @@ class ClientOptions:
 
 @dataclass
 class ReaderStats:
+    """Counters of one reader, or shared by many (the load generator sums a whole process)."""
+
     attempts: int = 0
+    requests: int = 0  # HTTP requests or RPCs sent: one per attempt, one per poll
     reconnects: int = 0
     tokens: int = 0
     dropped_duplicates: int = 0
@@ -89,13 +94,15 @@ class Reader:
         on_token: Callable[[int, int, str], None],
         after: int | None = None,
         options: ClientOptions | None = None,
+        stats: ReaderStats | None = None,
     ) -> None:
         self.url = url
         self.stream_id = stream_id
         self.on_token = on_token
         self.cursor = -1 if after is None else after
         self.options = options or ClientOptions()
-        self.stats = ReaderStats()
+        self.stats = stats or ReaderStats()
+        self.delivered = 0  # this reader's own count (stats may be shared)
         self.finished = False
 
     def deliver(self, seq: int, t: int, text: str) -> None:
@@ -107,6 +114,7 @@ class Reader:
         if seq != cursor + 1:
             self.stats.gaps += seq - cursor - 1
         self.cursor = seq
+        self.delivered += 1
         self.stats.tokens += 1
         self.on_token(seq, t, text)
 
@@ -121,7 +129,7 @@ class Reader:
         progress_at = time.monotonic()
         while True:
             self.stats.attempts += 1
-            before = self.stats.tokens
+            before = self.delivered
             try:
                 if await self._attempt(self.cursor):
                     self.finished = True
@@ -130,7 +138,7 @@ class Reader:
             except Retry as exc:
                 reason, wait = exc.reason, exc.delay
             now = time.monotonic()
-            if self.stats.tokens > before:
+            if self.delivered > before:
                 progress_at, delay = now, opts.backoff_initial
             if now - progress_at > opts.give_up_after:
                 raise GaveUp(f"no token for {opts.give_up_after:g} s; last error: {reason}")

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+import struct
 import time
 from collections.abc import Callable
 from typing import Any
@@ -163,24 +164,28 @@ class HttpConnection(asyncio.Protocol):
         self.loop.call_later(seconds, check)
 
 
+_LINGER_0 = struct.pack("ii", 1, 0)
+
+
 async def open_connection(
-    host: str, port: int, timeout: float, local_addr: str | None = None
+    host: str, port: int, timeout: float, local_addr: str | None = None, rst_close: bool = False
 ) -> HttpConnection:
-    """Connect (optionally from ``local_addr``); connection failures raise ``Retry``."""
+    """Connect (from ``local_addr`` if given); connection failures raise ``Retry``.
+
+    ``rst_close``: SO_LINGER 0, so closing sends RST and leaves no TIME_WAIT (load generator).
+    """
     loop = asyncio.get_running_loop()
+    sock = None
     try:
-        sock = None
+        sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+        sock.setblocking(False)
+        if rst_close:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_0)
         if local_addr:
-            sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
-            sock.setblocking(False)
             sock.setsockopt(socket.IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, 1)
             sock.bind((local_addr, 0))
-            await asyncio.wait_for(loop.sock_connect(sock, (host, port)), timeout)
-            _, conn = await loop.create_connection(lambda: HttpConnection(loop), sock=sock)
-        else:
-            _, conn = await asyncio.wait_for(
-                loop.create_connection(lambda: HttpConnection(loop), host, port), timeout
-            )
+        await asyncio.wait_for(loop.sock_connect(sock, (host, port)), timeout)
+        _, conn = await loop.create_connection(lambda: HttpConnection(loop), sock=sock)
     except TimeoutError:
         if sock is not None:
             sock.close()
@@ -208,6 +213,7 @@ async def create_stream(
     prompt: str | None = None,
     timeout: float = 10.0,
     local_addr: str | None = None,
+    rst_close: bool = False,
 ) -> dict[str, Any]:
     """The prompt POST: ``{"id", "tokens", "rate", "created_ns"}``; 4xx raises StreamError."""
     host, port, prefix = split_url(url)
@@ -215,7 +221,7 @@ async def create_stream(
     for key, value in (("tokens", tokens), ("rate", rate), ("prompt", prompt)):
         if value is not None:
             body[key] = value
-    conn = await open_connection(host, port, timeout, local_addr)
+    conn = await open_connection(host, port, timeout, local_addr, rst_close)
     try:
         headers = {"Content-Type": "application/json", "Connection": "close"}
         conn.send(

@@ -21,7 +21,9 @@ class PollReader(Reader):
     async def _attempt(self, after: int) -> bool:
         opts = self.options
         host, port, prefix = split_url(self.url)
-        conn = await open_connection(host, port, opts.connect_timeout, opts.local_addr)
+        conn = await open_connection(
+            host, port, opts.connect_timeout, opts.local_addr, opts.rst_close
+        )
         sid = quote(self.stream_id, safe="")
         base = f"{prefix}/v1/streams/{sid}/poll?timeout={opts.poll_timeout:g}"
         hostport, deliver, loads = f"{host}:{port}", self.deliver, json.loads
@@ -29,6 +31,7 @@ class PollReader(Reader):
         try:
             while True:
                 conn.send("GET", f"{base}&after={self.cursor}", hostport, {})
+                self.stats.requests += 1
                 status, body = await conn.response()
                 if status != 200:
                     if 400 <= status < 500:

@@ -42,18 +42,25 @@ def channel_options(heartbeat: float) -> list[tuple[str, Any]]:
     ]
 
 
+def open_channel(url: str, heartbeat: float = 15.0) -> grpc.aio.Channel:
+    return grpc.aio.insecure_channel(target(url), options=channel_options(heartbeat))
+
+
 class GrpcReader(Reader):
+    """Reads on ``self.channel`` if one is given (a user's channel, reused), else its own."""
+
     transport = "grpc"
     channel: grpc.aio.Channel | None = None
 
     async def run(self) -> None:
-        self.channel = grpc.aio.insecure_channel(
-            target(self.url), options=channel_options(self.options.heartbeat)
-        )
+        if self.channel is not None:
+            return await super().run()
+        self.channel = open_channel(self.url, self.options.heartbeat)
         try:
             await super().run()
         finally:
             await self.channel.close()
+            self.channel = None
 
     async def _attempt(self, after: int) -> bool:
         assert self.channel is not None
@@ -62,6 +69,7 @@ class GrpcReader(Reader):
         if after >= 0:
             request.after = after
         call = stub.StreamTokens(request)
+        self.stats.requests += 1
         deliver, size = self.deliver, 0
         try:
             async for token in call:
@@ -84,17 +92,25 @@ async def create_stream(
     prompt: str | None = None,
     timeout: float = 10.0,
     local_addr: str | None = None,
+    rst_close: bool = False,
+    channel: grpc.aio.Channel | None = None,
 ) -> dict[str, Any]:
-    """``CreateStream``: the same answer as the HTTP prompt POST (``local_addr`` is not used)."""
-    async with grpc.aio.insecure_channel(target(url)) as channel:
-        stub = pb_grpc.TokenStreamStub(channel)
-        request = pb.CreateStreamRequest(prompt=prompt or "", tokens=tokens or 0, rate=rate or 0.0)
-        try:
-            reply = await stub.CreateStream(request, timeout=timeout)
-        except grpc.aio.AioRpcError as exc:
-            if exc.code() in FINAL:
-                raise StreamError(exc.code().name, exc.details() or "") from None
-            raise Retry(f"grpc {exc.code().name}") from None
+    """``CreateStream``: the same answer as the HTTP prompt POST, on ``channel`` if given.
+
+    ``local_addr`` and ``rst_close`` have no gRPC equivalent (grpcio cannot bind a source
+    address); they are accepted so that every transport's create takes the same arguments.
+    """
+    if channel is None:
+        async with open_channel(url) as own:
+            return await create_stream(url, tokens, rate, prompt, timeout, channel=own)
+    stub = pb_grpc.TokenStreamStub(channel)
+    request = pb.CreateStreamRequest(prompt=prompt or "", tokens=tokens or 0, rate=rate or 0.0)
+    try:
+        reply = await stub.CreateStream(request, timeout=timeout)
+    except grpc.aio.AioRpcError as exc:
+        if exc.code() in FINAL:
+            raise StreamError(exc.code().name, exc.details() or "") from None
+        raise Retry(f"grpc {exc.code().name}") from None
     return {
         "id": reply.id,
         "tokens": reply.tokens,

@@ -27,7 +27,10 @@ class SSEReader(Reader):
     async def _attempt(self, after: int) -> bool:
         opts = self.options
         host, port, prefix = split_url(self.url)
-        conn = await open_connection(host, port, opts.connect_timeout, opts.local_addr)
+        conn = await open_connection(
+            host, port, opts.connect_timeout, opts.local_addr, opts.rst_close
+        )
+        self.stats.requests += 1
         ended = False
         deliver, loads = self.deliver, json.loads
 

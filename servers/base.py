@@ -54,6 +54,12 @@ class ServerConfig:
         if self.heartbeat <= 0 or self.replay_ttl < 0 or self.grace < 0 or self.retry_ms < 0:
             raise ValueError("heartbeat must be > 0; replay-ttl, grace and retry must be >= 0")
 
+    @property
+    def hosts(self) -> list[str]:
+        """Every address to listen on: ``--host 127.0.0.1,127.0.0.2`` lets clients spread
+        over several destination addresses (grpcio cannot bind a client source address)."""
+        return [h.strip() for h in self.host.split(",") if h.strip()]
+
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self))
 

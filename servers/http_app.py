@@ -144,7 +144,7 @@ class _Server(uvicorn.Server):
 
 
 async def run_uvicorn(
-    ctx: Context, app: FastAPI, sock: socket.socket, on_ready: Callable[[], None]
+    ctx: Context, app: FastAPI, socks: list[socket.socket], on_ready: Callable[[], None]
 ) -> None:
     cfg = ctx.cfg
     config = uvicorn.Config(
@@ -161,7 +161,7 @@ async def run_uvicorn(
         timeout_keep_alive=max(5, int(cfg.heartbeat)),
     )
     server = _Server(config, ctx)
-    task = asyncio.ensure_future(server.serve(sockets=[sock]))
+    task = asyncio.ensure_future(server.serve(sockets=socks))
     while not server.started and not task.done():
         await asyncio.sleep(0.01)
     if server.started:

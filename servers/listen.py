@@ -28,9 +28,12 @@ def reserve_port(host: str, port: int) -> socket.socket:
     return sock
 
 
-def listen_socket(host: str, port: int, backlog: int) -> socket.socket:
-    """One worker's listening socket on the reserved port."""
-    sock = reserve_port(host, port)
-    sock.listen(backlog)
-    sock.setblocking(False)
-    return sock
+def listen_sockets(hosts: list[str], port: int, backlog: int) -> list[socket.socket]:
+    """One worker's listening sockets on the reserved port, one per address."""
+    out = []
+    for host in hosts:
+        sock = reserve_port(host, port)
+        sock.listen(backlog)
+        sock.setblocking(False)
+        out.append(sock)
+    return out

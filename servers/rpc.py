@@ -145,9 +145,10 @@ async def serve(ctx: Context, on_ready: Callable[[], None]) -> None:
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     for name in ("", SERVICE):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    host = f"[{cfg.host}]" if ":" in cfg.host else cfg.host
-    if server.add_insecure_port(f"{host}:{cfg.port}") == 0:
-        raise OSError(f"gRPC could not bind {host}:{cfg.port}")
+    for name in cfg.hosts:
+        host = f"[{name}]" if ":" in name else name
+        if server.add_insecure_port(f"{host}:{cfg.port}") == 0:
+            raise OSError(f"gRPC could not bind {host}:{cfg.port}")
     await server.start()
     on_ready()
 

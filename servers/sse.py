@@ -26,7 +26,7 @@ from servers.base import Context, ServerConfig
 from servers.core import Cursor, Stream, parse_after
 from servers.http_app import build_app, run_uvicorn, uvicorn_settings
 from servers.hub import Draining
-from servers.listen import listen_socket
+from servers.listen import listen_sockets
 
 NAME = "sse"
 HEARTBEAT = b": keep-alive\n\n"
@@ -86,5 +86,5 @@ def settings(cfg: ServerConfig) -> dict[str, Any]:
 
 
 async def serve(ctx: Context, on_ready: Callable[[], None]) -> None:
-    sock = listen_socket(ctx.cfg.host, ctx.cfg.port, ctx.cfg.backlog)
-    await run_uvicorn(ctx, build_app(ctx, routes(ctx)), sock, on_ready)
+    socks = listen_sockets(ctx.cfg.hosts, ctx.cfg.port, ctx.cfg.backlog)
+    await run_uvicorn(ctx, build_app(ctx, routes(ctx)), socks, on_ready)

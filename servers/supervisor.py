@@ -13,6 +13,7 @@ import dataclasses
 import os
 import select
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -32,14 +33,15 @@ class Supervisor:
     def __init__(self, cfg: ServerConfig) -> None:
         self.cfg = cfg
         self.procs: list[subprocess.Popen[bytes] | None] = [None] * cfg.workers
-        self._placeholder = None
+        self._placeholders: list[socket.socket] = []
         self._table: Path | None = None
         self.stopping = False
         self.restarts = 0
 
     @property
     def url(self) -> str:
-        host = f"[{self.cfg.host}]" if ":" in self.cfg.host else self.cfg.host
+        first = self.cfg.hosts[0]
+        host = f"[{first}]" if ":" in first else first
         scheme = "grpc" if self.cfg.transport == "grpc" else "http"
         return f"{scheme}://{host}:{self.cfg.port}"
 
@@ -52,13 +54,13 @@ class Supervisor:
         return [p.pid for p in self.procs if p is not None and p.poll() is None]
 
     def start(self, timeout: float = 30.0) -> None:
-        try:
-            self._placeholder = reserve_port(self.cfg.host, self.cfg.port)
-        except OSError as exc:
-            raise StartError(
-                f"cannot bind {self.cfg.host}:{self.cfg.port}: {exc.strerror}"
-            ) from None
-        self.cfg.port = self._placeholder.getsockname()[1]
+        for host in self.cfg.hosts:  # port 0 is resolved on the first address, then shared
+            try:
+                self._placeholders.append(reserve_port(host, self.cfg.port))
+            except OSError as exc:
+                self.stop()
+                raise StartError(f"cannot bind {host}:{self.cfg.port}: {exc.strerror}") from None
+            self.cfg.port = self._placeholders[0].getsockname()[1]
         fd, name = tempfile.mkstemp(prefix="tokenbench-metrics-", dir=_shm_dir())
         os.close(fd)
         self._table = Path(name)
@@ -133,9 +135,9 @@ class Supervisor:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
-        if self._placeholder is not None:
-            self._placeholder.close()
-            self._placeholder = None
+        for sock in self._placeholders:
+            sock.close()
+        self._placeholders.clear()
         if self._table is not None:
             self._table.unlink(missing_ok=True)
             self._table = None
