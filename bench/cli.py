@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import signal
 import sys
+import time
 from enum import StrEnum
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -124,6 +126,144 @@ def idle_memory(
             f"{name:<10}{r.bytes_per_connection / 1024:>10.1f}"
             f"{mib[0]:>11.1f} MiB{mib[1]:>8.1f} MiB{mib[2]:>9.1f} MiB"
         )
+
+
+@app.command()
+def bench(
+    transport: Annotated[str, typer.Option(help="sse, ws, grpc, poll, or all.")] = "all",
+    clients: Annotated[int, typer.Option(help="Target concurrent users (the last step).")] = 1000,
+    ramp: Annotated[
+        str,
+        typer.Option(help="A duration (30s, 2m) to ramp to --clients, or stages N:DUR,N:DUR."),
+    ] = "10s",
+    hold: Annotated[float, typer.Option(help="Seconds measured after the (last) ramp.")] = 20.0,
+    rate: Annotated[float, typer.Option(help="Tokens per second per stream.")] = 40.0,
+    tokens: Annotated[int, typer.Option(help="Tokens per answer.")] = 400,
+    think: Annotated[float, typer.Option(help="Mean seconds a user thinks between answers.")] = 5.0,
+    workers: Annotated[
+        int | None, typer.Option(help="Server processes (default: one per 12,000 clients).")
+    ] = None,
+    loaders: Annotated[
+        int | None, typer.Option(help="Load processes (default: one per 12,000 clients).")
+    ] = None,
+    target: Annotated[
+        str | None, typer.Option(help="URL of a running server to use instead of starting one.")
+    ] = None,
+    out: Annotated[
+        str | None, typer.Option(help="Output directory (default results/<run-id>).")
+    ] = None,
+    find_knee: Annotated[
+        bool, typer.Option("--find-knee", help="Step up users until the SLO breaks.")
+    ] = False,
+    slo_ms: Annotated[float, typer.Option(help="The SLO: p99 token latency, ms.")] = 250.0,
+    knee_start: Annotated[int, typer.Option(help="--find-knee: first step's users.")] = 250,
+    knee_factor: Annotated[float, typer.Option(help="--find-knee: growth per step.")] = 1.5,
+    heartbeat: Annotated[float, typer.Option(help="Server and client heartbeat, seconds.")] = 15.0,
+    pin: Annotated[
+        bool, typer.Option(help="Pin server and load generator to separate cores.")
+    ] = True,
+    quiet: Annotated[bool, typer.Option(help="No per-second progress lines.")] = False,
+) -> None:
+    """Drive transports with simulated users and write results.json (see docs/results-schema.md)."""
+    from bench import results
+    from bench.run import (
+        BenchConfig,
+        config_doc,
+        knee_steps,
+        parse_duration,
+        parse_steps,
+        run_transport,
+    )
+
+    names = ["sse", "ws", "grpc", "poll"] if transport == "all" else [transport]
+    for name in names:
+        if name not in ("sse", "ws", "grpc", "poll"):
+            fail(f"unknown transport {name!r}: sse, ws, grpc, poll or all")
+    if target and len(names) != 1:
+        fail("--target needs one --transport (the one that server speaks)")
+    checks = [
+        (1 <= clients <= 1_000_000, "--clients must be 1..1,000,000"),
+        (0 < rate <= 1000, "--rate must be 0 < rate <= 1000"),
+        (1 <= tokens <= 100_000, "--tokens must be 1..100,000"),
+        (think >= 0 and hold >= 0, "--think and --hold must be >= 0"),
+        (slo_ms > 0 and knee_factor > 1 and knee_start >= 1, "--slo-ms > 0, --knee-factor > 1"),
+        (heartbeat > 0, "--heartbeat must be > 0"),
+        (workers is None or 1 <= workers <= 64, "--workers must be 1..64"),
+        (loaders is None or 1 <= loaders <= 64, "--loaders must be 1..64"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            fail(message)
+    try:
+        if find_knee:
+            step_ramp = parse_duration(ramp) if ":" not in ramp else 5.0
+            steps = knee_steps(knee_start, clients, knee_factor, min(step_ramp, 10.0), hold or 10.0)
+        else:
+            steps = parse_steps(ramp, clients, hold)
+    except ValueError as exc:
+        fail(str(exc))
+    top = max(s.clients for s in steps)
+    n_loaders = loaders or -(-top // 12_000)
+    if top / n_loaders > 15_000:
+        fail(f"{top} clients over {n_loaders} load processes is more than 15,000 sockets each")
+    run_id = time.strftime("%Y%m%d-%H%M%S") + f"-{transport}"
+    out_dir = Path(out) if out else Path("results") / run_id
+    cfg = BenchConfig(
+        transports=names, steps=steps, rate=rate, tokens=tokens, think=think, workers=workers,
+        loaders=loaders, target=target, out=out_dir, find_knee=find_knee, slo_ms=slo_ms,
+        heartbeat=heartbeat, pin=pin, quiet=quiet,
+    )  # fmt: skip
+    doc = {
+        "schema_version": results.SCHEMA_VERSION,
+        "kind": "bench",
+        "run_id": out_dir.name,
+        "machine": results.machine(),
+        "config": config_doc(cfg),
+        "runs": [],
+    }
+    say = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731
+    try:
+        for name in names:
+            say(f"== {name}: {len(steps)} step(s) up to {top} clients at {rate:g} tok/s ==")
+            doc["runs"].append(run_transport(name, cfg, say))
+            results.write(doc, out_dir)  # keep what is done if a later transport fails
+    except KeyboardInterrupt:
+        say("interrupted: servers and load processes stopped; partial results kept")
+        doc["interrupted"] = True
+    except (RuntimeError, OSError) as exc:
+        doc["error"] = str(exc)
+        results.write(doc, out_dir)
+        fail(str(exc), 1)
+    path = results.write(doc, out_dir)
+    print_summary(doc)
+    print(f"results: {path}")
+
+
+def print_summary(doc: dict) -> None:
+    """One line per transport and step: what users saw and what it cost."""
+    head = (f"{'transport':<9} {'clients':>7} {'tok/s':>9} {'p50 ms':>8} {'p99 ms':>8} "
+            f"{'goodput':>8} {'lost':>5} {'dup':>4} {'srv ms/1k':>9} {'KiB/conn':>8} "
+            f"{'gen us/tok':>10} {'limit':>7}")  # fmt: skip
+    print(head)
+    for run in doc["runs"]:
+        for st in run["steps"]:
+            srv, gen = st["server"], st["loadgen"]
+            per_k = srv["cpu_s_per_1k_tokens"]
+            mem = srv["mem_per_conn_bytes"]
+            print(
+                f"{run['transport']:<9} {st['clients']:>7} {st['tokens_per_s']:>9,.0f} "
+                f"{st['latency_ms']['p50']:>8.1f} {st['latency_ms']['p99']:>8.1f} "
+                f"{(st['goodput'] or 0):>8.3f} {st['lost']:>5} {st['duplicated']:>4} "
+                f"{per_k * 1000 if per_k is not None else float('nan'):>9.1f} "
+                f"{mem / 1024 if mem else float('nan'):>8.1f} "
+                f"{gen['cpu_us_per_token'] or float('nan'):>10.1f} {st['limited_by'] or '-':>7}"
+            )
+        if run.get("knee"):
+            k = run["knee"]
+            print(
+                f"  knee {run['transport']}: {k['clients']} clients held "
+                f"({k['clients_per_server_core']} per server core), broke at {k['broke_at']}"
+            )
 
 
 def main() -> None:

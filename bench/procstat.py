@@ -19,33 +19,39 @@ class Sample:
     rss_bytes: int
     open_files: int
     alive: int  # how many of the pids could be read
+    read_bytes: int = 0  # rchar: bytes read through syscalls (sockets included), cumulative
+    written_bytes: int = 0  # wchar: bytes written, cumulative
 
 
-def _read(pid: int) -> tuple[float, int, int] | None:
+def _read(pid: int) -> tuple[float, int, int, int, int] | None:
     try:
         with open(f"/proc/{pid}/stat") as f:
             fields = f.read().rsplit(")", 1)[1].split()
         with open(f"/proc/{pid}/statm") as f:
             rss_pages = int(f.read().split()[1])
         files = len(os.listdir(f"/proc/{pid}/fd"))
+        with open(f"/proc/{pid}/io") as f:
+            io = dict(line.split(": ") for line in f.read().splitlines())
     except (OSError, IndexError, ValueError):
         return None
     # fields[0] is the state (field 3 of proc(5)); utime and stime are fields 14 and 15.
     cpu = (int(fields[11]) + int(fields[12])) / _TICKS
-    return cpu, rss_pages * _PAGE, files
+    return cpu, rss_pages * _PAGE, files, int(io["rchar"]), int(io["wchar"])
 
 
 def sample(pids: list[int]) -> Sample:
     cpu = 0.0
-    rss = files = alive = 0
+    rss = files = alive = rchar = wchar = 0
     for pid in pids:
         got = _read(pid)
         if got is not None:
             cpu += got[0]
             rss += got[1]
             files += got[2]
+            rchar += got[3]
+            wchar += got[4]
             alive += 1
-    return Sample(cpu, rss, files, alive)
+    return Sample(cpu, rss, files, alive, rchar, wchar)
 
 
 def self_cpu_s() -> float:

@@ -76,8 +76,9 @@ class ReaderStats:
     requests: int = 0  # HTTP requests or RPCs sent: one per attempt, one per poll
     reconnects: int = 0
     tokens: int = 0
-    dropped_duplicates: int = 0
+    dropped_duplicates: int = 0  # a seq that was already delivered
     gaps: int = 0  # tokens skipped by the server (seq jumped): a contract violation
+    out_of_order: int = 0  # a skipped seq that turned up later (dropped, never delivered)
     bytes_received: int = 0
     retry_reasons: dict[str, int] = field(default_factory=dict)
 
@@ -103,16 +104,23 @@ class Reader:
         self.options = options or ClientOptions()
         self.stats = stats or ReaderStats()
         self.delivered = 0  # this reader's own count (stats may be shared)
+        self._missing: set[int] = set()  # seqs skipped by a gap, to tell late from duplicate
         self.finished = False
 
     def deliver(self, seq: int, t: int, text: str) -> None:
         """Called by the transport for every token it parsed; keeps order and uniqueness."""
         cursor = self.cursor
         if seq <= cursor:
-            self.stats.dropped_duplicates += 1
+            if seq in self._missing:
+                self._missing.discard(seq)
+                self.stats.out_of_order += 1
+            else:
+                self.stats.dropped_duplicates += 1
             return
         if seq != cursor + 1:
             self.stats.gaps += seq - cursor - 1
+            if len(self._missing) < 10_000:
+                self._missing.update(range(cursor + 1, min(seq, cursor + 10_001)))
         self.cursor = seq
         self.delivered += 1
         self.stats.tokens += 1

@@ -1,0 +1,295 @@
+"""One load-generator process: ``python -m bench.loader CONFIG_JSON`` (started by bench.run).
+
+It runs simulated users on uvloop. A user is a conversation loop: POST a prompt, read the whole
+answer while checking every token (seq contiguous, text exact, nothing twice), think, repeat. A
+token's latency is its receive time minus its due time ``t`` from the payload, never minus a
+send time (no coordinated omission). Time to first token runs from just before the POST.
+
+Commands arrive as JSON lines on stdin: ``{"target": N, "ramp_s": R}`` starts or stops users
+until N run (new ones staggered over R seconds, so streams do not tick in step), and
+``{"stop": true}`` ends everything. Every second one JSON report goes to stdout: counters and
+histograms for that second only, merged by the orchestrator. All sockets close with RST, so
+churn leaves no TIME_WAIT; HTTP transports bind ``local_addr`` (one 127.0.0.x per loader).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from bench.hist import Histogram
+from clients import ClientOptions, GaveUp, StreamError, reader_class
+from clients.base import ReaderStats, Retry
+from servers.core import Codec, ContractError, Stream
+
+ERROR_CLASSES = ("connect", "read", "timeout", "status")
+_TIMEOUTS = ("no response head in time", "silent connection")
+
+
+def error_class(reason: str) -> str:
+    """A retry reason as wrk's error classes: connect, read, timeout, status."""
+    if reason.startswith("connect timeout") or reason in _TIMEOUTS:
+        return "timeout"
+    if reason.startswith("connect"):
+        return "connect"
+    if reason.startswith("HTTP ") or (reason.startswith("grpc ") and "UNAVAILABLE" not in reason):
+        return "status"
+    return "read"
+
+
+@dataclass
+class LoaderConfig:
+    transport: str
+    url: str
+    index: int = 0
+    local_addr: str | None = None
+    tokens: int = 400
+    rate: float = 40.0
+    think: float = 5.0
+    heartbeat: float = 15.0
+    poll_timeout: float = 25.0
+    interval: float = 1.0
+    seed: int = 0
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+class Accumulator:
+    """What happened in one report interval; reset after each report."""
+
+    def __init__(self) -> None:
+        self.stats = ReaderStats()  # shared by every reader of this process, never replaced
+        self._seen = ReaderStats()  # its values at the last report
+        self.reset()
+        self.active: dict[int, Stream] = {}  # conversation id -> stream being read
+        self.last_ns = time.time_ns()
+
+    def reset(self) -> None:
+        self.latency, self.ttft, self.gap = Histogram(), Histogram(), Histogram()
+        self.tokens = self.lost = self.wrong = self.posts = 0
+        self.streams_done = self.streams_failed = 0
+        self.expected_done = 0  # due tokens of conversations that ended in this interval
+        self.errors = dict.fromkeys(ERROR_CLASSES, 0)
+
+    def report(self, users: int, cpu_s: float) -> dict[str, Any]:
+        now = time.time_ns()
+        t0 = self.last_ns
+        expected = self.expected_done
+        for stream in self.active.values():
+            expected += stream.due_count(now) - stream.due_count(t0)
+        s, seen = self.stats, self._seen
+        for reason, n in s.retry_reasons.items():
+            self.errors[error_class(reason)] += n - seen.retry_reasons.get(reason, 0)
+        doc = {
+            "loader": 0,
+            "t0_ns": t0,
+            "t1_ns": now,
+            "users": users,
+            "streaming": len(self.active),
+            "tokens": self.tokens,
+            "expected": expected,
+            "requests": s.requests - seen.requests + self.posts,
+            "reconnects": s.reconnects - seen.reconnects,
+            "duplicated": s.dropped_duplicates - seen.dropped_duplicates,
+            "out_of_order": s.out_of_order - seen.out_of_order,
+            "bytes_received": s.bytes_received - seen.bytes_received,
+            "lost": self.lost,
+            "wrong_text": self.wrong,
+            "streams_done": self.streams_done,
+            "streams_failed": self.streams_failed,
+            "errors": self.errors,
+            "cpu_s": cpu_s,
+            "latency": self.latency.to_json(),
+            "ttft": self.ttft.to_json(),
+            "gap": self.gap.to_json(),
+        }
+        self._seen = ReaderStats(
+            requests=s.requests, reconnects=s.reconnects, dropped_duplicates=s.dropped_duplicates,
+            out_of_order=s.out_of_order, bytes_received=s.bytes_received,
+            retry_reasons=dict(s.retry_reasons),
+        )  # fmt: skip
+        self.reset()
+        self.last_ns = now
+        return doc
+
+
+class Loader:
+    def __init__(self, cfg: LoaderConfig) -> None:
+        self.cfg = cfg
+        self.acc = Accumulator()
+        self.users: list[asyncio.Task[None]] = []
+        self.codec = Codec()
+        self.rng = random.Random(cfg.seed)
+        self.options = ClientOptions(
+            heartbeat=cfg.heartbeat, poll_timeout=cfg.poll_timeout, local_addr=cfg.local_addr,
+            rst_close=True, **cfg.options,
+        )  # fmt: skip
+        self.reader_cls = reader_class(cfg.transport)
+        self._next_conv = 0
+
+    async def create(self, channel: Any) -> dict[str, Any]:
+        cfg = self.cfg
+        if cfg.transport == "grpc":
+            from clients.rpc import create_stream as grpc_create
+
+            return await grpc_create(cfg.url, cfg.tokens, cfg.rate, channel=channel)
+        from clients.http import create_stream as http_create
+
+        return await http_create(
+            cfg.url, cfg.tokens, cfg.rate, local_addr=cfg.local_addr, rst_close=True
+        )
+
+    async def conversation(self, channel: Any) -> None:
+        acc, cfg = self.acc, self.cfg
+        t_post = time.time_ns()
+        acc.posts += 1
+        try:
+            info = await self.create(channel)
+        except Retry as exc:
+            acc.errors[error_class(exc.reason)] += 1
+            await asyncio.sleep(self.rng.uniform(0.5, 1.5))
+            return
+        except StreamError:
+            acc.errors["status"] += 1
+            await asyncio.sleep(self.rng.uniform(0.5, 1.5))
+            return
+        try:
+            stream = self.codec.decode(info["id"])  # to check texts; None if another key
+        except ContractError:
+            stream = None
+        expected_text = stream.text if stream is not None else None
+        timing = Stream(info["created_ns"], info["tokens"], info["rate"], 0)
+        prev = [0]
+
+        def on_token(seq: int, t: int, text: str) -> None:
+            now = time.time_ns()
+            a = self.acc  # the accumulator of the current interval
+            a.latency.record((now - t) // 1000)
+            if prev[0]:
+                a.gap.record((now - prev[0]) // 1000)
+            else:
+                a.ttft.record((now - t_post) // 1000)
+            prev[0] = now
+            a.tokens += 1
+            if expected_text is not None and expected_text(seq) != text:
+                a.wrong += 1
+
+        reader = self.reader_cls(cfg.url, info["id"], on_token, None, self.options, acc.stats)
+        if channel is not None:
+            reader.channel = channel  # type: ignore[attr-defined]
+        conv = self._next_conv
+        self._next_conv += 1
+        acc.active[conv] = timing
+        cancelled = False
+        try:
+            await reader.run()
+            self.acc.streams_done += 1
+        except (GaveUp, StreamError):
+            self.acc.streams_failed += 1
+        except asyncio.CancelledError:
+            cancelled = True  # the user was stopped (ramp down): nothing was lost
+            raise
+        finally:
+            now = time.time_ns()
+            a = self.acc
+            a.expected_done += timing.due_count(now) - timing.due_count(a.last_ns)
+            if not cancelled:
+                a.lost += timing.tokens - reader.delivered
+            del a.active[conv]
+
+    async def user(self, delay: float) -> None:
+        await asyncio.sleep(delay)
+        channel = None
+        if self.cfg.transport == "grpc":
+            from clients.rpc import open_channel
+
+            channel = open_channel(self.cfg.url, self.cfg.heartbeat)
+        try:
+            while True:
+                await self.conversation(channel)
+                if self.cfg.think > 0:
+                    await asyncio.sleep(self.cfg.think * self.rng.uniform(0.5, 1.5))
+        finally:
+            if channel is not None:
+                await channel.close()
+
+    def set_target(self, n: int, ramp_s: float) -> None:
+        while len(self.users) > n:
+            self.users.pop().cancel()
+        add = n - len(self.users)
+        for i in range(add):
+            self.users.append(asyncio.ensure_future(self.user(ramp_s * i / max(add, 1))))
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        commands: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        reader = asyncio.StreamReader()
+        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+
+        async def read_commands() -> None:
+            while line := await reader.readline():
+                commands.put_nowait(json.loads(line))
+            commands.put_nowait({"stop": True})  # the orchestrator went away
+
+        command_task = asyncio.ensure_future(read_commands())
+        next_report = time.monotonic() + self.cfg.interval
+        stopping = False
+        while not stopping:
+            timeout = max(0.0, next_report - time.monotonic())
+            try:
+                cmd = await asyncio.wait_for(commands.get(), timeout)
+            except TimeoutError:
+                cmd = None
+            if cmd is not None:
+                if cmd.get("stop"):
+                    stopping = True
+                    self.set_target(0, 0)
+                else:
+                    self.set_target(int(cmd["target"]), float(cmd.get("ramp_s", 0)))
+            if time.monotonic() >= next_report or stopping:
+                next_report += self.cfg.interval
+                t = _cpu()
+                doc = self.acc.report(len(self.users), t)
+                doc["loader"] = self.cfg.index
+                sys.stdout.write(json.dumps(doc, separators=(",", ":")) + "\n")
+                sys.stdout.flush()
+        await asyncio.gather(*self.users, return_exceptions=True)
+        command_task.cancel()
+
+
+def _cpu() -> float:
+    from bench.procstat import self_cpu_s
+
+    return self_cpu_s()
+
+
+def config_json(cfg: LoaderConfig) -> str:
+    return json.dumps(asdict(cfg))
+
+
+def main() -> None:
+    cfg = LoaderConfig(**json.loads(sys.argv[1]))
+    import uvloop
+
+    if os.environ.get("TOKENBENCH_GC_OFF"):
+        import gc
+
+        gc.disable()
+    profile = os.environ.get("TOKENBENCH_PROFILE")  # a path prefix: cProfile of this loader
+    if not profile:
+        uvloop.run(Loader(cfg).run())
+        return
+    import cProfile
+
+    with cProfile.Profile() as prof:
+        uvloop.run(Loader(cfg).run())
+    prof.dump_stats(f"{profile}.loader{cfg.index}")
+
+
+if __name__ == "__main__":
+    main()

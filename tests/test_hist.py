@@ -1,0 +1,80 @@
+"""bench.hist: exact below 128, at most 1/64 relative error above, mergeable, serialisable."""
+
+from __future__ import annotations
+
+import math
+import random
+
+from bench.hist import MAX_VALUE, Histogram, bucket_bounds, index_of
+
+
+def exact_percentile(values: list[int], q: float) -> int:
+    ordered = sorted(values)
+    return ordered[max(1, math.ceil(len(ordered) * q / 100)) - 1]
+
+
+def test_buckets_tile_the_range_without_gaps() -> None:
+    previous_high = -1
+    for index in range(index_of(MAX_VALUE) + 1):
+        low, high = bucket_bounds(index)
+        assert low == previous_high + 1
+        assert index_of(low) == index and index_of(high) == index
+        assert high - low <= max(0, low // 64)
+        previous_high = high
+
+
+def test_percentiles_are_never_below_truth_and_within_1_6_percent() -> None:
+    rng = random.Random(4)
+    values = [int(rng.lognormvariate(8, 2)) for _ in range(20_000)] + list(range(130))
+    hist = Histogram()
+    for v in values:
+        hist.record(v)
+    for q in (50, 90, 99, 99.9):
+        truth = exact_percentile(values, q)
+        got = hist.percentile(q)
+        assert truth <= got <= truth + truth / 64 + 1, (q, truth, got)
+    assert hist.percentile(100) == max(values) == hist.max
+    assert hist.min == min(values) and hist.count == len(values)
+
+
+def test_small_values_are_exact() -> None:
+    hist = Histogram()
+    for v in (0, 1, 2, 3, 127):
+        hist.record(v)
+    assert [hist.percentile(q) for q in (20, 40, 60, 80)] == [0, 1, 2, 3]
+    hist.record(-5)  # a clock step backwards counts as zero, never crashes
+    assert hist.min == -5 and hist.counts[0] == 2
+
+
+def test_merge_equals_recording_everything_in_one() -> None:
+    rng = random.Random(9)
+    parts = [[rng.randrange(0, 10**7) for _ in range(3000)] for _ in range(4)]
+    merged, whole = Histogram(), Histogram()
+    for part in parts:
+        h = Histogram()
+        for v in part:
+            h.record(v)
+            whole.record(v)
+        merged.merge(h)
+    assert merged.counts == whole.counts
+    assert (merged.count, merged.min, merged.max, merged.total) == (
+        whole.count, whole.min, whole.max, whole.total,
+    )  # fmt: skip
+    merged.merge(Histogram())  # merging an empty one changes nothing
+    assert merged.count == whole.count
+
+
+def test_json_round_trip_is_compact_and_lossless() -> None:
+    hist = Histogram()
+    for v in range(0, 5_000_000, 997):
+        hist.record(v)
+    doc = hist.to_json()
+    assert len(doc["buckets"]) < 1200
+    back = Histogram.from_json(doc)
+    assert back.counts == hist.counts and back.summary_ms() == hist.summary_ms()
+
+
+def test_huge_values_are_clamped() -> None:
+    hist = Histogram()
+    hist.record(MAX_VALUE * 10)
+    assert hist.max == MAX_VALUE and hist.percentile(50) == MAX_VALUE
