@@ -20,6 +20,7 @@ import os
 import random
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -36,7 +37,7 @@ def error_class(reason: str) -> str:
     """A retry reason as wrk's error classes: connect, read, timeout, status."""
     if reason.startswith("connect timeout") or reason in _TIMEOUTS:
         return "timeout"
-    if reason.startswith("connect"):
+    if reason.startswith("connect failed"):
         return "connect"
     if reason.startswith("HTTP ") or (reason.startswith("grpc ") and "UNAVAILABLE" not in reason):
         return "status"
@@ -62,12 +63,14 @@ class LoaderConfig:
 class Accumulator:
     """What happened in one report interval; reset after each report."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], int] = time.time_ns) -> None:
+        self.clock = clock
         self.stats = ReaderStats()  # shared by every reader of this process, never replaced
         self._seen = ReaderStats()  # its values at the last report
         self.reset()
-        self.active: dict[int, Stream] = {}  # conversation id -> stream being read
-        self.last_ns = time.time_ns()
+        # conversation id -> [stream, time up to which its due tokens are counted as expected]
+        self.active: dict[int, list[Any]] = {}
+        self.last_ns = clock()
 
     def reset(self) -> None:
         self.latency, self.ttft, self.gap = Histogram(), Histogram(), Histogram()
@@ -77,11 +80,12 @@ class Accumulator:
         self.errors = dict.fromkeys(ERROR_CLASSES, 0)
 
     def report(self, users: int, cpu_s: float) -> dict[str, Any]:
-        now = time.time_ns()
+        now = self.clock()
         t0 = self.last_ns
         expected = self.expected_done
-        for stream in self.active.values():
-            expected += stream.due_count(now) - stream.due_count(t0)
+        for entry in self.active.values():
+            expected += entry[0].due_count(now) - entry[0].due_count(entry[1])
+            entry[1] = now
         s, seen = self.stats, self._seen
         for reason, n in s.retry_reasons.items():
             self.errors[error_class(reason)] += n - seen.retry_reasons.get(reason, 0)
@@ -184,7 +188,7 @@ class Loader:
             reader.channel = channel  # type: ignore[attr-defined]
         conv = self._next_conv
         self._next_conv += 1
-        acc.active[conv] = timing
+        acc.active[conv] = entry = [timing, timing.created_ns - 1]  # token 0 not yet counted
         cancelled = False
         try:
             await reader.run()
@@ -197,7 +201,7 @@ class Loader:
         finally:
             now = time.time_ns()
             a = self.acc
-            a.expected_done += timing.due_count(now) - timing.due_count(a.last_ns)
+            a.expected_done += timing.due_count(now) - timing.due_count(entry[1])
             if not cancelled:
                 a.lost += timing.tokens - reader.delivered
             del a.active[conv]

@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 from urllib.parse import quote
 
@@ -57,8 +56,10 @@ class SSEReader(Reader):
             if not is_stream:
                 conn.body_parts.append(chunk)  # an error body, read below
                 return
-            with contextlib.suppress(ValueError, KeyError, TypeError):
-                parser.feed(chunk)  # on a bad event the connection is aborted and resumed
+            try:  # noqa: SIM105 (a with-block would build an object per chunk, on the hot path)
+                parser.feed(chunk)
+            except (ValueError, KeyError, TypeError):
+                pass  # on a bad event on_event aborted the connection: the attempt resumes
 
         headers = {"Accept": "text/event-stream", "Cache-Control": "no-cache"}
         if after >= 0:

@@ -53,7 +53,7 @@ class SSEParser:
             self._skip_lf = False
             if text[0] == "\n":
                 text = text[1:]
-        buf = self._buf + text
+        buf = self._buf + text if self._buf else text
         if "\r" in buf:
             lines = _LINE_END.split(buf)
             self._skip_lf = buf.endswith("\r")
@@ -67,7 +67,10 @@ class SSEParser:
                 name, colon, value = line.partition(":")
                 if colon and value[:1] == " ":
                     value = value[1:]
-                self._field(name, value)
+                if name == "data":  # the common field, without a call
+                    self._data.append(value)
+                else:
+                    self._field(name, value)
 
     def _field(self, name: str, value: str) -> None:
         if name == "data":
