@@ -266,6 +266,88 @@ def print_summary(doc: dict) -> None:
             )
 
 
+@app.command()
+def faults(
+    transport: Annotated[str, typer.Option(help="sse, ws, grpc, poll, or all.")] = "all",
+    scenario: Annotated[
+        str,
+        typer.Option(
+            help="close, reset, blackhole, reconnect-storm, truncate, latency, "
+            "restart, kill, slow-reader, or all."
+        ),
+    ] = "all",
+    mode: Annotated[
+        str, typer.Option(help="Clients as they come (default), hardened, or both.")
+    ] = "both",
+    clients: Annotated[int, typer.Option(help="Streams per run, each behind its own proxy.")] = 5,
+    heartbeat: Annotated[float, typer.Option(help="Server and client heartbeat, seconds.")] = 2.0,
+    window: Annotated[
+        float, typer.Option(help="Seconds a run may take before streams count as unrecovered.")
+    ] = 40.0,
+    out: Annotated[str | None, typer.Option(help="Output directory.")] = None,
+) -> None:
+    """Reconnect recovery under faults: detection, reconnect and catch-up times, lost tokens."""
+    from bench import faults as fl
+    from bench import results
+
+    transports = ["sse", "ws", "grpc", "poll"] if transport == "all" else [transport]
+    scenarios = list(fl.SCENARIOS) if scenario == "all" else [scenario]
+    modes = list(fl.MODES) if mode == "both" else [mode]
+    for name in transports:
+        if name not in ("sse", "ws", "grpc", "poll"):
+            fail(f"unknown transport {name!r}: sse, ws, grpc, poll or all")
+    for name in scenarios:
+        if name not in fl.SCENARIOS:
+            fail(f"unknown scenario {name!r}: {', '.join(fl.SCENARIOS)} or all")
+    for name in modes:
+        if name not in fl.MODES:
+            fail(f"unknown mode {name!r}: default, hardened or both")
+    if not (1 <= clients <= 200 and heartbeat > 0 and window >= 5):
+        fail("--clients 1..200, --heartbeat > 0, --window >= 5")
+    run_id = time.strftime("%Y%m%d-%H%M%S") + "-faults"
+    out_dir = Path(out) if out else Path("results") / run_id
+    doc = {
+        "schema_version": results.SCHEMA_VERSION, "kind": "faults", "run_id": out_dir.name,
+        "machine": results.machine(),
+        "config": {"transports": transports, "scenarios": scenarios, "modes": modes,
+                   "clients": clients, "heartbeat": heartbeat, "window_s": window},
+        "runs": [], "faults": [],
+    }  # fmt: skip
+    try:
+        for name in scenarios:
+            print(f"== {name}: {fl.SCENARIOS[name].description}", file=sys.stderr, flush=True)
+            entries = fl.run(name, transports, modes, clients, heartbeat=heartbeat, window_s=window)
+            doc["faults"].extend(entries)
+            results.write(doc, out_dir)
+            for e in entries:
+                print(fault_line(e), file=sys.stderr, flush=True)
+    except KeyboardInterrupt:
+        doc["interrupted"] = True
+    path = results.write(doc, out_dir)
+    print_fault_table(doc["faults"])
+    print(f"results: {path}")
+
+
+def _ms(d: dict) -> str:
+    return "-" if d["p50"] is None else f"{d['p50']:,.0f}/{d['max']:,.0f}"
+
+
+def fault_line(e: dict) -> str:
+    verdict = "pass" if e["passed"] else "FAIL"
+    return (
+        f"{e['scenario']:<15} {e['transport']:<4} {e['mode']:<8} "
+        f"detect {_ms(e['detection_ms']):>13} reconnect {_ms(e['reconnect_ms']):>11} "
+        f"catch-up {_ms(e['catchup_ms']):>11} lost {e['lost']:>4} dup {e['duplicated']:>3} "
+        f"unrecovered {e['unrecovered']}/{e['clients']} {verdict}: {e['user_saw']}"
+    )
+
+
+def print_fault_table(entries: list) -> None:
+    print("times in ms as p50/max over the clients; '-': never happened in the window")
+    for e in entries:
+        print(fault_line(e))
+
+
 def main() -> None:
     try:
         app()

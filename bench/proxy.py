@@ -9,6 +9,11 @@ land in the middle of a frame:
   LTE; the sockets stay open until the proxy stops, so only the client's own watchdog saves it;
 - ``stall``: the proxy stops reading from the server (a reader that stopped reading, at the TCP
   level, whatever its client library buffers); the client side stays open and quiet.
+
+Shaping applies to the server-to-client direction from the first byte, with or without a fault:
+``latency_ms`` plus or minus ``jitter_ms`` of one-way delay (a delay line: order is kept, and
+delays do not add up), ``bytes_per_s`` (a bandwidth cap), and ``chunk_bytes`` (forward in tiny
+pieces, each its own write, so frames arrive split).
 No tc/netem on this kernel: this is how tokenbench injects faults, in user space.
 """
 
@@ -16,22 +21,39 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 import socket
 import struct
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-FAULTS = ("close", "reset", "blackhole", "stall")
+FAULTS = ("none", "close", "reset", "blackhole", "stall")
 
 
 @dataclass(frozen=True)
 class Fault:
-    kind: str
+    kind: str = "none"
     after_bytes: int = 0
+    after_s: float = 0.0  # or: fire on the first chunk that arrives after this many seconds
+    mid_chunk: bool = False  # with after_s: cut in the middle of that chunk (mid-frame)
+    latency_ms: float = 0.0
+    jitter_ms: float = 0.0
+    bytes_per_s: int = 0  # 0: no cap
+    chunk_bytes: int = 0  # 0: forward as read
 
     def __post_init__(self) -> None:
         if self.kind not in FAULTS:
             raise ValueError(f"unknown fault {self.kind!r}: one of {', '.join(FAULTS)}")
+        if min(self.after_bytes, self.after_s, self.latency_ms, self.bytes_per_s,
+               self.chunk_bytes) < 0:  # fmt: skip
+            raise ValueError("fault sizes and delays must be >= 0")
+        if self.jitter_ms < 0 or self.jitter_ms > self.latency_ms:
+            raise ValueError("jitter_ms must be 0 .. latency_ms")
+
+    @property
+    def shaped(self) -> bool:
+        return bool(self.latency_ms or self.bytes_per_s or self.chunk_bytes)
 
 
 class FaultProxy:
@@ -47,6 +69,7 @@ class FaultProxy:
         self.port = 0
         self.accepted = 0
         self.fired: list[tuple[int, str]] = []  # (connection number, fault kind)
+        self.fired_at: list[float] = []  # time.monotonic() of each firing
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -94,33 +117,45 @@ class FaultProxy:
         n: int,
         hole: asyncio.Event,
     ) -> None:
+        line = _Line(writer, fault) if fault is not None and fault.shaped else None
         sent = 0
-        while True:
-            data = await reader.read(65536)
-            if not data:
-                if not hole.is_set():
-                    with contextlib.suppress(OSError):
-                        writer.write_eof()
-                return
-            if hole.is_set():
-                continue  # swallowed: nothing crosses a black hole
-            if fault is not None and sent + len(data) >= fault.after_bytes:
-                cut = max(0, fault.after_bytes - sent)
-                if cut:
-                    writer.write(data[:cut])
-                    await writer.drain()
-                self._fire(writer, fault, n)
-                if fault.kind in ("blackhole", "stall"):
-                    if fault.kind == "blackhole":
-                        hole.set()
-                    await asyncio.Event().wait()  # hold both sockets open until stop()
-                return
-            writer.write(data)
-            sent += len(data)
-            await writer.drain()
+        opened = time.monotonic()
+        try:
+            while True:
+                data = await reader.read(65536)
+                if not data:
+                    if line is not None:
+                        await line.flush()
+                    if not hole.is_set():
+                        with contextlib.suppress(OSError):
+                            writer.write_eof()
+                    return
+                if hole.is_set():
+                    continue  # swallowed: nothing crosses a black hole
+                if fault is not None and fault.kind != "none" and _due(fault, sent, data, opened):
+                    if fault.after_s:
+                        cut = len(data) // 2 if fault.mid_chunk else 0
+                    else:
+                        cut = max(0, fault.after_bytes - sent)
+                    if cut:
+                        await _send(line, writer, data[:cut])
+                    if line is not None:
+                        await line.flush()
+                    self._fire(writer, fault, n)
+                    if fault.kind in ("blackhole", "stall"):
+                        if fault.kind == "blackhole":
+                            hole.set()
+                        await asyncio.Event().wait()  # hold both sockets open until stop()
+                    return
+                await _send(line, writer, data)
+                sent += len(data)
+        finally:
+            if line is not None:
+                line.close()
 
     def _fire(self, writer: asyncio.StreamWriter, fault: Fault, n: int) -> None:
         self.fired.append((n, fault.kind))
+        self.fired_at.append(time.monotonic())
         if fault.kind == "close":
             writer.close()
         elif fault.kind == "reset":
@@ -128,3 +163,67 @@ class FaultProxy:
             if sock is not None:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             writer.transport.abort()
+
+
+def _due(fault: Fault, sent: int, data: bytes, opened: float) -> bool:
+    if fault.after_s:
+        return time.monotonic() - opened >= fault.after_s
+    return sent + len(data) >= fault.after_bytes
+
+
+async def _send(line: _Line | None, writer: asyncio.StreamWriter, data: bytes) -> None:
+    if line is None:
+        writer.write(data)
+        await writer.drain()
+    else:
+        await line.send(data)
+
+
+class _Line:
+    """Shaped delivery to the client: a delay line with a bandwidth cap and tiny chunks.
+
+    Bounded: when the line is full the proxy stops reading from the server, so a bandwidth cap
+    pushes back on the server through TCP instead of piling up here.
+    """
+
+    def __init__(self, writer: asyncio.StreamWriter, fault: Fault) -> None:
+        self.writer, self.fault = writer, fault
+        self.queue: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue(maxsize=1024)
+        self.last_due = 0.0
+        self.rng = random.Random()
+        self.task = asyncio.ensure_future(self._run())
+
+    async def send(self, data: bytes) -> None:
+        f = self.fault
+        loop = asyncio.get_running_loop()
+        delay = (f.latency_ms + self.rng.uniform(-f.jitter_ms, f.jitter_ms)) / 1000
+        due = max(self.last_due, loop.time() + delay)  # order is kept: no overtaking
+        self.last_due = due
+        size = f.chunk_bytes or len(data)
+        for i in range(0, len(data), size):
+            await self.queue.put((due, data[i : i + size]))
+
+    async def flush(self) -> None:
+        await self.queue.join()
+
+    def close(self) -> None:
+        self.task.cancel()
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        f, writer = self.fault, self.writer
+        while True:
+            due, piece = await self.queue.get()
+            wait = due - loop.time()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            try:
+                writer.write(piece)
+                await writer.drain()
+            except (ConnectionError, RuntimeError):
+                pass  # the client went away; keep draining so flush() returns
+            if f.bytes_per_s:
+                await asyncio.sleep(len(piece) / f.bytes_per_s)
+            elif f.chunk_bytes:
+                await asyncio.sleep(0.0005)  # tiny pieces leave as separate segments
+            self.queue.task_done()

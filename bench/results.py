@@ -99,7 +99,7 @@ def write(doc: dict[str, Any], out: Path) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     path = out / "results.json"
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(doc, indent=1, sort_keys=False) + "\n")
+    tmp.write_text(json.dumps(doc, separators=(",", ":")) + "\n")  # compact: histograms are long
     tmp.replace(path)
     latest = out.parent / "latest"
     if out.parent.name == "results":  # results/latest -> this run

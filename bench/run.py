@@ -144,7 +144,6 @@ class Fleet:
         ]
         _pin([p.pid for p in self.procs], cores)
         self._buf = {p.stdout.fileno(): "" for p in self.procs if p.stdout}
-        self.last_cpu: dict[int, float] = {}
 
     def send(self, messages: list[dict[str, Any]]) -> None:
         for proc, msg in zip(self.procs, messages, strict=True):
@@ -365,17 +364,8 @@ def run_transport(transport: str, cfg: BenchConfig, say: ProgressFn) -> dict[str
             else [url] * n_loaders
         )
 
-    def server_sample() -> procstat.Sample | None:
-        return procstat.sample(sup.pids) if sup is not None else None
-
-    def server_counts() -> dict[str, int] | None:
-        if sup is None or sup.metrics_file is None:
-            return None
-        rows = server_metrics.read_rows(sup.metrics_file, sup.cfg.workers)
-        return {k: sum(r[k] for r in rows) for k in server_metrics.NAMES}
-
     time.sleep(cfg.warmup_s)
-    base = server_sample()
+    base = Driver.sample_of(sup)
     base_rss = base.rss_bytes if base else None
     loader_cfgs = [
         LoaderConfig(
@@ -393,10 +383,9 @@ def run_transport(transport: str, cfg: BenchConfig, say: ProgressFn) -> dict[str
         for k in range(n_loaders)
     ]
     fleet = Fleet(loader_cfgs, loader_cores)
+    drive = Driver(transport, cfg, fleet, sup, say)
     steps_out: list[dict[str, Any]] = []
     knee = None
-    started = time.monotonic()
-    last_cpu: dict[int, float] = {}
     try:
         for i, step in enumerate(cfg.steps):
             share = [
@@ -405,37 +394,13 @@ def run_transport(transport: str, cfg: BenchConfig, say: ProgressFn) -> dict[str
             ]
             fleet.send([{"target": n, "ramp_s": step.ramp_s} for n in share])
             # Ramp: reports are read (progress, CPU baselines) but not measured.
-            _pump(
-                fleet,
-                step.ramp_s,
-                None,
-                last_cpu,
-                say,
-                transport,
-                i,
-                cfg,
-                server_sample,
-                server_counts,
-                started,
-            )
+            drive.pump(step.ramp_s, i, None)
             w = Window()
-            srv0, counts0 = server_sample(), server_counts()
+            srv0, counts0 = drive.server_sample(), drive.server_counts()
             t0 = time.monotonic()
-            rss_max, files_max = _pump(
-                fleet,
-                step.hold_s,
-                w,
-                last_cpu,
-                say,
-                transport,
-                i,
-                cfg,
-                server_sample,
-                server_counts,
-                started,
-            )
+            rss_max, files_max = drive.pump(step.hold_s, i, w)
             seconds = time.monotonic() - t0
-            srv1, counts1 = server_sample(), server_counts()
+            srv1, counts1 = drive.server_sample(), drive.server_counts()
             if fleet.dead():
                 raise RuntimeError(f"load process(es) {fleet.dead()} died; see stderr above")
             conns = counts1["connections_open"] if counts1 else None
@@ -497,61 +462,74 @@ def run_transport(transport: str, cfg: BenchConfig, say: ProgressFn) -> dict[str
     return run
 
 
-def _pump(
-    fleet: Fleet,
-    seconds: float,
-    w: Window | None,
-    last_cpu: dict[int, float],
-    say: ProgressFn,
-    transport: str,
-    i: int,
-    cfg: BenchConfig,
-    server_sample: Callable[[], procstat.Sample | None],
-    server_counts: Callable[[], dict[str, int] | None],
-    started: float,
-) -> tuple[int, int]:
-    """Read reports for ``seconds`` (into ``w`` if measuring); sample the server each second."""
-    end = time.monotonic() + seconds
-    rss_max = files_max = 0
-    prev = server_sample()
-    tick = time.monotonic()
-    second_tokens = 0
-    second_hist = Histogram()
-    while True:
-        left = end - time.monotonic()
-        if left <= 0:
-            break
-        for r in fleet.poll(min(left, 0.25)):
-            if w is not None:
-                w.add(r, last_cpu.get(r["loader"]))
-            last_cpu[r["loader"]] = r["cpu_s"]
-            second_tokens += r["tokens"]
-            second_hist.merge(Histogram.from_json(r["latency"]))
-        if fleet.dead():
-            return rss_max, files_max
-        now = time.monotonic()
-        if now - tick >= 1.0:
-            cur = server_sample()
+@dataclass
+class Driver:
+    """One transport's run in motion: its load processes, its server (if ours), the progress."""
+
+    transport: str
+    cfg: BenchConfig
+    fleet: Fleet
+    sup: Supervisor | None
+    say: ProgressFn
+    started: float = field(default_factory=time.monotonic)
+    last_cpu: dict[int, float] = field(default_factory=dict)  # loader -> last cumulative CPU
+
+    @staticmethod
+    def sample_of(sup: Supervisor | None) -> procstat.Sample | None:
+        return procstat.sample(sup.pids) if sup is not None else None
+
+    def server_sample(self) -> procstat.Sample | None:
+        return self.sample_of(self.sup)
+
+    def server_counts(self) -> dict[str, int] | None:
+        sup = self.sup
+        if sup is None or sup.metrics_file is None:
+            return None
+        rows = server_metrics.read_rows(sup.metrics_file, sup.cfg.workers)
+        return {k: sum(r[k] for r in rows) for k in server_metrics.NAMES}
+
+    def pump(self, seconds: float, step: int, w: Window | None) -> tuple[int, int]:
+        """Read reports for ``seconds`` (into ``w`` if measuring); sample the server each second.
+
+        Returns the peak server RSS and open files seen.
+        """
+        fleet, cfg = self.fleet, self.cfg
+        end = time.monotonic() + seconds
+        rss_max = files_max = 0
+        prev = self.server_sample()
+        tick = time.monotonic()
+        second_tokens = 0
+        second_hist = Histogram()
+        while (left := end - time.monotonic()) > 0:
+            for r in fleet.poll(min(left, 0.25)):
+                if w is not None:
+                    w.add(r, self.last_cpu.get(r["loader"]))
+                self.last_cpu[r["loader"]] = r["cpu_s"]
+                second_tokens += r["tokens"]
+                second_hist.merge(Histogram.from_json(r["latency"]))
+            if fleet.dead():
+                return rss_max, files_max
+            now = time.monotonic()
+            if now - tick < 1.0:
+                continue
+            cur = self.server_sample()
             if cur is not None:
                 rss_max, files_max = max(rss_max, cur.rss_bytes), max(files_max, cur.open_files)
-            counts = server_counts()
-            cpu = (cur.cpu_s - prev.cpu_s) / (now - tick) if cur and prev else None
             if not cfg.quiet:
+                counts = self.server_counts()
+                cpu = (cur.cpu_s - prev.cpu_s) / (now - tick) if cur and prev else 0.0
                 conns = counts["connections_open"] if counts else "-"
-                say(
-                    f"  {now - started:6.0f}s {transport:<4} step {i + 1}/{len(cfg.steps)} "
-                    f"{'measure' if w is not None else 'ramp   '} conns {conns:>6} "
-                    f"tok/s {second_tokens / (now - tick):>9,.0f} "
-                    f"p99 {second_hist.percentile(99) / 1000:>8.1f} ms "
-                    f"srv cpu {cpu if cpu is not None else 0:>4.0%} "
+                self.say(
+                    f"  {now - self.started:6.0f}s {self.transport:<4} "
+                    f"step {step + 1}/{len(cfg.steps)} {'measure' if w is not None else 'ramp   '} "
+                    f"conns {conns:>6} tok/s {second_tokens / (now - tick):>9,.0f} "
+                    f"p99 {second_hist.percentile(99) / 1000:>8.1f} ms srv cpu {cpu:>4.0%} "
                     f"rss {(cur.rss_bytes if cur else 0) / 2**20:>6.0f} MiB"
                 )
             prev, tick, second_tokens, second_hist = cur, now, 0, Histogram()
-    if rss_max == 0:
-        cur = server_sample()
-        if cur is not None:
+        if rss_max == 0 and (cur := self.server_sample()) is not None:
             rss_max, files_max = cur.rss_bytes, cur.open_files
-    return rss_max, files_max
+        return rss_max, files_max
 
 
 def _step_line(transport: str, i: int, n: int, d: dict[str, Any]) -> str:

@@ -62,6 +62,10 @@ class ClientOptions:
     ws_compression: bool = False  # offer permessage-deflate (RFC 7692)
     rst_close: bool = False  # close with RST (SO_LINGER 0): a load generator's sockets then
     # leave no TIME_WAIT behind, which would exhaust ephemeral ports at 50,000 users
+    # Hardening (all on by default). Off, a client behaves as it comes out of the box:
+    watchdog: bool = True  # reconnect after two heartbeats of silence (else: wait for TCP)
+    retry_server_errors: bool = True  # retry 5xx; off = EventSource: any non-200 is final
+    grpc_tuned: bool = True  # keepalive and ping timeout at the heartbeat; off = grpcio's own
 
     @property
     def silence(self) -> float:
@@ -105,6 +109,8 @@ class Reader:
         self.stats = stats or ReaderStats()
         self.delivered = 0  # this reader's own count (stats may be shared)
         self._missing: set[int] = set()  # seqs skipped by a gap, to tell late from duplicate
+        self.on_retry: Callable[[str], None] | None = None  # an attempt failed (the reason)
+        self.on_connected: Callable[[], None] | None = None  # an attempt got its answer
         self.finished = False
 
     def deliver(self, seq: int, t: int, text: str) -> None:
@@ -126,6 +132,11 @@ class Reader:
         self.stats.tokens += 1
         self.on_token(seq, t, text)
 
+    def connected(self) -> None:
+        """Transports call this once per attempt, when the server's answer began."""
+        if self.on_connected is not None:
+            self.on_connected()
+
     async def _attempt(self, after: int) -> bool:
         """One connection: deliver tokens; True once the stream ended, else raise Retry."""
         raise NotImplementedError
@@ -145,6 +156,8 @@ class Reader:
                 reason, wait = "closed without end", None
             except Retry as exc:
                 reason, wait = exc.reason, exc.delay
+            if self.on_retry is not None:
+                self.on_retry(reason)
             now = time.monotonic()
             if self.delivered > before:
                 progress_at, delay = now, opts.backoff_initial

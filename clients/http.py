@@ -27,7 +27,7 @@ from urllib.parse import urlsplit
 
 import httptools
 
-from clients.base import Retry, StreamError
+from clients.base import Reader, Retry, StreamError
 
 IP_BIND_ADDRESS_NO_PORT = getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24)
 
@@ -195,6 +195,15 @@ async def open_connection(
             sock.close()
         raise Retry(f"connect failed: {exc.strerror or exc}") from None
     return conn
+
+
+async def connect(reader: Reader) -> tuple[HttpConnection, str, str]:
+    """A new connection for one attempt of ``reader``: (connection, "host:port", path prefix)."""
+    opts = reader.options
+    host, port, prefix = split_url(reader.url)
+    conn = await open_connection(host, port, opts.connect_timeout, opts.local_addr, opts.rst_close)
+    reader.stats.requests += 1
+    return conn, f"{host}:{port}", prefix
 
 
 def error_from(status: int, body: bytes) -> StreamError:

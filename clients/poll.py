@@ -12,7 +12,7 @@ import json
 from urllib.parse import quote
 
 from clients.base import Reader, Retry
-from clients.http import error_from, open_connection, split_url
+from clients.http import connect, error_from
 
 
 class PollReader(Reader):
@@ -20,23 +20,26 @@ class PollReader(Reader):
 
     async def _attempt(self, after: int) -> bool:
         opts = self.options
-        host, port, prefix = split_url(self.url)
-        conn = await open_connection(
-            host, port, opts.connect_timeout, opts.local_addr, opts.rst_close
-        )
+        conn, hostport, prefix = await connect(self)
+        self.stats.requests -= 1  # polls are counted one by one below
         sid = quote(self.stream_id, safe="")
         base = f"{prefix}/v1/streams/{sid}/poll?timeout={opts.poll_timeout:g}"
-        hostport, deliver, loads = f"{host}:{port}", self.deliver, json.loads
-        conn.watch_silence(opts.poll_timeout + opts.heartbeat)
+        deliver, loads = self.deliver, json.loads
+        if opts.watchdog:  # an unanswered poll past its timeout is a dead connection
+            conn.watch_silence(opts.poll_timeout + opts.heartbeat)
+        first = True
         try:
             while True:
                 conn.send("GET", f"{base}&after={self.cursor}", hostport, {})
                 self.stats.requests += 1
                 status, body = await conn.response()
                 if status != 200:
-                    if 400 <= status < 500:
+                    if 400 <= status < 500 or not opts.retry_server_errors:
                         raise error_from(status, body)
                     raise Retry(f"HTTP {status}")
+                if first:
+                    self.connected()
+                    first = False
                 try:
                     doc = loads(body)
                     for token in doc["tokens"]:

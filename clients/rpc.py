@@ -42,8 +42,10 @@ def channel_options(heartbeat: float) -> list[tuple[str, Any]]:
     ]
 
 
-def open_channel(url: str, heartbeat: float = 15.0) -> grpc.aio.Channel:
-    return grpc.aio.insecure_channel(target(url), options=channel_options(heartbeat))
+def open_channel(url: str, heartbeat: float = 15.0, tuned: bool = True) -> grpc.aio.Channel:
+    """A channel with our keepalive settings, or (``tuned=False``) grpcio's defaults."""
+    options = channel_options(heartbeat) if tuned else [("grpc.use_local_subchannel_pool", 1)]
+    return grpc.aio.insecure_channel(target(url), options=options)
 
 
 class GrpcReader(Reader):
@@ -55,7 +57,7 @@ class GrpcReader(Reader):
     async def run(self) -> None:
         if self.channel is not None:
             return await super().run()
-        self.channel = open_channel(self.url, self.options.heartbeat)
+        self.channel = open_channel(self.url, self.options.heartbeat, self.options.grpc_tuned)
         try:
             await super().run()
         finally:
@@ -70,9 +72,12 @@ class GrpcReader(Reader):
             request.after = after
         call = stub.StreamTokens(request)
         self.stats.requests += 1
-        deliver, size = self.deliver, 0
+        deliver, size, first = self.deliver, 0, True
         try:
             async for token in call:
+                if first:
+                    self.connected()  # the first message: headers alone are not exposed here
+                    first = False
                 size += token.ByteSize()
                 deliver(token.seq, token.t, token.text)
             return True

@@ -15,7 +15,7 @@ import json
 from urllib.parse import quote
 
 from clients.base import Reader, Retry, StreamError
-from clients.http import error_from, open_connection, split_url
+from clients.http import connect, error_from
 from clients.sse_parser import SSEParser
 
 
@@ -25,11 +25,7 @@ class SSEReader(Reader):
 
     async def _attempt(self, after: int) -> bool:
         opts = self.options
-        host, port, prefix = split_url(self.url)
-        conn = await open_connection(
-            host, port, opts.connect_timeout, opts.local_addr, opts.rst_close
-        )
-        self.stats.requests += 1
+        conn, hostport, prefix = await connect(self)
         ended = False
         deliver, loads = self.deliver, json.loads
 
@@ -66,19 +62,21 @@ class SSEReader(Reader):
             headers["Last-Event-ID"] = str(after)
         conn.body_sink = feed
         try:
-            conn.send("GET", f"{prefix}/v1/streams/{quote(self.stream_id, safe='')}/sse",
-                      f"{host}:{port}", headers)  # fmt: skip
+            sid = quote(self.stream_id, safe="")
+            conn.send("GET", f"{prefix}/v1/streams/{sid}/sse", hostport, headers)
             status = await conn.head(opts.connect_timeout)
             if status == 204:
                 return True
-            if 400 <= status < 500:
-                raise error_from(status, await conn.body())
+            if 400 <= status < 500 or (status != 200 and not opts.retry_server_errors):
+                raise error_from(status, await conn.body())  # EventSource: fail for good
             if status != 200:
                 raise Retry(f"HTTP {status}")
             ctype = conn.headers.get("content-type", "")
             if not ctype.startswith("text/event-stream"):
                 raise StreamError(status, f"not an event stream: {ctype or 'no content type'}")
-            conn.watch_silence(opts.silence)
+            self.connected()
+            if opts.watchdog:
+                conn.watch_silence(opts.silence)
             await conn.body()
             parser.close()
             return ended

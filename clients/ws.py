@@ -21,7 +21,7 @@ import zlib
 from urllib.parse import quote
 
 from clients.base import Reader, Retry
-from clients.http import HttpConnection, error_from, open_connection, split_url
+from clients.http import HttpConnection, connect, error_from
 
 GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 OP_CONT, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
@@ -132,11 +132,7 @@ class WSReader(Reader):
 
     async def _attempt(self, after: int) -> bool:
         opts = self.options
-        host, port, prefix = split_url(self.url)
-        conn = await open_connection(
-            host, port, opts.connect_timeout, opts.local_addr, opts.rst_close
-        )
-        self.stats.requests += 1
+        conn, hostport, prefix = await connect(self)
         key = base64.b64encode(os.urandom(16)).decode()
         headers = {
             "Upgrade": "websocket",
@@ -151,11 +147,11 @@ class WSReader(Reader):
         query = f"?after={after}" if after >= 0 else ""
         target = f"{prefix}/v1/streams/{quote(self.stream_id, safe='')}/ws{query}"
         try:
-            conn.send("GET", target, f"{host}:{port}", headers)
+            conn.send("GET", target, hostport, headers)
             status = await conn.head(opts.connect_timeout)
             if status != 101:
                 body = await conn.body()
-                if 400 <= status < 500:
+                if 400 <= status < 500 or not opts.retry_server_errors:
                     raise error_from(status, body)
                 raise Retry(f"HTTP {status}")
             if conn.headers.get("sec-websocket-accept") != accept_key(key):
@@ -164,11 +160,13 @@ class WSReader(Reader):
             inflate = None
             if "permessage-deflate" in ext:
                 inflate = "no_takeover" if "server_no_context_takeover" in ext else "takeover"
+            self.connected()
             session = _Session(self, conn, inflate)
             conn.raw_sink = session.feed
             for chunk in pending:
                 session.feed(chunk)
-            conn.watch_silence(opts.silence)
+            if opts.watchdog:
+                conn.watch_silence(opts.silence)
             await conn.lost
             if session.ended:
                 return True

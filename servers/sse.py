@@ -14,11 +14,12 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 from sse_starlette import EventSourceResponse
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import HTMLResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from servers import metrics as m
@@ -29,6 +30,7 @@ from servers.hub import Draining
 from servers.listen import listen_sockets
 
 NAME = "sse"
+DEMO_PAGE = Path(__file__).with_name("demo.html")
 HEARTBEAT = b": keep-alive\n\n"
 
 
@@ -76,7 +78,14 @@ def routes(ctx: Context) -> list[BaseRoute]:
             metrics.add(m.RESUMES)
         return EventSourceResponse(_events(ctx, stream, after), ping=0)
 
-    return [Route("/v1/streams/{sid}/sse", read, methods=["GET"])]
+    async def demo(request: Request) -> Response:
+        """A page whose own EventSource reads a stream: ``/demo?tokens=40&rate=20``."""
+        return HTMLResponse(DEMO_PAGE.read_text(encoding="utf-8"))
+
+    return [
+        Route("/v1/streams/{sid}/sse", read, methods=["GET"]),
+        Route("/demo", demo, methods=["GET"]),
+    ]
 
 
 def settings(cfg: ServerConfig) -> dict[str, Any]:

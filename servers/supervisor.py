@@ -54,6 +54,8 @@ class Supervisor:
         return [p.pid for p in self.procs if p is not None and p.poll() is None]
 
     def start(self, timeout: float = 30.0) -> None:
+        """Start the workers; after ``stop()`` or ``kill()`` this restarts on the same port."""
+        self.stopping = False
         for host in self.cfg.hosts:  # port 0 is resolved on the first address, then shared
             try:
                 self._placeholders.append(reserve_port(host, self.cfg.port))
@@ -120,6 +122,17 @@ class Supervisor:
                 metrics.reset_slot(self._table, slot)
                 with contextlib.suppress(StartError):
                     self._wait_ready({slot: self._spawn(slot)}, 30.0)
+
+    def kill(self) -> None:
+        """SIGKILL every worker at once (a crash); then ``start()`` brings the server back."""
+        self.stopping = True
+        for proc in self.procs:
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+        for proc in self.procs:
+            if proc is not None:
+                proc.wait()
+        self.stop()
 
     def stop(self) -> None:
         """SIGTERM every worker, wait for the grace period, then SIGKILL what remains."""

@@ -24,6 +24,25 @@ def _die_with_parent() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)
 
 
+def _log_slow_gc(threshold_s: float = 0.05) -> None:
+    """TOKENBENCH_GC_LOG=1: report every garbage collection slower than 50 ms on stderr."""
+    import gc
+    import time
+
+    started = [0.0]
+
+    def callback(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            started[0] = time.perf_counter()
+            return
+        took = time.perf_counter() - started[0]
+        if took >= threshold_s:
+            print(f"gc pid={os.getpid()} gen={info['generation']} {took * 1000:.0f} ms "
+                  f"objects={len(gc.get_objects())}", file=sys.stderr, flush=True)  # fmt: skip
+
+    gc.callbacks.append(callback)
+
+
 def main() -> None:
     cfg = ServerConfig.from_json(sys.argv[1])
     ready_fd, parent = int(sys.argv[2]), os.getppid()
@@ -31,6 +50,8 @@ def main() -> None:
     if os.getppid() != parent:
         sys.exit(1)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
+    if os.environ.get("TOKENBENCH_GC_LOG"):
+        _log_slow_gc()
     module = load(cfg.transport)
 
     def on_ready() -> None:
