@@ -7,7 +7,8 @@ STAMP  := $(VENV)/.installed
 RUN    := $(shell date -u +%Y%m%d-%H%M%S)
 TB     := $(BIN)/tokenbench
 
-.PHONY: install proto test lint format bench bench-knee bench-50k bench-quick idle-memory clean
+.PHONY: install proto test lint format bench bench-knee bench-50k bench-faults bench-quick \
+	idle-memory clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -32,7 +33,7 @@ format: $(STAMP)
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-bench: bench-knee bench-50k  ## the main job: capacity knee at 40 tok/s, then 50,000 connections held
+bench: bench-knee bench-50k bench-faults  ## the main job: knee at 40 tok/s, 50,000 held, faults
 
 bench-knee: $(STAMP)  ## users per server core at 40 tok/s until p99 > 250 ms or goodput < 99 % (~12 min)
 	$(TB) bench --transport all --find-knee --knee-start 100 --knee-factor 1.25 --clients 3000 \
@@ -41,6 +42,9 @@ bench-knee: $(STAMP)  ## users per server core at 40 tok/s until p99 > 250 ms or
 bench-50k: $(STAMP)  ## 50,000 connections per transport, at a token rate one core carries (~25 min)
 	$(TB) bench --transport all --clients 50000 --ramp 300s --hold 60 --rate 0.1 --tokens 30 \
 		--think 5 --out results/$(RUN)-50k
+
+bench-faults: $(STAMP)  ## every fault scenario, transport and client mode (~20 min)
+	$(TB) faults --transport all --scenario all --mode both --clients 5 --out results/$(RUN)-faults
 
 bench-quick: $(STAMP)  ## a first look: every transport at 200 users for 10 s (~2 min)
 	$(TB) bench --transport all --clients 200 --ramp 5s --hold 10 --think 1 --out results/$(RUN)-quick

@@ -328,6 +328,29 @@ def faults(
     print(f"results: {path}")
 
 
+@app.command("faults-table")
+def faults_table(
+    paths: Annotated[list[Path], typer.Argument(help="results.json files or run directories.")],
+) -> None:
+    """Print the fault results of one or more runs as a Markdown table (later runs win)."""
+    from bench import faults as fl
+    from bench import results
+
+    merged: dict[tuple[str, str, str], dict] = {}
+    for path in paths:
+        try:
+            doc = results.load(path)
+        except results.SchemaError as exc:
+            fail(str(exc))
+        for e in doc.get("faults", []):
+            merged[(e["scenario"], e["transport"], e["mode"])] = e
+    if not merged:
+        fail("no fault results in those files (run tokenbench faults first)")
+    order = {name: i for i, name in enumerate(fl.SCENARIOS)}
+    rows = sorted(merged.values(), key=lambda e: (order.get(e["scenario"], 99), e["transport"]))
+    print(fl.markdown_table(rows))
+
+
 def _ms(d: dict) -> str:
     return "-" if d["p50"] is None else f"{d['p50']:,.0f}/{d['max']:,.0f}"
 
@@ -338,7 +361,9 @@ def fault_line(e: dict) -> str:
         f"{e['scenario']:<15} {e['transport']:<4} {e['mode']:<8} "
         f"detect {_ms(e['detection_ms']):>13} reconnect {_ms(e['reconnect_ms']):>11} "
         f"catch-up {_ms(e['catchup_ms']):>11} lost {e['lost']:>4} dup {e['duplicated']:>3} "
-        f"unrecovered {e['unrecovered']}/{e['clients']} {verdict}: {e['user_saw']}"
+        f"unrecovered {e['unrecovered']}/{e['clients']} "
+        f"p99 {e['latency_ms']['p99'] if 'latency_ms' in e else float('nan'):,.0f} ms "
+        f"{verdict}: {e['user_saw']}"
     )
 
 

@@ -30,6 +30,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from bench.hist import Histogram
 from bench.proxy import Fault, FaultProxy
 from clients import ClientOptions, GaveUp, StreamError, create_stream, reader_class
 from servers.base import ServerConfig
@@ -46,7 +47,6 @@ class Scenario:
     fault: Fault | None = None  # applied to each client's first ``faulty`` connections
     faulty: int = 1
     server: str | None = None  # "restart" or "kill"
-    unrecoverable_by_design: bool = False
 
 
 # The per-connection faults fire at the first chunk after ``after_s`` seconds (see Fault).
@@ -140,12 +140,17 @@ def summarize(
     if dup:
         saw.append("duplicates")
     passed = lost == dup == ooo == unexpected == 0 and unrecovered == 0
+    lat = Histogram()
+    for line in lines:
+        for _, _, ns in line.tokens:
+            lat.record(ns // 1000)
     return {
         "scenario": name, "transport": transport, "mode": mode, "clients": len(lines),
         "detection_ms": _percentiles(detect), "reconnect_ms": _percentiles(reconnect),
         "catchup_ms": _percentiles(catchup), "detected": len(detect),
         "lost": lost, "duplicated": dup, "out_of_order": ooo, "unexpected": unexpected,
         "unrecovered": unrecovered, "max_stall_ms": round(max(stall_ms), 1) if stall_ms else None,
+        "latency_ms": lat.summary_ms(),
         "user_saw": "; ".join(saw) or "nothing", "window_s": window_s, "passed": passed,
     }  # fmt: skip
 
@@ -171,7 +176,8 @@ async def _run(
                     return Fault("close", after_bytes=0)  # cut before any data arrives
                 return fault
 
-            proxy = FaultProxy(("127.0.0.1", port), plan)
+            # Behind a load balancer: while the server is down, HTTP clients get 503.
+            proxy = FaultProxy(("127.0.0.1", port), plan, unavailable_503=True)
             await proxy.start()
             proxies.append(proxy)
         opts = client_options(transport, mode, heartbeat)
@@ -235,6 +241,27 @@ def _server_fault(sup: Supervisor, kind: str) -> None:
         sup.stop()
     time.sleep(1.0)
     sup.start()
+
+
+def markdown_table(entries: list[dict[str, Any]]) -> str:
+    """Scenario by transport and mode: detection, reconnect and catch-up (p50/max ms), tokens."""
+
+    def ms(d: dict[str, Any]) -> str:
+        return "never" if d["p50"] is None else f"{d['p50']:,.0f} / {d['max']:,.0f}"
+
+    rows = [
+        "| scenario | transport | mode | detection | reconnect | catch-up | lost | dup | "
+        "unrecovered | user saw | pass |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for e in entries:
+        rows.append(
+            f"| {e['scenario']} | {e['transport']} | {e['mode']} | {ms(e['detection_ms'])} | "
+            f"{ms(e['reconnect_ms'])} | {ms(e['catchup_ms'])} | {e['lost']} | {e['duplicated']} | "
+            f"{e['unrecovered']}/{e['clients']} | {e['user_saw']} | "
+            f"{'yes' if e['passed'] else '**no**'} |"
+        )
+    return "\n".join(rows)
 
 
 def run(

@@ -62,8 +62,12 @@ class FaultProxy:
         upstream: tuple[str, int],
         plan: Callable[[int], Fault | None],
         host: str = "127.0.0.1",
+        unavailable_503: bool = False,
     ) -> None:
         self.upstream = upstream
+        # Like a load balancer with no healthy backend: while the server is down, answer HTTP/1.1
+        # requests with 503 (HTTP/2, i.e. gRPC, connections are dropped: UNAVAILABLE).
+        self.unavailable_503 = unavailable_503
         self.plan = plan
         self.host = host
         self.port = 0
@@ -94,6 +98,8 @@ class FaultProxy:
         try:
             s_reader, s_writer = await asyncio.open_connection(*self.upstream)
         except OSError:
+            if self.unavailable_503:
+                await _answer_503(c_reader, c_writer)
             c_writer.transport.abort()
             self._tasks.discard(task)
             return
@@ -163,6 +169,24 @@ class FaultProxy:
             if sock is not None:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             writer.transport.abort()
+
+
+_503_BODY = b'{"error": "no healthy upstream now"}'
+_503 = (
+    b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n"
+    b"content-length: %d\r\nconnection: close\r\n\r\n%s" % (len(_503_BODY), _503_BODY)
+)
+
+
+async def _answer_503(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    try:
+        head = await asyncio.wait_for(reader.read(24), 2.0)
+    except (TimeoutError, ConnectionError):
+        return
+    if head and not head.startswith(b"PRI * HTTP/2.0"):
+        writer.write(_503)
+        with contextlib.suppress(ConnectionError):
+            await writer.drain()
 
 
 def _due(fault: Fault, sent: int, data: bytes, opened: float) -> bool:

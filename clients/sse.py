@@ -79,7 +79,9 @@ class SSEReader(Reader):
                 conn.watch_silence(opts.silence)
             await conn.body()
             parser.close()
-            return ended
+            if not ended:  # EventSource waits its reconnection time after any end of response
+                raise Retry("closed without end")
+            return True
         except Retry as exc:
             if parser.retry is not None:
                 self.reconnect_ms = parser.retry

@@ -138,6 +138,8 @@ class _Server(uvicorn.Server):
         self._loop.call_soon_threadsafe(self._drain)
 
     def _drain(self) -> None:
+        for server in getattr(self, "servers", []):
+            server.close()  # stop accepting at once: new connections go to a live server
         self._ctx.hub.drain()
         # Let the woken handlers write their close frames before uvicorn closes connections.
         self._loop.call_later(0.3, setattr, self, "should_exit", True)

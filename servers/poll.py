@@ -72,8 +72,8 @@ def routes(ctx: Context) -> list[BaseRoute]:
                 if now >= deadline:
                     return Response(_EMPTY, media_type="application/json")
                 await hub.sleep_until(min(cursor.next_due_ns(), deadline))
-        except Draining:
-            return Response(_EMPTY, media_type="application/json")
+        except Draining:  # answer, and close the connection so the next poll goes elsewhere
+            return Response(_EMPTY, media_type="application/json", headers={"Connection": "close"})
         except asyncio.CancelledError:
             if not watcher.done():
                 raise

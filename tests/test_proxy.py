@@ -160,3 +160,15 @@ def test_bad_faults_are_rejected() -> None:
     ):
         with pytest.raises(ValueError):
             Fault(**bad)  # type: ignore[arg-type]
+
+
+async def test_a_dead_upstream_answers_503_like_a_load_balancer() -> None:
+    proxy = FaultProxy(("127.0.0.1", 1), lambda n: None, unavailable_503=True)  # nothing there
+    port = await proxy.start()
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"GET /v1/streams/x/sse HTTP/1.1\r\nHost: t\r\n\r\n")
+    await writer.drain()
+    answer = await asyncio.wait_for(reader.read(), 5)
+    assert answer.startswith(b"HTTP/1.1 503 ") and answer.endswith(b'"no healthy upstream now"}')
+    writer.close()
+    await proxy.stop()
