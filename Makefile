@@ -8,7 +8,7 @@ RUN    := $(shell date -u +%Y%m%d-%H%M%S)
 TB     := $(BIN)/tokenbench
 
 .PHONY: install proto test lint format bench bench-knee bench-50k bench-faults bench-quick \
-	idle-memory clean
+	idle-memory report clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -34,6 +34,8 @@ format: $(STAMP)
 	$(BIN)/ruff check --fix .
 
 bench: bench-knee bench-50k bench-faults  ## the main job: knee at 40 tok/s, 50,000 held, faults
+	$(TB) report results/$(RUN)-knee results/$(RUN)-50k results/$(RUN)-faults \
+		--out results/$(RUN)-report
 
 bench-knee: $(STAMP)  ## users per server core at 40 tok/s until p99 > 250 ms or goodput < 99 % (~12 min)
 	$(TB) bench --transport all --find-knee --knee-start 100 --knee-factor 1.25 --clients 3000 \
@@ -48,6 +50,10 @@ bench-faults: $(STAMP)  ## every fault scenario, transport and client mode (~20 
 
 bench-quick: $(STAMP)  ## a first look: every transport at 200 users for 10 s (~2 min)
 	$(TB) bench --transport all --clients 200 --ramp 5s --hold 10 --think 1 --out results/$(RUN)-quick
+
+report: $(STAMP)  ## REPORT.md and charts from the committed runs in results/
+	$(TB) report results/knee-40tps results/hold-50k results/faults results/faults-restart \
+		results/faults-kill --out results/report
 
 idle-memory: $(STAMP)  ## server RSS per idle open connection, per transport
 	$(TB) idle-memory --connections 5000

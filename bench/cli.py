@@ -328,6 +328,26 @@ def faults(
     print(f"results: {path}")
 
 
+@app.command()
+def report(
+    paths: Annotated[list[Path], typer.Argument(help="results.json files or run directories.")],
+    out: Annotated[
+        Path | None,
+        typer.Option(help="Where to write REPORT.md and the charts (default: the first run)."),
+    ] = None,
+) -> None:
+    """Charts (PNG) and REPORT.md from results.json files; reads JSON only, never re-runs."""
+    from bench import report as rp
+    from bench import results
+
+    target = out or (paths[0] if paths[0].is_dir() else paths[0].parent)
+    try:
+        path = rp.build(paths, target)
+    except results.SchemaError as exc:
+        fail(str(exc))
+    print(f"report: {path}")
+
+
 @app.command("faults-table")
 def faults_table(
     paths: Annotated[list[Path], typer.Argument(help="results.json files or run directories.")],
@@ -336,18 +356,12 @@ def faults_table(
     from bench import faults as fl
     from bench import results
 
-    merged: dict[tuple[str, str, str], dict] = {}
-    for path in paths:
-        try:
-            doc = results.load(path)
-        except results.SchemaError as exc:
-            fail(str(exc))
-        for e in doc.get("faults", []):
-            merged[(e["scenario"], e["transport"], e["mode"])] = e
-    if not merged:
+    try:
+        rows = fl.merge([results.load(path) for path in paths])
+    except results.SchemaError as exc:
+        fail(str(exc))
+    if not rows:
         fail("no fault results in those files (run tokenbench faults first)")
-    order = {name: i for i, name in enumerate(fl.SCENARIOS)}
-    rows = sorted(merged.values(), key=lambda e: (order.get(e["scenario"], 99), e["transport"]))
     print(fl.markdown_table(rows))
 
 

@@ -243,6 +243,17 @@ def _server_fault(sup: Supervisor, kind: str) -> None:
     sup.start()
 
 
+def merge(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Fault entries of several runs, in scenario order; a later run's entry replaces an
+    earlier one for the same scenario, transport and mode."""
+    merged: dict[tuple[str, str, str], dict[str, Any]] = {}
+    for doc in docs:
+        for e in doc.get("faults", []):
+            merged[(e["scenario"], e["transport"], e["mode"])] = e
+    order = {name: i for i, name in enumerate(SCENARIOS)}
+    return sorted(merged.values(), key=lambda e: (order.get(e["scenario"], 99), e["transport"]))
+
+
 def markdown_table(entries: list[dict[str, Any]]) -> str:
     """Scenario by transport and mode: detection, reconnect and catch-up (p50/max ms), tokens."""
 

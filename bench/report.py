@@ -1,0 +1,287 @@
+"""``tokenbench report RUN...``: charts (PNG) and REPORT.md from results.json files.
+
+Reporting only reads JSON, never re-runs anything. It takes any mix of bench runs (knee steps,
+holds) and fault runs. Each chart is one question:
+
+- p99 latency against users, per transport;
+- goodput against users;
+- server CPU per 1,000 tokens;
+- server memory per connection;
+- requests per second;
+- bytes on the wire per token;
+- the time-to-first-token distribution;
+- reconnect recovery per fault scenario.
+
+A step whose load generator was the bottleneck is drawn hollow, because it bounds the harness,
+not the server.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+
+from bench import results
+from bench.faults import merge as merge_faults
+from bench.hist import Histogram, bucket_bounds
+
+COLORS = {"sse": "#1f77b4", "ws": "#ff7f0e", "grpc": "#2ca02c", "poll": "#d62728"}
+NAMES = {"sse": "SSE", "ws": "WebSocket", "grpc": "gRPC", "poll": "long polling"}
+ORDER = ("sse", "ws", "grpc", "poll")
+
+
+def _steps(docs: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """Every measured step per transport, over all bench runs (each tagged with its run)."""
+    out: dict[str, list[dict[str, Any]]] = {}
+    for k, doc in enumerate(docs):
+        rate = doc["config"].get("rate")
+        for run in doc.get("runs", []):
+            for st in run["steps"]:
+                out.setdefault(run["transport"], []).append({**st, "_run": k, "_rate": rate})
+    return {t: sorted(s, key=lambda st: (st["_run"], st["clients"])) for t, s in out.items()}
+
+
+def _line_chart(
+    steps: dict[str, list[dict[str, Any]]], value: Any, ylabel: str, title: str, path: Path,
+    log_y: bool = False, hline: float | None = None,
+) -> Path:  # fmt: skip
+    fig, ax = plt.subplots(figsize=(7.5, 4.5), dpi=110)
+    markers = "osD^v"
+    for t in ORDER:
+        runs = sorted({st["_run"] for st in steps.get(t, [])})
+        for n, k in enumerate(runs):  # one line per run: different rates are not one curve
+            pts = [
+                (st["clients"], value(st), st.get("limited_by") == "loadgen")
+                for st in steps[t]
+                if st["_run"] == k
+            ]
+            pts = [p for p in pts if p[1] is not None]
+            if not pts:
+                continue
+            label = NAMES[t] if n == 0 else None
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], "-", color=COLORS[t], label=label)
+            for x, y, harness in pts:
+                face = "white" if harness else COLORS[t]
+                ax.plot(x, y, markers[n % 5], color=COLORS[t], markerfacecolor=face)
+    rates = [r for r in dict.fromkeys(st["_rate"] for s in steps.values() for st in s)]
+    if len(rates) > 1:
+        shapes = ", ".join(f"{markers[i % 5]}: {r:g} tok/s" for i, r in enumerate(rates))
+        ax.text(0.99, 0.02, shapes, transform=ax.transAxes, ha="right", fontsize=8)
+    if hline is not None:
+        ax.axhline(hline, color="grey", linestyle="--", linewidth=1)
+    ax.set_xscale("log")
+    if log_y:
+        ax.set_yscale("log")
+    ax.set_xlabel("concurrent users")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    fig.text(0.01, 0.01, "hollow: the load generator was the bottleneck", fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def _bar_chart(values: dict[str, float], ylabel: str, title: str, path: Path) -> Path:
+    fig, ax = plt.subplots(figsize=(6.5, 4), dpi=110)
+    names = [t for t in ORDER if values.get(t) is not None]
+    bars = ax.bar([NAMES[t] for t in names], [values[t] for t in names],
+                  color=[COLORS[t] for t in names])  # fmt: skip
+    ax.bar_label(bars, fmt="%.1f")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(True, axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def _largest(steps: list[dict[str, Any]], key: Any) -> float | None:
+    """The figure at the most users that has it (memory per connection: the biggest scale)."""
+    for st in sorted(steps, key=lambda s: s["clients"], reverse=True):
+        v = key(st)
+        if v is not None:
+            return v
+    return None
+
+
+def _ttft_chart(steps: dict[str, list[dict[str, Any]]], path: Path) -> Path:
+    fig, ax = plt.subplots(figsize=(7.5, 4.5), dpi=110)
+    for t in ORDER:
+        held = [st for st in steps.get(t, []) if st["slo"]["held"]] or steps.get(t, [])
+        if not held:
+            continue
+        st = held[-1]  # the busiest step that held the SLO
+        hist = Histogram.from_json(st["histograms"]["ttft_us"])
+        if not hist.count:
+            continue
+        xs, ys, seen = [], [], 0
+        for i, n in enumerate(hist.counts):
+            if n:
+                seen += n
+                xs.append(bucket_bounds(i)[1] / 1000)
+                ys.append(seen / hist.count)
+        ax.step(xs, ys, where="post", color=COLORS[t], label=f"{NAMES[t]} ({st['clients']} users)")
+    ax.set_xscale("log")
+    ax.set_xlabel("time to first token, ms (POST sent to first token)")
+    ax.set_ylabel("share of answers")
+    ax.set_title("Time to first token")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def _faults_chart(entries: list[dict[str, Any]], path: Path) -> Path:
+    scenarios = list(dict.fromkeys(e["scenario"] for e in entries))
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.8), dpi=110, sharey=True)
+    for ax, mode in zip(axes, ("default", "hardened"), strict=True):
+        width = 0.2
+        for k, t in enumerate(ORDER):
+            xs, ys, fails = [], [], []
+            for i, sc in enumerate(scenarios):
+                e = next((e for e in entries if (e["scenario"], e["transport"], e["mode"])
+                          == (sc, t, mode)), None)  # fmt: skip
+                if e is None:
+                    continue
+                total = sum((e[k2]["p50"] or 0) for k2 in ("detection_ms", "reconnect_ms",
+                                                           "catchup_ms"))  # fmt: skip
+                x = i + (k - 1.5) * width
+                if e["unrecovered"]:
+                    fails.append(x)
+                else:
+                    xs.append(x)
+                    ys.append(max(total, 1) / 1000)
+            ax.bar(xs, ys, width, color=COLORS[t], label=NAMES[t])
+            for x in fails:
+                ax.text(x, 0.0012, "✗", color=COLORS[t], ha="center", fontsize=11)
+        ax.set_xticks(range(len(scenarios)), scenarios, rotation=35, ha="right")
+        ax.set_yscale("log")
+        ax.set_ylim(0.001, 100)
+        ax.set_title(f"{mode} clients")
+        ax.grid(True, axis="y", alpha=0.3)
+    axes[0].set_ylabel("fault to live again, s (p50: detect + reconnect + catch up)")
+    axes[1].legend(fontsize=8)
+    fig.text(
+        0.01, 0.01,
+        "✗: streams not recovered within the run's window.  latency and slow-reader drop "
+        "nothing, so there is nothing to recover: no bar.",
+        fontsize=8,
+    )  # fmt: skip
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def build(paths: list[Path], out: Path) -> Path:
+    """Read the runs, write the charts and REPORT.md into ``out``; returns REPORT.md's path."""
+    docs = [results.load(p) for p in paths]
+    out.mkdir(parents=True, exist_ok=True)
+    bench_docs = [d for d in docs if d.get("runs")]
+    faults = merge_faults(docs)
+    steps = _steps(bench_docs)
+    charts: list[tuple[str, Path]] = []
+    if steps:
+        slo = bench_docs[0]["config"].get("slo_ms", 250)
+        charts += [
+            ("p99 token latency", _line_chart(steps, lambda s: s["latency_ms"]["p99"],
+             "p99 latency against due time, ms", "p99 token latency", out / "latency_p99.png",
+             log_y=True, hline=slo)),
+            ("goodput", _line_chart(steps, lambda s: s["goodput"], "tokens delivered / due",
+             "Goodput", out / "goodput.png")),
+            ("server CPU per 1,000 tokens", _line_chart(
+             steps, lambda s: _ms(s["server"]["cpu_s_per_1k_tokens"]),
+             "server CPU ms per 1,000 tokens", "Server CPU per 1,000 tokens",
+             out / "cpu_per_1k.png", log_y=True)),
+            ("requests per second", _line_chart(steps, lambda s: s["requests_per_s"] or None,
+             "HTTP requests and RPCs per second", "Requests per second", out / "requests.png",
+             log_y=True)),
+            ("memory per connection", _bar_chart(
+             {t: _kib(_largest(s, lambda st: st["server"]["mem_per_conn_bytes"]))
+              for t, s in steps.items()},
+             "KiB", "Server memory per connection (largest scale measured)",
+             out / "memory_per_connection.png")),
+            ("bytes per token", _bar_chart(
+             {t: _largest(s, lambda st: st["wire_bytes_per_token"]) for t, s in steps.items()},
+             "bytes (both directions, all framing)", "Bytes on the wire per token",
+             out / "wire_bytes.png")),
+            ("time to first token", _ttft_chart(steps, out / "ttft.png")),
+        ]  # fmt: skip
+    if faults:
+        charts.append(("reconnect recovery", _faults_chart(faults, out / "faults.png")))
+    report = out / "REPORT.md"
+    report.write_text(_markdown(docs, steps, faults, charts, out))
+    return report
+
+
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None else seconds * 1000
+
+
+def _kib(n: float | None) -> float | None:
+    return None if n is None else n / 1024
+
+
+def _markdown(
+    docs: list[dict[str, Any]], steps: dict[str, list[dict[str, Any]]],
+    faults: list[dict[str, Any]], charts: list[tuple[str, Path]], out: Path,
+) -> str:  # fmt: skip
+    from bench.faults import markdown_table
+
+    m = docs[0]["machine"]
+    lines = [
+        "# tokenbench report",
+        "",
+        f"Machine: {m['cpu_model']}, {m['cores']} cores, "
+        f"{(m['memory_bytes'] or 0) / 2**30:.0f} GiB, {m['os']} {m['kernel']}, "
+        f"Python {m['python']}; commit {str(m['git']['commit'])[:12]}; {m['date']}.",
+        "",
+        "Runs:",
+        "",
+    ]
+    lines += [f"- `{d['run_id']}` ({d.get('kind', 'bench')}): `{d['machine']['command']}`"
+              for d in docs]  # fmt: skip
+    if steps:
+        lines += [
+            "", "## Capacity and cost", "",
+            "| transport | users | tok/s | p50 ms | p99 ms | goodput | lost | server ms / 1k tok "
+            "| KiB / conn | loadgen µs / tok | SLO | bottleneck |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        ]  # fmt: skip
+        for t in ORDER:
+            for st in steps.get(t, []):
+                srv, gen = st["server"], st["loadgen"]
+                cpu = _ms(srv["cpu_s_per_1k_tokens"])
+                mem = _kib(srv["mem_per_conn_bytes"])
+                cells = [
+                    NAMES[t], f"{st['clients']:,}", f"{st['tokens_per_s']:,.0f}",
+                    f"{st['latency_ms']['p50']:,.1f}", f"{st['latency_ms']['p99']:,.1f}",
+                    "-" if st["goodput"] is None else str(st["goodput"]), str(st["lost"]),
+                    "-" if cpu is None else f"{cpu:.1f}", "-" if mem is None else f"{mem:.1f}",
+                    str(gen["cpu_us_per_token"] or "-"), "held" if st["slo"]["held"] else "broke",
+                    st["limited_by"] or "-",
+                ]  # fmt: skip
+                lines.append("| " + " | ".join(cells) + " |")
+    if faults:
+        lines += ["", "## Reconnect recovery", "", "Times in ms as p50 / max over the clients.", "",
+                  markdown_table(faults)]  # fmt: skip
+    lines += ["", "## Charts", ""]
+    for title, path in charts:
+        lines += [
+            f"### {title[0].upper() + title[1:]}",
+            "",
+            f"![{title}]({path.relative_to(out)})",
+            "",
+        ]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,50 @@
+"""tokenbench report: charts and REPORT.md from committed fixtures, reading JSON only."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from bench import report, results
+
+FIXTURES = Path(__file__).parent / "fixtures"
+CHARTS = ("latency_p99.png", "goodput.png", "cpu_per_1k.png", "requests.png",
+          "memory_per_connection.png", "wire_bytes.png", "ttft.png", "faults.png")  # fmt: skip
+
+
+def test_report_writes_every_chart_and_section(tmp_path: Path) -> None:
+    path = report.build([FIXTURES / "bench.json", FIXTURES / "faults.json"], tmp_path)
+    for name in CHARTS:
+        png = tmp_path / name
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+        assert png.stat().st_size > 10_000, name  # a drawn chart, not an empty canvas
+    text = path.read_text()
+    for section in ("# tokenbench report", "## Capacity and cost", "## Reconnect recovery",
+                    "## Charts"):  # fmt: skip
+        assert section in text, section
+    for name in CHARTS:
+        assert f"]({name})" in text, name
+    assert "| SSE | 737 |" in text and "| gRPC |" in text  # steps from the fixture
+    assert "Machine: " in text and "cores" in text
+
+
+def test_later_fault_runs_replace_earlier_entries(tmp_path: Path) -> None:
+    doc = json.loads((FIXTURES / "faults.json").read_text())
+    newer = json.loads(json.dumps(doc))
+    for e in newer["faults"]:
+        e["user_saw"] = "the newer run"
+    (tmp_path / "newer.json").write_text(json.dumps(newer))
+    path = report.build([FIXTURES / "faults.json", tmp_path / "newer.json"], tmp_path / "out")
+    text = path.read_text()
+    assert "the newer run" in text and "a stall of up to" not in text
+
+
+def test_report_rejects_what_is_not_a_results_file(tmp_path: Path) -> None:
+    bad = tmp_path / "results.json"
+    bad.write_text('{"schema_version": 1}')
+    proc = subprocess.run([sys.executable, "-m", "bench.cli", "report", str(bad)],
+                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert proc.returncode == 2 and "missing" in proc.stderr and "Traceback" not in proc.stderr
+    results.validate(json.loads((FIXTURES / "bench.json").read_text()))  # the fixture is valid
