@@ -26,7 +26,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-from bench import results
+from bench import results, verdicts
 from bench.faults import merge as merge_faults
 from bench.hist import Histogram, bucket_bounds
 
@@ -225,6 +225,33 @@ def build(paths: list[Path], out: Path) -> Path:
     return report
 
 
+def _fleet_md(docs: list[dict[str, Any]]) -> list[str]:
+    rows = verdicts.fleet(docs)
+    if not rows:
+        return []
+    out = [
+        "", f"## Fleet projection: {verdicts.USERS:,} users at {verdicts.RATE:g} tok/s", "",
+        "Server cores = users / users held per core at the knee (40 tok/s, p99 within the SLO). "
+        "Memory = users x server memory per connection at the largest scale measured. The CPU "
+        "ratio compares CPU per token at the knee with half the knee: below 1, fixed costs "
+        "amortise with load, so the knee (the saturated figure) is what to plan with. A knee "
+        "bounded by the load generator is a lower bound, so its core count is an upper bound.",
+        "",
+        "| transport | users per core (knee) | server cores | CPU ms / 1k tokens at knee "
+        "| CPU ratio knee : half | memory | memory per connection (at) |",
+        "|---|---|---|---|---|---|---|",
+    ]  # fmt: skip
+    for r in rows:
+        cores = f"<= {r['cores']}" if r["harness_bound"] else f"{r['cores']}"
+        knee = f">= {r['users_per_core']}" if r["harness_bound"] else f"{r['users_per_core']}"
+        mem = "-" if r["memory_gib"] is None else f"{r['memory_gib']} GiB"
+        at = "-" if r["mem_per_conn_kib"] is None else (
+            f"{r['mem_per_conn_kib']} KiB ({r['memory_measured_at']:,})")  # fmt: skip
+        out.append(f"| {NAMES[r['transport']]} | {knee} | {cores} | {r['cpu_ms_per_1k_at_knee']} "
+                   f"| {r['cpu_ratio_knee_to_half'] or '-'} | {mem} | {at} |")  # fmt: skip
+    return out
+
+
 def _ms(seconds: float | None) -> float | None:
     return None if seconds is None else seconds * 1000
 
@@ -273,6 +300,15 @@ def _markdown(
                     st["limited_by"] or "-",
                 ]  # fmt: skip
                 lines.append("| " + " | ".join(cells) + " |")
+    bench_docs = [d for d in docs if d.get("runs")]
+    if bench_docs:
+        lines += _fleet_md(bench_docs)
+    if bench_docs or faults:
+        lines += ["", "## Verdicts", "",
+                  "Each rule is in `bench/verdicts.py`; rerun and the verdicts follow the numbers.",
+                  "", "| claim | verdict | the numbers |", "|---|---|---|"]  # fmt: skip
+        for v in verdicts.verdicts(bench_docs, faults):
+            lines.append(f"| {v['claim']} | **{v['verdict']}** | {v['why']} |")
     if faults:
         lines += ["", "## Reconnect recovery", "", "Times in ms as p50 / max over the clients.", "",
                   markdown_table(faults)]  # fmt: skip

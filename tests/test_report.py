@@ -48,3 +48,41 @@ def test_report_rejects_what_is_not_a_results_file(tmp_path: Path) -> None:
                           capture_output=True, text=True, timeout=60)  # fmt: skip
     assert proc.returncode == 2 and "missing" in proc.stderr and "Traceback" not in proc.stderr
     results.validate(json.loads((FIXTURES / "bench.json").read_text()))  # the fixture is valid
+
+
+def _docs() -> tuple[list[dict], list[dict]]:
+    from bench.faults import merge
+
+    bench_doc = json.loads((FIXTURES / "bench.json").read_text())
+    faults_doc = json.loads((FIXTURES / "faults.json").read_text())
+    return [bench_doc], merge([faults_doc])
+
+
+def test_verdicts_follow_the_numbers() -> None:
+    from bench import verdicts
+
+    docs, faults = _docs()
+    got = {v["claim"]: v["verdict"] for v in verdicts.verdicts(docs, faults)}
+    assert got["WebSockets cost more memory per connection"] == "refuted"  # fixture: 33 < 55 KiB
+    assert got["Long polling costs a request per token"] == "confirmed"
+    assert got["gRPC needs a proxy for browsers"] == "not measured"
+    # Flip the memory figures: the same rule must now confirm the claim.
+    for run in docs[0]["runs"]:
+        for st in run["steps"]:
+            if run["transport"] == "ws":
+                st["server"]["mem_per_conn_bytes"] *= 3
+    got = {v["claim"]: v["verdict"] for v in verdicts.verdicts(docs, faults)}
+    assert got["WebSockets cost more memory per connection"] == "confirmed"
+    # Without fault runs, the reconnect claims say so instead of guessing.
+    got = {v["claim"]: v["verdict"] for v in verdicts.verdicts(docs, [])}
+    assert got["SSE reconnects are invisible"] == "not measured"
+
+
+def test_fleet_projection_rests_on_the_knee() -> None:
+    from bench import verdicts
+
+    docs, _ = _docs()
+    rows = {r["transport"]: r for r in verdicts.fleet(docs)}
+    sse = rows["sse"]
+    assert sse["users_per_core"] == 737 and sse["cores"] == round(50_000 / 737, 1)
+    assert rows["grpc"]["harness_bound"] is True  # its next step was load-generator bound
