@@ -348,6 +348,33 @@ def report(
     print(f"report: {path}")
 
 
+@app.command("compare")
+def compare_runs(
+    a: Annotated[Path, typer.Argument(help="The baseline run (results.json or its directory).")],
+    b: Annotated[Path, typer.Argument(help="The run to compare with it.")],
+) -> None:
+    """Two runs side by side: B/A per figure, with changes inside the noise flagged as such."""
+    from bench import results
+    from bench.compare import compare
+
+    try:
+        doc_a, doc_b = results.load(a), results.load(b)
+    except results.SchemaError as exc:
+        fail(str(exc))
+    rows = compare(doc_a, doc_b)
+    if not rows:
+        fail("no step of B matches a step of A (same transport and user count)")
+    print(f"A: {doc_a['run_id']} ({doc_a['machine']['date']})  B: {doc_b['run_id']} "
+          f"({doc_b['machine']['date']})")  # fmt: skip
+    if doc_a["machine"]["cpu_model"] != doc_b["machine"]["cpu_model"]:
+        print("note: the two runs are from different CPUs; ratios compare machines too")
+    print(f"{'transport':<9} {'users':>6} {'figure':<18} {'A':>12} {'B':>12} {'B/A':>6}  judgement")
+    for r in rows:
+        fmt = lambda v: "-" if v is None else f"{v:,.2f}"  # noqa: E731
+        print(f"{r['transport']:<9} {r['clients']:>6} {r['metric']:<18} {fmt(r['a']):>12} "
+              f"{fmt(r['b']):>12} {r['ratio']:>6}  {r['judgement']}")  # fmt: skip
+
+
 @app.command("faults-table")
 def faults_table(
     paths: Annotated[list[Path], typer.Argument(help="results.json files or run directories.")],

@@ -86,3 +86,22 @@ def test_fleet_projection_rests_on_the_knee() -> None:
     sse = rows["sse"]
     assert sse["users_per_core"] == 737 and sse["cores"] == round(50_000 / 737, 1)
     assert rows["grpc"]["harness_bound"] is True  # its next step was load-generator bound
+
+
+def test_compare_flags_real_changes_and_noise() -> None:
+    from bench.compare import compare
+
+    a = json.loads((FIXTURES / "bench.json").read_text())
+    same = compare(a, a)
+    assert same and all(r["judgement"] in ("noise", "missing") for r in same)
+    b = json.loads(json.dumps(a))
+    for run in b["runs"]:
+        for st in run["steps"]:
+            st["server"]["cpu_s_per_1k_tokens"] *= 2  # twice the CPU per token: worse
+            st["server"]["mem_per_conn_bytes"] *= 1.03  # +3 % memory: inside the noise
+            st["latency_ms"]["count"] = 200  # too few tokens for a p99
+    rows = {(r["transport"], r["clients"], r["metric"]): r for r in compare(a, b)}
+    assert rows[("sse", 737, "server ms / 1k tok")]["judgement"] == "worse"
+    assert rows[("sse", 737, "server ms / 1k tok")]["ratio"] == "2.00"
+    assert rows[("sse", 737, "KiB / conn")]["judgement"] == "noise"
+    assert rows[("sse", 737, "p99 ms")]["judgement"] == "noisy (few samples)"
