@@ -375,6 +375,43 @@ def compare_runs(
               f"{fmt(r['b']):>12} {r['ratio']:>6}  {r['judgement']}")  # fmt: skip
 
 
+@app.command()
+def check(
+    paths: Annotated[list[Path], typer.Argument(help="results.json files or run directories.")],
+    min_goodput: Annotated[
+        float, typer.Option(help="Lowest goodput a bench step may have.")
+    ] = 0.99,
+) -> None:
+    """Exit 1 if a run broke a guarantee: tokens lost, duplicated or wrong, goodput too low,
+    or a hardened client that did not recover from a fault. For CI."""
+    from bench import results
+
+    problems = []
+    for path in paths:
+        try:
+            doc = results.load(path)
+        except results.SchemaError as exc:
+            fail(str(exc))
+        for run in doc.get("runs", []):
+            for st in run["steps"]:
+                where = f"{doc['run_id']}: {run['transport']} at {st['clients']} users"
+                for key in ("lost", "duplicated", "out_of_order", "wrong_text"):
+                    if st.get(key):
+                        problems.append(f"{where}: {st[key]} tokens {key.replace('_', ' ')}")
+                if st["goodput"] is not None and st["goodput"] < min_goodput:
+                    problems.append(f"{where}: goodput {st['goodput']} < {min_goodput}")
+        for e in doc.get("faults", []):
+            if e["mode"] == "hardened" and not e["passed"]:
+                problems.append(f"{doc['run_id']}: {e['scenario']} on {e['transport']} "
+                                f"(hardened) failed: lost {e['lost']}, duplicated "
+                                f"{e['duplicated']}, unrecovered {e['unrecovered']}")  # fmt: skip
+    for p in problems:
+        print(f"FAIL {p}")
+    if problems:
+        raise typer.Exit(1)
+    print(f"ok: {len(paths)} run(s), no guarantee broken")
+
+
 @app.command("faults-table")
 def faults_table(
     paths: Annotated[list[Path], typer.Argument(help="results.json files or run directories.")],

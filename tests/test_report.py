@@ -105,3 +105,20 @@ def test_compare_flags_real_changes_and_noise() -> None:
     assert rows[("sse", 737, "server ms / 1k tok")]["ratio"] == "2.00"
     assert rows[("sse", 737, "KiB / conn")]["judgement"] == "noise"
     assert rows[("sse", 737, "p99 ms")]["judgement"] == "noisy (few samples)"
+
+
+def test_check_exits_non_zero_when_a_guarantee_breaks(tmp_path: Path) -> None:
+    def run(*paths: Path) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "bench.cli", "check", *map(str, paths)],
+                              capture_output=True, text=True, timeout=60)  # fmt: skip
+
+    ok = run(FIXTURES / "faults.json")
+    assert ok.returncode == 0 and "no guarantee broken" in ok.stdout
+    broken = run(FIXTURES / "bench.json")  # the knee's breaking gRPC step: goodput 0.969
+    assert broken.returncode == 1 and "goodput 0.96921 < 0.99" in broken.stdout
+    doc = json.loads((FIXTURES / "faults.json").read_text())
+    hardened = next(e for e in doc["faults"] if e["mode"] == "hardened")
+    hardened.update(lost=3, passed=False)
+    (tmp_path / "results.json").write_text(json.dumps(doc))
+    lossy = run(tmp_path)
+    assert lossy.returncode == 1 and "lost 3" in lossy.stdout
