@@ -412,6 +412,26 @@ def check(
     print(f"ok: {len(paths)} run(s), no guarantee broken")
 
 
+@app.command()
+def floor(
+    connections: Annotated[
+        int, typer.Option(help="Loopback connections for the loop floor.")
+    ] = 500,
+) -> None:
+    """The yardsticks for the load generator's CPU per token, measured on this machine."""
+    from bench import floor as fl
+
+    if not 1 <= connections <= 5000:
+        fail("--connections must be 1..5000")
+    print(f"event-loop floor: {connections} connections, one {len(fl.EVENT)}-byte event each "
+          f"at 40/s, into an empty data_received (CPU per message)")  # fmt: skip
+    for loop in ("uvloop", "asyncio"):
+        r = fl.event_loop_floor(loop, connections)
+        print(f"  {loop:<8} user {r['user_us']:5.1f} us + system {r['system_us']:5.1f} us "
+              f"({r['messages']:,} messages)")  # fmt: skip
+    print(f"SSE parse path in a hot loop (no syscalls): {fl.parse_path():.2f} us per token")
+
+
 @app.command("faults-table")
 def faults_table(
     paths: Annotated[list[Path], typer.Argument(help="results.json files or run directories.")],

@@ -31,7 +31,7 @@ from bench.faults import merge as merge_faults
 from bench.hist import Histogram, bucket_bounds
 
 COLORS = {"sse": "#1f77b4", "ws": "#ff7f0e", "grpc": "#2ca02c", "poll": "#d62728"}
-NAMES = {"sse": "SSE", "ws": "WebSocket", "grpc": "gRPC", "poll": "long polling"}
+NAMES = verdicts.NAMES
 ORDER = ("sse", "ws", "grpc", "poll")
 
 
