@@ -119,6 +119,8 @@ def idle_memory(
     print(f"{'transport':<10}{'KiB/conn':>10}{'RSS before':>14}{'RSS held':>12}{'after close':>13}")
     for name in names:
         r = idle.measure(name, connections)
+        if r.open_after_close:
+            print(f"warning: {name}: {r.open_after_close} connections still open after close")
         mib = [
             x / 2**20 for x in (r.rss_before_bytes, r.rss_connected_bytes, r.rss_after_close_bytes)
         ]

@@ -23,7 +23,6 @@ long-poll reconnect loop without a watchdog, grpcio with its default keepalive s
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import itertools
 import statistics
 import time
@@ -287,6 +286,3 @@ def run(
             out.append(asyncio.run(_run(SCENARIOS[scenario], transport, mode, clients, tokens,
                                         rate, heartbeat, window_s)))  # fmt: skip
     return out
-
-
-__all__ = ["MODES", "SCENARIOS", "Scenario", "dataclasses", "run", "summarize"]

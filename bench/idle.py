@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import platform
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 from bench import procstat
 from clients import ClientOptions, create_stream, reader_class
@@ -97,7 +97,3 @@ def measure(transport: str, connections: int = 2000, settle: float = 2.0) -> Idl
 
 def machine_line() -> str:
     return f"{platform.node()} {platform.machine()} Python {platform.python_version()}"
-
-
-def as_dict(result: IdleResult) -> dict[str, object]:
-    return asdict(result)

@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from bench.hist import Histogram
+from bench.procstat import self_cpu_s
 from clients import ClientOptions, GaveUp, StreamError, reader_class
 from clients.base import ReaderStats, Retry
 from servers.core import Codec, ContractError, Stream
@@ -257,19 +258,12 @@ class Loader:
                     self.set_target(int(cmd["target"]), float(cmd.get("ramp_s", 0)))
             if time.monotonic() >= next_report or stopping:
                 next_report += self.cfg.interval
-                t = _cpu()
-                doc = self.acc.report(len(self.users), t)
+                doc = self.acc.report(len(self.users), self_cpu_s())
                 doc["loader"] = self.cfg.index
                 sys.stdout.write(json.dumps(doc, separators=(",", ":")) + "\n")
                 sys.stdout.flush()
         await asyncio.gather(*self.users, return_exceptions=True)
         command_task.cancel()
-
-
-def _cpu() -> float:
-    from bench.procstat import self_cpu_s
-
-    return self_cpu_s()
 
 
 def config_json(cfg: LoaderConfig) -> str:

@@ -192,10 +192,8 @@ class Window:
         self.users: dict[int, int] = {}
         self.streaming: dict[int, int] = {}
         self.cpu: dict[int, list[float]] = {}  # loader -> [first, last] cumulative CPU
-        self.reports = 0
 
     def add(self, r: dict[str, Any], prev_cpu: float | None) -> None:
-        self.reports += 1
         for name in ("latency", "ttft", "gap"):
             getattr(self, name).merge(Histogram.from_json(r[name]))
         for key in (

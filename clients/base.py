@@ -111,7 +111,6 @@ class Reader:
         self._missing: set[int] = set()  # seqs skipped by a gap, to tell late from duplicate
         self.on_retry: Callable[[str], None] | None = None  # an attempt failed (the reason)
         self.on_connected: Callable[[], None] | None = None  # an attempt got its answer
-        self.finished = False
 
     def deliver(self, seq: int, t: int, text: str) -> None:
         """Called by the transport for every token it parsed; keeps order and uniqueness."""
@@ -151,7 +150,6 @@ class Reader:
             before = self.delivered
             try:
                 if await self._attempt(self.cursor):
-                    self.finished = True
                     return
                 reason, wait = "closed without end", None
             except Retry as exc:

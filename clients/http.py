@@ -197,12 +197,16 @@ async def open_connection(
     return conn
 
 
-async def connect(reader: Reader) -> tuple[HttpConnection, str, str]:
-    """A new connection for one attempt of ``reader``: (connection, "host:port", path prefix)."""
+async def connect(reader: Reader, one_request: bool = True) -> tuple[HttpConnection, str, str]:
+    """A new connection for one attempt of ``reader``: (connection, "host:port", path prefix).
+
+    ``one_request``: the attempt is one request (SSE, WebSocket); a poller counts its own.
+    """
     opts = reader.options
     host, port, prefix = split_url(reader.url)
     conn = await open_connection(host, port, opts.connect_timeout, opts.local_addr, opts.rst_close)
-    reader.stats.requests += 1
+    if one_request:
+        reader.stats.requests += 1
     return conn, f"{host}:{port}", prefix
 
 

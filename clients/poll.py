@@ -20,8 +20,7 @@ class PollReader(Reader):
 
     async def _attempt(self, after: int) -> bool:
         opts = self.options
-        conn, hostport, prefix = await connect(self)
-        self.stats.requests -= 1  # polls are counted one by one below
+        conn, hostport, prefix = await connect(self, one_request=False)
         sid = quote(self.stream_id, safe="")
         base = f"{prefix}/v1/streams/{sid}/poll?timeout={opts.poll_timeout:g}"
         deliver, loads = self.deliver, json.loads

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import signal
 import socket
 import time
@@ -27,8 +26,6 @@ from starlette.routing import BaseRoute
 from servers import metrics as m
 from servers.base import Context
 from servers.core import MAX_BODY_BYTES, ContractError, ErrorKind, validate_create
-
-log = logging.getLogger("tokenbench.server")
 
 HTTP_STATUS = {
     ErrorKind.NOT_FOUND: 404,

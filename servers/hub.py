@@ -85,10 +85,6 @@ class Hub:
         self._keys.clear()
         self._armed_key = None
 
-    @property
-    def waiting(self) -> int:
-        return sum(len(b) for b in self._buckets.values())
-
 
 _hub: Hub | None = None
 

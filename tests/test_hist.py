@@ -78,3 +78,11 @@ def test_huge_values_are_clamped() -> None:
     hist = Histogram()
     hist.record(MAX_VALUE * 10)
     assert hist.max == MAX_VALUE and hist.percentile(50) == MAX_VALUE
+
+
+def test_record_puts_values_where_index_of_says() -> None:
+    # record() inlines index_of() for speed; the two must never drift apart.
+    for value in (0, 1, 127, 128, 129, 1000, 65_535, 10**9, MAX_VALUE, MAX_VALUE + 5):
+        hist = Histogram()
+        hist.record(value)
+        assert hist.counts[index_of(value)] == 1, value
