@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 RUN    := $(shell date -u +%Y%m%d-%H%M%S)
 TB     := $(BIN)/tokenbench
 
-.PHONY: install proto test lint format bench bench-knee bench-50k bench-faults bench-quick \
+.PHONY: install proto test lint format bench bench-full bench-knee bench-50k bench-faults bench-quick \
 	idle-memory report clean
 
 $(STAMP): pyproject.toml
@@ -33,13 +33,28 @@ format: $(STAMP)
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-bench: bench-knee bench-50k bench-faults  ## the main job: knee at 40 tok/s, 50,000 held, faults
+# The main job, at most 15 minutes on 2 cores: knee at 40 tok/s, 50,000 held, three faults.
+bench: $(STAMP)  ## installs, then knee + 50k hold + faults + report into results/<run-id>/
+	$(TB) bench --transport all --find-knee --knee-start 200 --knee-factor 1.5 --knee-refine 2 \
+		--clients 3000 --ramp 2s --hold 5 --think 0 --out results/$(RUN)/knee
+	$(TB) bench --transport all --clients 50000 --ramp 30s --settle 90 --hold 15 --rate 0.1 \
+		--tokens 30 --think 5 --out results/$(RUN)/hold-50k
+	$(TB) faults --transport all --scenario close,blackhole,restart --mode both --tokens 200 \
+		--window 15 --parallel --out results/$(RUN)/faults
+	$(TB) report results/$(RUN)/knee results/$(RUN)/hold-50k results/$(RUN)/faults \
+		--out results/$(RUN)/report
+	ln -sfn $(RUN) results/latest
+	@echo "report: results/$(RUN)/report/REPORT.md (results/latest points there)"
+
+# Long runs, for bigger machines or a quiet night (about an hour here): finer knee ladder,
+# longer 50k ramp and hold, every fault scenario.
+bench-full: bench-knee bench-50k bench-faults  ## all of the long runs below, then the report
 	$(TB) report results/$(RUN)-knee results/$(RUN)-50k results/$(RUN)-faults \
 		--out results/$(RUN)-report
 
 bench-knee: $(STAMP)  ## users per server core at 40 tok/s until p99 > 250 ms or goodput < 99 % (~12 min)
-	$(TB) bench --transport all --find-knee --knee-start 100 --knee-factor 1.25 --clients 3000 \
-		--ramp 5s --hold 10 --think 0 --out results/$(RUN)-knee
+	$(TB) bench --transport all --find-knee --knee-start 100 --knee-factor 1.25 --knee-refine 2 \
+		--clients 3000 --ramp 5s --hold 10 --think 0 --out results/$(RUN)-knee
 
 bench-50k: $(STAMP)  ## 50,000 connections per transport, at a token rate one core carries (~25 min)
 	$(TB) bench --transport all --clients 50000 --ramp 300s --hold 60 --rate 0.1 --tokens 30 \

@@ -160,11 +160,17 @@ def bench(
     slo_ms: Annotated[float, typer.Option(help="The SLO: p99 token latency, ms.")] = 250.0,
     knee_start: Annotated[int, typer.Option(help="--find-knee: first step's users.")] = 250,
     knee_factor: Annotated[float, typer.Option(help="--find-knee: growth per step.")] = 1.5,
+    knee_refine: Annotated[
+        int, typer.Option(help="--find-knee: bisection steps after the first broken step.")
+    ] = 0,
     heartbeat: Annotated[float, typer.Option(help="Server and client heartbeat, seconds.")] = 15.0,
     pin: Annotated[
         bool, typer.Option(help="Pin server and load generator to separate cores.")
     ] = True,
     quiet: Annotated[bool, typer.Option(help="No per-second progress lines.")] = False,
+    settle: Annotated[
+        float, typer.Option(help="After a ramp, wait at most this long for all users to connect.")
+    ] = 120.0,
 ) -> None:
     """Drive transports with simulated users and write results.json (see docs/results-schema.md)."""
     from bench import results
@@ -190,6 +196,8 @@ def bench(
         (think >= 0 and hold >= 0, "--think and --hold must be >= 0"),
         (slo_ms > 0 and knee_factor > 1 and knee_start >= 1, "--slo-ms > 0, --knee-factor > 1"),
         (heartbeat > 0, "--heartbeat must be > 0"),
+        (0 <= settle <= 3600, "--settle must be 0..3600 seconds"),
+        (0 <= knee_refine <= 10, "--knee-refine must be 0..10"),
         (workers is None or 1 <= workers <= 64, "--workers must be 1..64"),
         (loaders is None or 1 <= loaders <= 64, "--loaders must be 1..64"),
     ]
@@ -213,7 +221,8 @@ def bench(
     cfg = BenchConfig(
         transports=names, steps=steps, rate=rate, tokens=tokens, think=think, workers=workers,
         loaders=loaders, target=target, out=out_dir, find_knee=find_knee, slo_ms=slo_ms,
-        heartbeat=heartbeat, pin=pin, quiet=quiet,
+        heartbeat=heartbeat, pin=pin, quiet=quiet, settle_s=settle,
+        knee_refine=knee_refine,
     )  # fmt: skip
     doc = {
         "schema_version": results.SCHEMA_VERSION,
@@ -275,7 +284,7 @@ def faults(
         str,
         typer.Option(
             help="close, reset, blackhole, reconnect-storm, truncate, latency, "
-            "restart, kill, slow-reader, or all."
+            "restart, kill, slow-reader, a comma list, or all."
         ),
     ] = "all",
     mode: Annotated[
@@ -286,6 +295,11 @@ def faults(
     window: Annotated[
         float, typer.Option(help="Seconds a run may take before streams count as unrecovered.")
     ] = 40.0,
+    tokens: Annotated[int, typer.Option(help="Tokens per stream (at 40 tok/s).")] = 400,
+    parallel: Annotated[
+        bool,
+        typer.Option(help="Run the transports of a connection fault side by side (not restarts)."),
+    ] = False,
     out: Annotated[str | None, typer.Option(help="Output directory.")] = None,
 ) -> None:
     """Reconnect recovery under faults: detection, reconnect and catch-up times, lost tokens."""
@@ -293,7 +307,7 @@ def faults(
     from bench import results
 
     transports = ["sse", "ws", "grpc", "poll"] if transport == "all" else [transport]
-    scenarios = list(fl.SCENARIOS) if scenario == "all" else [scenario]
+    scenarios = list(fl.SCENARIOS) if scenario == "all" else scenario.split(",")
     modes = list(fl.MODES) if mode == "both" else [mode]
     for name in transports:
         if name not in ("sse", "ws", "grpc", "poll"):
@@ -306,19 +320,25 @@ def faults(
             fail(f"unknown mode {name!r}: default, hardened or both")
     if not (1 <= clients <= 200 and heartbeat > 0 and window >= 5):
         fail("--clients 1..200, --heartbeat > 0, --window >= 5")
+    if not 100 <= tokens <= 100_000:
+        fail("--tokens must be 100..100,000 (faults fire 2 s into a stream)")
     run_id = time.strftime("%Y%m%d-%H%M%S") + "-faults"
     out_dir = Path(out) if out else Path("results") / run_id
     doc = {
         "schema_version": results.SCHEMA_VERSION, "kind": "faults", "run_id": out_dir.name,
         "machine": results.machine(),
         "config": {"transports": transports, "scenarios": scenarios, "modes": modes,
-                   "clients": clients, "heartbeat": heartbeat, "window_s": window},
+                   "clients": clients, "heartbeat": heartbeat, "window_s": window,
+                   "tokens": tokens, "parallel": parallel},
         "runs": [], "faults": [],
     }  # fmt: skip
     try:
         for name in scenarios:
             print(f"== {name}: {fl.SCENARIOS[name].description}", file=sys.stderr, flush=True)
-            entries = fl.run(name, transports, modes, clients, heartbeat=heartbeat, window_s=window)
+            entries = fl.run(
+                name, transports, modes, clients, tokens=tokens, heartbeat=heartbeat,
+                window_s=window, parallel=parallel,
+            )  # fmt: skip
             doc["faults"].extend(entries)
             results.write(doc, out_dir)
             for e in entries:

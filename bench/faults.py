@@ -160,7 +160,8 @@ async def _run(
 ) -> dict[str, Any]:  # fmt: skip
     cfg = ServerConfig(transport=transport, port=0, heartbeat=heartbeat, grace=2.0, retry_ms=1000)
     sup = Supervisor(cfg)
-    sup.start()
+    loop = asyncio.get_running_loop()
+    await loop.run_in_executor(None, sup.start)  # runs side by side must not stall each other
     proxies: list[FaultProxy] = []
     try:
         port = cfg.port
@@ -195,7 +196,6 @@ async def _run(
         if scenario.server is not None:
             await asyncio.sleep(2.0)
             fault_times = [time.monotonic()] * clients
-            loop = asyncio.get_running_loop()
             await loop.run_in_executor(None, _server_fault, sup, scenario.server)
         _, pending = await asyncio.wait(tasks, timeout=window_s)
         for task in pending:
@@ -211,7 +211,7 @@ async def _run(
     finally:
         for proxy in proxies:
             await proxy.stop()
-        sup.stop()
+        await loop.run_in_executor(None, sup.stop)
 
 
 async def _read(
@@ -276,13 +276,29 @@ def markdown_table(entries: list[dict[str, Any]]) -> str:
 
 def run(
     scenario: str, transports: list[str], modes: list[str], clients: int = 5, tokens: int = 400,
-    rate: float = 40.0, heartbeat: float = 2.0, window_s: float = 40.0,
+    rate: float = 40.0, heartbeat: float = 2.0, window_s: float = 40.0, parallel: bool = False,
 ) -> list[dict[str, Any]]:  # fmt: skip
+    """One scenario for each transport and mode. ``parallel``: the transports of one mode run
+    side by side (each with its own server and proxies; a few streams each, so they barely
+    compete). Server restarts always run one at a time: their recovery includes a server's
+    start-up, which must not share the CPU with another's."""
     if scenario not in SCENARIOS:
         raise ValueError(f"unknown scenario {scenario!r}: one of {', '.join(SCENARIOS)}")
-    out = []
+    sc = SCENARIOS[scenario]
+
+    def one(transport: str, mode: str) -> Any:
+        return _run(sc, transport, mode, clients, tokens, rate, heartbeat, window_s)
+
+    async def side_by_side(mode: str) -> list[dict[str, Any]]:
+        return list(await asyncio.gather(*(one(t, mode) for t in transports)))
+
+    out: list[dict[str, Any]] = []
+    if parallel and sc.server is None:
+        for mode in modes:
+            out.extend(asyncio.run(side_by_side(mode)))
+        order = {t: i for i, t in enumerate(transports)}
+        return sorted(out, key=lambda e: order[e["transport"]])
     for transport in transports:
         for mode in modes:
-            out.append(asyncio.run(_run(SCENARIOS[scenario], transport, mode, clients, tokens,
-                                        rate, heartbeat, window_s)))  # fmt: skip
+            out.append(asyncio.run(one(transport, mode)))
     return out

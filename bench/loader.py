@@ -136,6 +136,7 @@ class Loader:
         )  # fmt: skip
         self.reader_cls = reader_class(cfg.transport)
         self._next_conv = 0
+        self.arrived = 0  # running users whose first stream has connected (the ramp's progress)
 
     async def create(self, channel: Any) -> dict[str, Any]:
         cfg = self.cfg
@@ -149,7 +150,7 @@ class Loader:
             cfg.url, cfg.tokens, cfg.rate, local_addr=cfg.local_addr, rst_close=True
         )
 
-    async def conversation(self, channel: Any) -> None:
+    async def conversation(self, channel: Any, arrive: Callable[[], None] | None) -> None:
         acc, cfg = self.acc, self.cfg
         t_post = time.time_ns()
         acc.posts += 1
@@ -187,6 +188,7 @@ class Loader:
         reader = self.reader_cls(cfg.url, info["id"], on_token, None, self.options, acc.stats)
         if channel is not None:
             reader.channel = channel  # type: ignore[attr-defined]
+        reader.on_connected = arrive
         conv = self._next_conv
         self._next_conv += 1
         acc.active[conv] = entry = [timing, timing.created_ns - 1]  # token 0 not yet counted
@@ -214,12 +216,22 @@ class Loader:
             from clients.rpc import open_channel
 
             channel = open_channel(self.cfg.url, self.cfg.heartbeat)
+        arrived = False
+
+        def arrive() -> None:
+            nonlocal arrived
+            if not arrived:
+                arrived = True
+                self.arrived += 1
+
         try:
             while True:
-                await self.conversation(channel)
+                await self.conversation(channel, None if arrived else arrive)
                 if self.cfg.think > 0:
                     await asyncio.sleep(self.cfg.think * self.rng.uniform(0.5, 1.5))
         finally:
+            if arrived:
+                self.arrived -= 1
             if channel is not None:
                 await channel.close()
 
@@ -260,6 +272,7 @@ class Loader:
                 next_report += self.cfg.interval
                 doc = self.acc.report(len(self.users), self_cpu_s())
                 doc["loader"] = self.cfg.index
+                doc["arrived"] = self.arrived
                 sys.stdout.write(json.dumps(doc, separators=(",", ":")) + "\n")
                 sys.stdout.flush()
         await asyncio.gather(*self.users, return_exceptions=True)

@@ -64,6 +64,8 @@ class BenchConfig:
     poll_timeout: float = 25.0
     pin: bool = True
     warmup_s: float = 2.0
+    knee_refine: int = 0  # --find-knee: bisection steps between the last held and first broken
+    settle_s: float = 120.0  # at most this long after a ramp, wait for every user to connect
     quiet: bool = False
     label: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
@@ -383,16 +385,30 @@ def run_transport(transport: str, cfg: BenchConfig, say: ProgressFn) -> dict[str
     fleet = Fleet(loader_cfgs, loader_cores)
     drive = Driver(transport, cfg, fleet, sup, say)
     steps_out: list[dict[str, Any]] = []
-    knee = None
+    plan = list(cfg.steps)
+    refine = cfg.knee_refine if cfg.find_knee else 0
     try:
-        for i, step in enumerate(cfg.steps):
+        i = -1
+        while i + 1 < len(plan):
+            i += 1
+            step = plan[i]
             share = [
                 step.clients // n_loaders + (1 if k < step.clients % n_loaders else 0)
                 for k in range(n_loaders)
             ]
             fleet.send([{"target": n, "ramp_s": step.ramp_s} for n in share])
-            # Ramp: reports are read (progress, CPU baselines) but not measured.
+            # Ramp: reports are read (progress, CPU baselines) but not measured. Then settle:
+            # the window opens once 99 % of users have connected (a server slower to accept
+            # than the ramp asks is measured at its full count, not half-ramped), or after
+            # settle_s; the time it took is recorded.
+            ramp_t0 = time.monotonic()
             drive.pump(step.ramp_s, i, None)
+            need, give_up = math.ceil(0.99 * step.clients), ramp_t0 + step.ramp_s + cfg.settle_s
+            while drive.arrived() < need and time.monotonic() < give_up:
+                drive.pump(0.5, i, None)
+                if fleet.dead():
+                    break
+            ramp_took, arrived = time.monotonic() - ramp_t0, drive.arrived()
             w = Window()
             srv0, counts0 = drive.server_sample(), drive.server_counts()
             t0 = time.monotonic()
@@ -422,16 +438,37 @@ def run_transport(transport: str, cfg: BenchConfig, say: ProgressFn) -> dict[str
                 len(server_cores or os.sched_getaffinity(0)),
                 len(loader_cores or os.sched_getaffinity(0)),
             )
+            doc["ramp"] = {
+                "planned_s": step.ramp_s,
+                "took_s": round(ramp_took, 2),
+                "users_connected": arrived,
+            }
+            doc["order"] = i
             steps_out.append(doc)
-            say(_step_line(transport, i, len(cfg.steps), doc))
-            if doc["slo"]["held"]:
-                knee = doc
-            elif cfg.find_knee:
-                break
+            say(_step_line(transport, i, len(plan), doc))
+            if not cfg.find_knee:
+                continue
+            held = [d["clients"] for d in steps_out if d["slo"]["held"]]
+            broke = [d["clients"] for d in steps_out if not d["slo"]["held"]]
+            if not broke:
+                continue
+            lo, hi = max((c for c in held if c < min(broke)), default=0), min(broke)
+            plan = plan[: i + 1]  # past the first break only bisection steps follow
+            mid = round(math.sqrt(lo * hi)) if lo else 0
+            if refine > 0 and lo < mid < hi:
+                refine -= 1
+                plan.append(Step(mid, step.ramp_s, step.hold_s))
     finally:
         fleet.stop()
         if sup is not None:
             sup.stop()
+    steps_out.sort(key=lambda d: d["clients"])  # bisection steps in their place on the axis
+    broke_at = min((d["clients"] for d in steps_out if not d["slo"]["held"]), default=None)
+    knee = max(
+        (d for d in steps_out if d["slo"]["held"] and d["clients"] < (broke_at or math.inf)),
+        key=lambda d: d["clients"],
+        default=None,
+    )
     run: dict[str, Any] = {
         "transport": transport,
         "url": url,
@@ -454,7 +491,7 @@ def run_transport(transport: str, cfg: BenchConfig, say: ProgressFn) -> dict[str
                 "tokens_per_s": knee["tokens_per_s"],
                 "latency_p99_ms": knee["latency_ms"]["p99"],
                 "limited_by": knee["limited_by"],
-                "broke_at": next((s["clients"] for s in steps_out if not s["slo"]["held"]), None),
+                "broke_at": broke_at,
             }
         )
     return run
@@ -471,6 +508,11 @@ class Driver:
     say: ProgressFn
     started: float = field(default_factory=time.monotonic)
     last_cpu: dict[int, float] = field(default_factory=dict)  # loader -> last cumulative CPU
+    last_arrived: dict[int, int] = field(default_factory=dict)  # loader -> users connected
+
+    def arrived(self) -> int:
+        """Users (over all loaders) whose first stream has connected, as last reported."""
+        return sum(self.last_arrived.values())
 
     @staticmethod
     def sample_of(sup: Supervisor | None) -> procstat.Sample | None:
@@ -503,6 +545,7 @@ class Driver:
                 if w is not None:
                     w.add(r, self.last_cpu.get(r["loader"]))
                 self.last_cpu[r["loader"]] = r["cpu_s"]
+                self.last_arrived[r["loader"]] = r.get("arrived", 0)
                 second_tokens += r["tokens"]
                 second_hist.merge(Histogram.from_json(r["latency"]))
             if fleet.dead():
