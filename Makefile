@@ -10,7 +10,7 @@ TB     := $(BIN)/tokenbench
 .PHONY: install proto test lint format bench bench-full bench-knee bench-50k bench-faults bench-quick \
 	idle-memory report clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml setup.py clients/_fastpath.c
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
@@ -74,4 +74,5 @@ idle-memory: $(STAMP)  ## server RSS per idle open connection, per transport
 	$(TB) idle-memory --connections 5000
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache proto/*_pb2*.py proto/*_pb2.pyi
+	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache proto/*_pb2*.py proto/*_pb2.pyi \
+		clients/*.so

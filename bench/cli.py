@@ -168,6 +168,13 @@ def bench(
         bool, typer.Option(help="Pin server and load generator to separate cores.")
     ] = True,
     quiet: Annotated[bool, typer.Option(help="No per-second progress lines.")] = False,
+    doze_us: Annotated[
+        int,
+        typer.Option(
+            help="Load processes read in batches this far apart, µs (latency reads at most this "
+            "much high; fewer wake-ups per token). 0: read at once. Not used for gRPC."
+        ),
+    ] = 1000,
     settle: Annotated[
         float, typer.Option(help="After a ramp, wait at most this long for all users to connect.")
     ] = 120.0,
@@ -198,6 +205,7 @@ def bench(
         (heartbeat > 0, "--heartbeat must be > 0"),
         (0 <= settle <= 3600, "--settle must be 0..3600 seconds"),
         (0 <= knee_refine <= 10, "--knee-refine must be 0..10"),
+        (0 <= doze_us <= 20_000, "--doze-us must be 0..20000"),
         (workers is None or 1 <= workers <= 64, "--workers must be 1..64"),
         (loaders is None or 1 <= loaders <= 64, "--loaders must be 1..64"),
     ]
@@ -222,7 +230,7 @@ def bench(
         transports=names, steps=steps, rate=rate, tokens=tokens, think=think, workers=workers,
         loaders=loaders, target=target, out=out_dir, find_knee=find_knee, slo_ms=slo_ms,
         heartbeat=heartbeat, pin=pin, quiet=quiet, settle_s=settle,
-        knee_refine=knee_refine,
+        knee_refine=knee_refine, doze_us=doze_us,
     )  # fmt: skip
     doc = {
         "schema_version": results.SCHEMA_VERSION,

@@ -75,6 +75,19 @@ class Histogram:
         self.count += other.count
         self.total += other.total
 
+    def merge_raw(self, count: int, lo: int, hi: int, total: int, buckets: list) -> None:
+        """Add a histogram given as (count, min, max, sum, [(index, n)]), as the compiled path
+        (clients/_fastpath.c, same layout) hands it over."""
+        if count == 0:
+            return
+        mine = self.counts
+        for i, n in buckets:
+            mine[i] += n
+        self.min = lo if self.count == 0 else min(self.min, lo)
+        self.max = max(self.max, hi)
+        self.count += count
+        self.total += total
+
     def percentile(self, q: float) -> int:
         """Smallest bucket edge with at least ``q`` (0..100) of the values at or below it."""
         if self.count == 0:

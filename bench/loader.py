@@ -26,7 +26,7 @@ from typing import Any
 
 from bench.hist import Histogram
 from bench.procstat import self_cpu_s
-from clients import ClientOptions, GaveUp, StreamError, reader_class
+from clients import ClientOptions, GaveUp, StreamError, fast, reader_class
 from clients.base import ReaderStats, Retry
 from servers.core import Codec, ContractError, Stream
 
@@ -57,6 +57,7 @@ class LoaderConfig:
     heartbeat: float = 15.0
     poll_timeout: float = 25.0
     interval: float = 1.0
+    doze_us: int = 0  # see Loader.doze
     seed: int = 0
     options: dict[str, Any] = field(default_factory=dict)
 
@@ -64,8 +65,9 @@ class LoaderConfig:
 class Accumulator:
     """What happened in one report interval; reset after each report."""
 
-    def __init__(self, clock: Callable[[], int] = time.time_ns) -> None:
+    def __init__(self, clock: Callable[[], int] = time.time_ns, tally: Any = None) -> None:
         self.clock = clock
+        self.tally = tally  # clients.fast: what the compiled path counted, taken at each report
         self.stats = ReaderStats()  # shared by every reader of this process, never replaced
         self._seen = ReaderStats()  # its values at the last report
         self.reset()
@@ -82,6 +84,13 @@ class Accumulator:
 
     def report(self, users: int, cpu_s: float) -> dict[str, Any]:
         now = self.clock()
+        if self.tally is not None:
+            tokens, wrong, latency, gap, ttft = self.tally.take()
+            self.tokens += tokens
+            self.wrong += wrong
+            self.latency.merge_raw(*latency)
+            self.gap.merge_raw(*gap)
+            self.ttft.merge_raw(*ttft)
         t0 = self.last_ns
         expected = self.expected_done
         for entry in self.active.values():
@@ -109,6 +118,7 @@ class Accumulator:
             "streams_failed": self.streams_failed,
             "errors": self.errors,
             "cpu_s": cpu_s,
+            "fast_path": self.tally is not None,
             "latency": self.latency.to_json(),
             "ttft": self.ttft.to_json(),
             "gap": self.gap.to_json(),
@@ -126,7 +136,8 @@ class Accumulator:
 class Loader:
     def __init__(self, cfg: LoaderConfig) -> None:
         self.cfg = cfg
-        self.acc = Accumulator()
+        self.fast = fast.enabled() and cfg.transport in fast.TRANSPORTS
+        self.acc = Accumulator(tally=fast.tally() if self.fast else None)
         self.users: list[asyncio.Task[None]] = []
         self.codec = Codec()
         self.rng = random.Random(cfg.seed)
@@ -186,6 +197,8 @@ class Loader:
                 a.wrong += 1
 
         reader = self.reader_cls(cfg.url, info["id"], on_token, None, self.options, acc.stats)
+        if self.fast:  # the same accounting, in C (clients/_fastpath.c)
+            fast.tap_for(reader, acc.tally, stream.seed if stream else None, t_post)
         if channel is not None:
             reader.channel = channel  # type: ignore[attr-defined]
         reader.on_connected = arrive
@@ -254,6 +267,7 @@ class Loader:
             commands.put_nowait({"stop": True})  # the orchestrator went away
 
         command_task = asyncio.ensure_future(read_commands())
+        doze_task = asyncio.ensure_future(self.doze()) if self.cfg.doze_us > 0 else None
         next_report = time.monotonic() + self.cfg.interval
         stopping = False
         while not stopping:
@@ -277,6 +291,17 @@ class Loader:
                 sys.stdout.flush()
         await asyncio.gather(*self.users, return_exceptions=True)
         command_task.cancel()
+        if doze_task is not None:
+            doze_task.cancel()
+
+    async def doze(self) -> None:
+        """Read in batches: between loop turns, sleep ``doze_us`` so that each turn finds many
+        sockets ready (one wake-up for many tokens, not one each). A token then waits at most
+        ``doze_us`` longer to be read: latency can only read high, by at most that."""
+        pause, sleep = self.cfg.doze_us / 1e6, time.sleep
+        while True:
+            sleep(pause)
+            await asyncio.sleep(0)
 
 
 def config_json(cfg: LoaderConfig) -> str:

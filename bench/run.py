@@ -64,6 +64,7 @@ class BenchConfig:
     poll_timeout: float = 25.0
     pin: bool = True
     warmup_s: float = 2.0
+    doze_us: int = 1000  # load processes read in batches (bench.loader Loader.doze); not gRPC
     knee_refine: int = 0  # --find-knee: bisection steps between the last held and first broken
     settle_s: float = 120.0  # at most this long after a ramp, wait for every user to connect
     quiet: bool = False
@@ -194,6 +195,7 @@ class Window:
         self.users: dict[int, int] = {}
         self.streaming: dict[int, int] = {}
         self.cpu: dict[int, list[float]] = {}  # loader -> [first, last] cumulative CPU
+        self.fast_path: dict[int, bool] = {}  # loader -> read through clients/_fastpath.c
 
     def add(self, r: dict[str, Any], prev_cpu: float | None) -> None:
         for name in ("latency", "ttft", "gap"):
@@ -215,6 +217,7 @@ class Window:
         for cls, n in r["errors"].items():
             self.errors[cls] = self.errors.get(cls, 0) + n
         i = r["loader"]
+        self.fast_path[i] = bool(r.get("fast_path"))
         self.users[i] = r["users"]
         self.streaming[i] = r["streaming"]
         start = prev_cpu if prev_cpu is not None else r["cpu_s"]
@@ -274,6 +277,7 @@ def summarize(
         "cpu_us_per_token": round(gen_cpu / tokens * 1e6, 2) if tokens else None,
         "cpu_util": round(gen_util, 4),
         "processes": len(w.cpu),
+        "fast_path": bool(w.fast_path) and all(w.fast_path.values()),
         "saturated": _saturated(gen_util),
     }
     goodput = round(tokens / expected, 5) if expected else None
@@ -379,6 +383,7 @@ def run_transport(transport: str, cfg: BenchConfig, say: ProgressFn) -> dict[str
             heartbeat=cfg.heartbeat,
             poll_timeout=cfg.poll_timeout,
             seed=k,
+            doze_us=0 if transport == "grpc" else cfg.doze_us,  # grpc.aio stalls if the loop sleeps
         )
         for k in range(n_loaders)
     ]

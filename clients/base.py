@@ -18,7 +18,7 @@ import random
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 
 class Token(NamedTuple):
@@ -111,6 +111,29 @@ class Reader:
         self._missing: set[int] = set()  # seqs skipped by a gap, to tell late from duplicate
         self.on_retry: Callable[[str], None] | None = None  # an attempt failed (the reason)
         self.on_connected: Callable[[], None] | None = None  # an attempt got its answer
+        self.tap: Any = None  # the load generator's compiled path (clients.fast), if any
+
+    # While a tap reads a connection it holds the cursor and counts what it delivered itself.
+    def tap_begin(self) -> None:
+        self.tap.cursor, self.tap.delivered = self.cursor, 0
+
+    def tap_end(self, conn: Any) -> None:
+        """The attempt is over: the connection's protocol is ``conn`` again (its loss must not
+        reach the tap, which the next attempt reuses), the tap's counts go to the reader."""
+        tap = self.tap
+        if conn.transport is not None:
+            conn.transport.set_protocol(conn)
+        self.cursor = tap.cursor
+        self.delivered += tap.delivered
+        self.stats.tokens += tap.delivered
+        tap.delivered = 0
+        tap.stop()
+
+    def tap_deliver(self, seq: int, t: int, text: str) -> None:
+        """What a tap does not deliver itself (not the next seq, odd JSON) goes through here."""
+        self.cursor = self.tap.cursor
+        self.deliver(seq, t, text)
+        self.tap.cursor = self.cursor
 
     def deliver(self, seq: int, t: int, text: str) -> None:
         """Called by the transport for every token it parsed; keeps order and uniqueness."""

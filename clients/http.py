@@ -57,6 +57,32 @@ class HttpConnection(asyncio.Protocol):
         self.body_parts: list[bytes] = []
         self._head: asyncio.Future[None] | None = None
         self._done: asyncio.Future[None] | None = None
+        self.tap: Any = None  # clients.fast: the compiled protocol reading this connection
+
+    def go_fast(self, tap: Any, on_other: Callable[..., Any], on_error: Callable[[str], Any],
+                accept: Callable[[], bool]) -> None:  # fmt: skip
+        """Hand the next response to ``tap`` (call right after ``send``). Once the head is in,
+        ``accept()`` says whether the body stays on the compiled path; if not, this protocol
+        takes the connection back and gets the rest of the bytes."""
+
+        def on_head(head: bytes) -> bool:
+            self.feed(head)
+            if accept():
+                return True
+            if self.transport is not None:
+                self.transport.set_protocol(self)
+            return False
+
+        tap.start(self, on_head, on_other, on_error)
+        self.tap = tap
+        assert self.transport is not None
+        self.transport.set_protocol(tap)
+
+    def rx_state(self) -> tuple[float, int]:
+        """(time.monotonic() of the last byte, bytes received), whoever read them."""
+        if self.tap is None:
+            return self.last_rx, self.bytes_received
+        return max(self.last_rx, self.tap.last_rx), self.bytes_received + self.tap.bytes_received
 
     # asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -68,6 +94,9 @@ class HttpConnection(asyncio.Protocol):
         if self.upgraded:
             self.raw_sink(data)  # type: ignore[misc]
             return
+        self.feed(data)
+
+    def feed(self, data: bytes) -> None:
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
@@ -154,7 +183,7 @@ class HttpConnection(asyncio.Protocol):
         def check() -> None:
             if self.lost.done():
                 return
-            idle = time.monotonic() - self.last_rx
+            idle = time.monotonic() - self.rx_state()[0]
             if idle >= seconds:
                 self.silent = True
                 self.abort()

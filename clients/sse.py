@@ -27,7 +27,7 @@ class SSEReader(Reader):
         opts = self.options
         conn, hostport, prefix = await connect(self)
         ended = False
-        deliver, loads = self.deliver, json.loads
+        deliver, loads = (self.deliver if self.tap is None else self.tap_deliver), json.loads
 
         def on_event(type_: str, data: str, last_id: str) -> None:
             nonlocal ended
@@ -61,9 +61,25 @@ class SSEReader(Reader):
         if after >= 0:
             headers["Last-Event-ID"] = str(after)
         conn.body_sink = feed
+        tap = self.tap
         try:
             sid = quote(self.stream_id, safe="")
             conn.send("GET", f"{prefix}/v1/streams/{sid}/sse", hostport, headers)
+            if tap is not None:  # the load generator's compiled path (clients.fast)
+                self.tap_begin()
+
+                def accept() -> bool:  # an event stream in chunks: C reads it from here
+                    h = conn.headers
+                    return (
+                        conn.status == 200
+                        and h.get("content-type", "").startswith("text/event-stream")
+                        and h.get("transfer-encoding", "").lower() == "chunked"
+                    )
+
+                def on_error(why: str) -> None:
+                    conn.abort()
+
+                conn.go_fast(tap, on_event, on_error, accept)
             status = await conn.head(opts.connect_timeout)
             if status == 204:
                 return True
@@ -83,13 +99,19 @@ class SSEReader(Reader):
                 raise Retry("closed without end")
             return True
         except Retry as exc:
-            if parser.retry is not None:
-                self.reconnect_ms = parser.retry
+            self._note_retry(parser)
             if self.reconnect_ms is not None and exc.delay is None:
                 exc.delay = self.reconnect_ms / 1000
             raise
         finally:
-            if parser.retry is not None:
-                self.reconnect_ms = parser.retry
-            self.stats.bytes_received += conn.bytes_received
+            self._note_retry(parser)
+            if tap is not None:
+                self.tap_end(conn)
+            self.stats.bytes_received += conn.rx_state()[1]
             conn.abort()
+
+    def _note_retry(self, parser: SSEParser) -> None:
+        if parser.retry is not None:
+            self.reconnect_ms = parser.retry
+        if self.tap is not None and self.tap.retry >= 0:
+            self.reconnect_ms = self.tap.retry

@@ -52,6 +52,7 @@ class _Session:
         self.inflater = zlib.decompressobj(-15) if inflate else None
         self.ended = False
         self.close_code: int | None = None
+        self.deliver = reader.deliver if reader.tap is None else reader.tap_deliver
 
     def feed(self, data: bytes) -> None:
         buf = self.buf + data if self.buf else data
@@ -105,7 +106,7 @@ class _Session:
         try:
             doc = json.loads(data)
             if "seq" in doc:
-                self.reader.deliver(doc["seq"], doc["t"], doc["text"])
+                self.deliver(doc["seq"], doc["t"], doc["text"])
             elif doc.get("end"):
                 self.ended = True
         except (ValueError, KeyError, TypeError, AttributeError):
@@ -146,8 +147,28 @@ class WSReader(Reader):
         conn.raw_sink = pending.append  # frames that come with the 101 answer
         query = f"?after={after}" if after >= 0 else ""
         target = f"{prefix}/v1/streams/{quote(self.stream_id, safe='')}/ws{query}"
+        tap, fast_session = self.tap, None
         try:
             conn.send("GET", target, hostport, headers)
+            if tap is not None:  # the load generator's compiled path (clients.fast)
+                self.tap_begin()
+
+                def accept() -> bool:  # frames without compression: C reads them from here
+                    nonlocal fast_session
+                    h = conn.headers
+                    if (
+                        conn.status != 101
+                        or h.get("sec-websocket-accept") != accept_key(key)
+                        or "permessage-deflate" in h.get("sec-websocket-extensions", "")
+                    ):
+                        return False
+                    fast_session = _Session(self, conn, None)
+                    return True
+
+                conn.go_fast(
+                    tap, lambda b0, payload: fast_session.frame(b0, payload),  # type: ignore[union-attr]
+                    lambda why: fast_session.fail(why), accept,  # type: ignore[union-attr]
+                )  # fmt: skip
             status = await conn.head(opts.connect_timeout)
             if status != 101:
                 body = await conn.body()
@@ -161,10 +182,13 @@ class WSReader(Reader):
             if "permessage-deflate" in ext:
                 inflate = "no_takeover" if "server_no_context_takeover" in ext else "takeover"
             self.connected()
-            session = _Session(self, conn, inflate)
-            conn.raw_sink = session.feed
-            for chunk in pending:
-                session.feed(chunk)
+            if fast_session is not None:
+                session = fast_session
+            else:
+                session = _Session(self, conn, inflate)
+                conn.raw_sink = session.feed
+                for chunk in pending:
+                    session.feed(chunk)
             if opts.watchdog:
                 conn.watch_silence(opts.silence)
             await conn.lost
@@ -175,5 +199,7 @@ class WSReader(Reader):
             code = session.close_code
             raise Retry("connection lost" if code is None else f"close {code}")
         finally:
-            self.stats.bytes_received += conn.bytes_received
+            if tap is not None:
+                self.tap_end(conn)
+            self.stats.bytes_received += conn.rx_state()[1]
             conn.abort()

@@ -1,0 +1,47 @@
+"""The compiled receive path (``clients/_fastpath.c``) for the load generator, if it was built.
+
+``tap_for(...)`` gives a reader a ``Tap`` (SSE and WebSocket only): the tap becomes each
+connection's asyncio protocol once the request is sent, so uvloop hands bytes straight to C,
+which parses the head's end, the chunked event stream or the frames, and the token JSON, and
+does the accounting into a process-wide ``Tally``. Whatever is not the common case goes back to
+the same Python code the plain clients run. ``TOKENBENCH_FASTPATH=0`` turns it off (to compare).
+Long polling and gRPC have no fast path: a poll's cost is its request, gRPC's is grpcio's.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from servers import texts
+
+try:
+    from clients import _fastpath
+except ImportError:  # no compiler at install time: the Python path does everything
+    _fastpath = None  # type: ignore[assignment]
+
+TRANSPORTS = ("sse", "ws")
+
+if _fastpath is not None:
+    _fastpath.set_texts(
+        *(tuple(t.encode() for t, _ in pool) for pool in (texts.PLAIN, texts.MULTI, texts.NEWLINE))
+    )
+
+
+def enabled() -> bool:
+    return _fastpath is not None and os.environ.get("TOKENBENCH_FASTPATH", "1") != "0"
+
+
+def tally() -> Any:
+    """The process's accounting: tokens, wrong texts and three histograms (``take()``)."""
+    assert _fastpath is not None
+    return _fastpath.Tally()
+
+
+def tap_for(reader: Any, tally: Any, seed: int | None, t_post_ns: int) -> Any:
+    """Attach a tap to ``reader``: its tokens are then accounted in ``tally`` (``on_token``)."""
+    assert _fastpath is not None
+    tap = _fastpath.Tap(tally, reader.tap_deliver, reader.transport, seed, t_post_ns)
+    reader.tap = tap
+    reader.on_token = tap.account
+    return tap
