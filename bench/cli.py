@@ -243,7 +243,12 @@ def bench(
     say = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731
     try:
         for name in names:
-            say(f"== {name}: {len(steps)} step(s) up to {top} clients at {rate:g} tok/s ==")
+            plan = (
+                f"knee search from {steps[0].clients} clients, x{knee_factor:g} per step"
+                if find_knee
+                else f"{len(steps)} step(s) up to {top} clients"
+            )
+            say(f"== {name}: {plan} at {rate:g} tok/s ==")
             doc["runs"].append(run_transport(name, cfg, say))
             results.write(doc, out_dir)  # keep what is done if a later transport fails
     except KeyboardInterrupt:

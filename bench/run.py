@@ -450,7 +450,7 @@ def run_transport(transport: str, cfg: BenchConfig, say: ProgressFn) -> dict[str
             }
             doc["order"] = i
             steps_out.append(doc)
-            say(_step_line(transport, i, len(plan), doc))
+            say(_step_line(transport, i, len(plan) if not cfg.find_knee else 0, doc))
             if not cfg.find_knee:
                 continue
             held = [d["clients"] for d in steps_out if d["slo"]["held"]]
@@ -567,7 +567,7 @@ class Driver:
                 conns = counts["connections_open"] if counts else "-"
                 self.say(
                     f"  {now - self.started:6.0f}s {self.transport:<4} "
-                    f"step {step + 1}/{len(cfg.steps)} {'measure' if w is not None else 'ramp   '} "
+                    f"step {step + 1} {'measure' if w is not None else 'ramp   '} "
                     f"conns {conns:>6} tok/s {second_tokens / (now - tick):>9,.0f} "
                     f"p99 {second_hist.percentile(99) / 1000:>8.1f} ms srv cpu {cpu:>4.0%} "
                     f"rss {(cur.rss_bytes if cur else 0) / 2**20:>6.0f} MiB"
@@ -582,7 +582,7 @@ def _step_line(transport: str, i: int, n: int, d: dict[str, Any]) -> str:
     mark = "held" if d["slo"]["held"] else "BROKE"
     bound = f"  LIMITED BY {d['limited_by'].upper()}" if d["limited_by"] else ""
     return (
-        f"{transport:<4} step {i + 1}/{n}: {d['clients']:>6} clients  "
+        f"{transport:<4} step {i + 1}{f'/{n}' if n else ''}: {d['clients']:>6} clients  "
         f"{d['tokens_per_s']:>9,.0f} tok/s  "
         f"p99 {d['latency_ms']['p99']:>8.1f} ms  goodput {d['goodput'] or 0:.3f}  "
         f"lost {d['lost']}  dup {d['duplicated']}  SLO {mark}{bound}"
