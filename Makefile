@@ -35,14 +35,14 @@ format: $(STAMP)
 
 # The main job, at most 15 minutes on 2 cores: knee at 40 tok/s, 50,000 held, three faults.
 # The 50k hold gets a fixed time per transport (ramp, at most 40 s more to connect everyone,
-# 15 s measured), server and load unpinned so the ramp can use both cores; a transport that
+# 10 s for the backlog of the ramp to drain, 15 s measured), server and load unpinned so the ramp can use both cores; a transport that
 # cannot get 50,000 users going in that time shows it (ramp.users_connected, goodput).
 # bench-full gives every transport 300 s to ramp.
 bench: $(STAMP)  ## installs, then knee + 50k hold + faults + report into results/<run-id>/
 	$(TB) bench --transport all --find-knee --knee-start 200 --knee-factor 1.5 --knee-refine 2 \
 		--clients 3000 --ramp 2s --hold 4 --think 0 --out results/$(RUN)/knee
-	$(TB) bench --transport all --clients 50000 --ramp 40s --settle 40 --hold 15 --rate 0.1 \
-		--tokens 30 --think 5 --no-pin --out results/$(RUN)/hold-50k
+	$(TB) bench --transport all --clients 50000 --ramp 40s --settle 40 --cooldown 10 --hold 15 \
+		--rate 0.1 --tokens 30 --think 5 --no-pin --out results/$(RUN)/hold-50k
 	$(TB) faults --transport all --scenario close,blackhole,restart --mode both --tokens 200 \
 		--window 15 --parallel --out results/$(RUN)/faults
 	$(TB) report results/$(RUN)/knee results/$(RUN)/hold-50k results/$(RUN)/faults \

@@ -175,6 +175,10 @@ def bench(
             "much high; fewer wake-ups per token). 0: read at once. Not used for gRPC."
         ),
     ] = 1000,
+    cooldown: Annotated[
+        float,
+        typer.Option(help="Seconds between everyone connected and the measured window."),
+    ] = 0.0,
     settle: Annotated[
         float, typer.Option(help="After a ramp, wait at most this long for all users to connect.")
     ] = 120.0,
@@ -204,6 +208,7 @@ def bench(
         (slo_ms > 0 and knee_factor > 1 and knee_start >= 1, "--slo-ms > 0, --knee-factor > 1"),
         (heartbeat > 0, "--heartbeat must be > 0"),
         (0 <= settle <= 3600, "--settle must be 0..3600 seconds"),
+        (0 <= cooldown <= 3600, "--cooldown must be 0..3600 seconds"),
         (0 <= knee_refine <= 10, "--knee-refine must be 0..10"),
         (0 <= doze_us <= 20_000, "--doze-us must be 0..20000"),
         (workers is None or 1 <= workers <= 64, "--workers must be 1..64"),
@@ -229,7 +234,7 @@ def bench(
     cfg = BenchConfig(
         transports=names, steps=steps, rate=rate, tokens=tokens, think=think, workers=workers,
         loaders=loaders, target=target, out=out_dir, find_knee=find_knee, slo_ms=slo_ms,
-        heartbeat=heartbeat, pin=pin, quiet=quiet, settle_s=settle,
+        heartbeat=heartbeat, pin=pin, quiet=quiet, settle_s=settle, cooldown_s=cooldown,
         knee_refine=knee_refine, doze_us=doze_us,
     )  # fmt: skip
     doc = {

@@ -66,6 +66,7 @@ class BenchConfig:
     warmup_s: float = 2.0
     doze_us: int = 1000  # load processes read in batches (bench.loader Loader.doze); not gRPC
     knee_refine: int = 0  # --find-knee: bisection steps between the last held and first broken
+    cooldown_s: float = 0.0  # after the settle, seconds before the window opens
     settle_s: float = 120.0  # at most this long after a ramp, wait for every user to connect
     quiet: bool = False
     label: str = ""
@@ -414,6 +415,8 @@ def run_transport(transport: str, cfg: BenchConfig, say: ProgressFn) -> dict[str
                 if fleet.dead():
                     break
             ramp_took, arrived = time.monotonic() - ramp_t0, drive.arrived()
+            if cfg.cooldown_s > 0:  # let a backlog built up while connecting drain first
+                drive.pump(cfg.cooldown_s, i, None)
             w = Window()
             srv0, counts0 = drive.server_sample(), drive.server_counts()
             t0 = time.monotonic()
@@ -447,6 +450,7 @@ def run_transport(transport: str, cfg: BenchConfig, say: ProgressFn) -> dict[str
                 "planned_s": step.ramp_s,
                 "took_s": round(ramp_took, 2),
                 "users_connected": arrived,
+                "cooldown_s": cfg.cooldown_s,
             }
             doc["order"] = i
             steps_out.append(doc)
