@@ -175,6 +175,9 @@ def bench(
             "much high; fewer wake-ups per token). 0: read at once. Not used for gRPC."
         ),
     ] = 1000,
+    fast_path: Annotated[
+        bool, typer.Option(help="Read SSE and WebSocket through the compiled path, if built.")
+    ] = True,
     cooldown: Annotated[
         float,
         typer.Option(help="Seconds between everyone connected and the measured window."),
@@ -235,7 +238,7 @@ def bench(
         transports=names, steps=steps, rate=rate, tokens=tokens, think=think, workers=workers,
         loaders=loaders, target=target, out=out_dir, find_knee=find_knee, slo_ms=slo_ms,
         heartbeat=heartbeat, pin=pin, quiet=quiet, settle_s=settle, cooldown_s=cooldown,
-        knee_refine=knee_refine, doze_us=doze_us,
+        knee_refine=knee_refine, doze_us=doze_us, fast_path=fast_path,
     )  # fmt: skip
     doc = {
         "schema_version": results.SCHEMA_VERSION,

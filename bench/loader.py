@@ -58,6 +58,7 @@ class LoaderConfig:
     poll_timeout: float = 25.0
     interval: float = 1.0
     doze_us: int = 0  # see Loader.doze
+    fast_path: bool = True  # read SSE and WebSocket through clients/_fastpath.c if it was built
     seed: int = 0
     options: dict[str, Any] = field(default_factory=dict)
 
@@ -136,7 +137,7 @@ class Accumulator:
 class Loader:
     def __init__(self, cfg: LoaderConfig) -> None:
         self.cfg = cfg
-        self.fast = fast.enabled() and cfg.transport in fast.TRANSPORTS
+        self.fast = cfg.fast_path and fast.enabled() and cfg.transport in fast.TRANSPORTS
         self.acc = Accumulator(tally=fast.tally() if self.fast else None)
         self.users: list[asyncio.Task[None]] = []
         self.codec = Codec()

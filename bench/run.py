@@ -64,6 +64,7 @@ class BenchConfig:
     poll_timeout: float = 25.0
     pin: bool = True
     warmup_s: float = 2.0
+    fast_path: bool = True  # load processes use clients/_fastpath.c (SSE, WebSocket) if built
     doze_us: int = 1000  # load processes read in batches (bench.loader Loader.doze); not gRPC
     knee_refine: int = 0  # --find-knee: bisection steps between the last held and first broken
     cooldown_s: float = 0.0  # after the settle, seconds before the window opens
@@ -385,6 +386,7 @@ def run_transport(transport: str, cfg: BenchConfig, say: ProgressFn) -> dict[str
             poll_timeout=cfg.poll_timeout,
             seed=k,
             doze_us=0 if transport == "grpc" else cfg.doze_us,  # grpc.aio stalls if the loop sleeps
+            fast_path=cfg.fast_path,
         )
         for k in range(n_loaders)
     ]

@@ -4,13 +4,12 @@
 connection's asyncio protocol once the request is sent, so uvloop hands bytes straight to C,
 which parses the head's end, the chunked event stream or the frames, and the token JSON, and
 does the accounting into a process-wide ``Tally``. Whatever is not the common case goes back to
-the same Python code the plain clients run. ``TOKENBENCH_FASTPATH=0`` turns it off (to compare).
+the same Python code the plain clients run. ``tokenbench bench --no-fast-path`` turns it off.
 Long polling and gRPC have no fast path: a poll's cost is its request, gRPC's is grpcio's.
 """
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 from servers import texts
@@ -29,7 +28,8 @@ if _fastpath is not None:
 
 
 def enabled() -> bool:
-    return _fastpath is not None and os.environ.get("TOKENBENCH_FASTPATH", "1") != "0"
+    """The extension was built and imports."""
+    return _fastpath is not None
 
 
 def tally() -> Any:
