@@ -70,9 +70,10 @@ bench-faults: $(STAMP)  ## every fault scenario, transport and client mode (~20 
 bench-quick: $(STAMP)  ## a first look: every transport at 200 users for 10 s (~2 min)
 	$(TB) bench --transport all --clients 200 --ramp 5s --hold 10 --think 1 --out results/$(RUN)-quick
 
-report: $(STAMP)  ## REPORT.md and charts from the committed runs in results/
-	$(TB) report results/knee-40tps results/hold-50k results/faults results/faults-restart \
-		results/faults-kill --out results/report
+BASELINE := results/20261125-222803
+
+report: $(STAMP)  ## rebuild the committed baseline's REPORT.md and charts from its JSON
+	$(TB) report $(BASELINE)/knee $(BASELINE)/hold-50k $(BASELINE)/faults --out $(BASELINE)/report
 
 idle-memory: $(STAMP)  ## server RSS per idle open connection, per transport
 	$(TB) idle-memory --connections 5000
