@@ -105,8 +105,12 @@ class HttpConnection(asyncio.Protocol):
             if rest and self.raw_sink is not None:
                 self.raw_sink(rest)
         except httptools.HttpParserError as exc:
-            self._fail(Retry(f"bad HTTP response: {exc}"))
-            self.abort()
+            self.protocol_error(str(exc))
+
+    def protocol_error(self, why: str) -> None:
+        """The response broke HTTP (here or in the compiled path): fail the request, drop it."""
+        self._fail(Retry(f"bad HTTP response: {why}"))
+        self.abort()
 
     def connection_lost(self, exc: Exception | None) -> None:
         reason = "silent connection" if self.silent else "connection lost"

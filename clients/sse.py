@@ -76,10 +76,7 @@ class SSEReader(Reader):
                         and h.get("transfer-encoding", "").lower() == "chunked"
                     )
 
-                def on_error(why: str) -> None:
-                    conn.abort()
-
-                conn.go_fast(tap, on_event, on_error, accept)
+                conn.go_fast(tap, on_event, conn.protocol_error, accept)
             status = await conn.head(opts.connect_timeout)
             if status == 204:
                 return True

@@ -321,3 +321,22 @@ async def test_tapped_reader_resumes_with_every_token_once(
     assert [n for n, _ in proxy.fired] == [0, 1]
     assert reader.stats.reconnects >= 2 and reader.stats.gaps == 0
     assert reader.stats.bytes_received > 150 * 40
+
+
+@pytest.mark.parametrize(
+    ("body", "why"),
+    [
+        (b"zz\r\n", "bad chunked encoding: chunk size"),
+        (b"3\r\nabcX\r\n", "bad chunked encoding: no CRLF after data"),
+    ],
+)
+def test_broken_chunking_is_an_error_not_a_token(body: bytes, why: str) -> None:
+    tally = fast.tally()
+    reader = SSEReader("http://x", "id", lambda *a: None)
+    tap = fast.tap_for(reader, tally, SEED, 0)
+    errors: list[str] = []
+    reader.tap_begin()
+    tap.start(FakeConn(), lambda head: True, lambda *a: None, errors.append)
+    tap.data_received(SSE_HEAD + body)
+    assert errors == [why]
+    assert tally.take()[0] == 0
