@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from bench.hist import Histogram
-from bench.procstat import self_cpu_s
+from bench.procstat import self_cpu_s, self_sys_s
 from clients import ClientOptions, GaveUp, StreamError, fast, reader_class
 from clients.base import ReaderStats, Retry
 from servers.core import Codec, ContractError, Stream
@@ -288,6 +288,7 @@ class Loader:
                 doc = self.acc.report(len(self.users), self_cpu_s())
                 doc["loader"] = self.cfg.index
                 doc["arrived"] = self.arrived
+                doc["sys_s"] = self_sys_s()
                 sys.stdout.write(json.dumps(doc, separators=(",", ":")) + "\n")
                 sys.stdout.flush()
         await asyncio.gather(*self.users, return_exceptions=True)

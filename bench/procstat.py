@@ -58,3 +58,8 @@ def self_cpu_s() -> float:
     """This process's user + system CPU seconds (cheaper than /proc for the load generator)."""
     t = os.times()
     return t.user + t.system
+
+
+def self_sys_s() -> float:
+    """This process's system (kernel) CPU seconds."""
+    return os.times().system

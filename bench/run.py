@@ -198,8 +198,9 @@ class Window:
         self.streaming: dict[int, int] = {}
         self.cpu: dict[int, list[float]] = {}  # loader -> [first, last] cumulative CPU
         self.fast_path: dict[int, bool] = {}  # loader -> read through clients/_fastpath.c
+        self.sys: dict[int, list[float]] = {}  # loader -> [first, last] cumulative system CPU
 
-    def add(self, r: dict[str, Any], prev_cpu: float | None) -> None:
+    def add(self, r: dict[str, Any], prev_cpu: float | None, prev_sys: float | None = None) -> None:
         for name in ("latency", "ttft", "gap"):
             getattr(self, name).merge(Histogram.from_json(r[name]))
         for key in (
@@ -224,6 +225,9 @@ class Window:
         self.streaming[i] = r["streaming"]
         start = prev_cpu if prev_cpu is not None else r["cpu_s"]
         self.cpu.setdefault(i, [start, start])[1] = r["cpu_s"]
+        sys_s = r.get("sys_s", 0.0)
+        start = prev_sys if prev_sys is not None else sys_s
+        self.sys.setdefault(i, [start, start])[1] = sys_s
 
 
 def _saturated(util: float) -> bool:
@@ -275,8 +279,10 @@ def summarize(
         server["written_bytes_per_token"] = (
             round((srv1.written_bytes - srv0.written_bytes) / tokens, 1) if tokens else None
         )
+    gen_sys = sum(last - first for first, last in w.sys.values())
     gen = {
         "cpu_us_per_token": round(gen_cpu / tokens * 1e6, 2) if tokens else None,
+        "sys_us_per_token": round(gen_sys / tokens * 1e6, 2) if tokens else None,
         "cpu_util": round(gen_util, 4),
         "processes": len(w.cpu),
         "fast_path": bool(w.fast_path) and all(w.fast_path.values()),
@@ -520,6 +526,7 @@ class Driver:
     started: float = field(default_factory=time.monotonic)
     last_cpu: dict[int, float] = field(default_factory=dict)  # loader -> last cumulative CPU
     last_arrived: dict[int, int] = field(default_factory=dict)  # loader -> users connected
+    last_sys: dict[int, float] = field(default_factory=dict)  # loader -> last system CPU
 
     def arrived(self) -> int:
         """Users (over all loaders) whose first stream has connected, as last reported."""
@@ -554,9 +561,10 @@ class Driver:
         while (left := end - time.monotonic()) > 0:
             for r in fleet.poll(min(left, 0.25)):
                 if w is not None:
-                    w.add(r, self.last_cpu.get(r["loader"]))
+                    w.add(r, self.last_cpu.get(r["loader"]), self.last_sys.get(r["loader"]))
                 self.last_cpu[r["loader"]] = r["cpu_s"]
                 self.last_arrived[r["loader"]] = r.get("arrived", 0)
+                self.last_sys[r["loader"]] = r.get("sys_s", 0.0)
                 second_tokens += r["tokens"]
                 second_hist.merge(Histogram.from_json(r["latency"]))
             if fleet.dead():

@@ -102,7 +102,7 @@ def _report(loader: int, tokens: int, expected: int, cpu: float, lat_us: list[in
         "requests": 10, "reconnects": 1, "duplicated": 0, "out_of_order": 0, "lost": 0,
         "wrong_text": 0, "streams_done": 2, "streams_failed": 0, "bytes_received": tokens * 80,
         "errors": {"connect": 0, "read": 1, "timeout": 0, "status": 0}, "cpu_s": cpu,
-        "latency": h.to_json(), "ttft": empty, "gap": empty,
+        "sys_s": cpu * 0.4, "latency": h.to_json(), "ttft": empty, "gap": empty,
     }  # fmt: skip
 
 
@@ -111,8 +111,8 @@ def test_summarize_merges_loaders_and_flags_the_bottleneck() -> None:
     # Two loaders, two seconds each; loader CPU 0.95 s per second on one core: saturated.
     w.add(_report(0, 1000, 1000, 10.0, [1000] * 99 + [300_000]), None)
     w.add(_report(1, 1000, 1000, 20.0, [2000] * 100), None)
-    w.add(_report(0, 1000, 1010, 10.95, [1000] * 100), 10.0)
-    w.add(_report(1, 990, 1000, 20.95, [2000] * 100), 20.0)
+    w.add(_report(0, 1000, 1010, 10.95, [1000] * 100), 10.0, 4.0)
+    w.add(_report(1, 990, 1000, 20.95, [2000] * 100), 20.0, 8.0)
     srv0 = Sample(cpu_s=100.0, rss_bytes=0, open_files=0, alive=1, read_bytes=0, written_bytes=0)
     srv1 = Sample(101.0, 0, 0, 1, 50_000, 350_000)
     cfg = BenchConfig(transports=["sse"], steps=[], slo_ms=250)
@@ -127,6 +127,8 @@ def test_summarize_merges_loaders_and_flags_the_bottleneck() -> None:
     assert doc["server"]["mem_per_conn_bytes"] == round(20 * 2**20 / 200)
     assert doc["wire_bytes_per_token"] == round(400_000 / 3990, 1)
     assert doc["loadgen"]["cpu_util"] == pytest.approx(0.95, abs=0.01)
+    assert doc["loadgen"]["cpu_us_per_token"] == round(1.9 / 3990 * 1e6, 2)
+    assert doc["loadgen"]["sys_us_per_token"] == round(0.76 / 3990 * 1e6, 2)  # 40 % of it
     assert doc["loadgen"]["saturated"] and doc["limited_by"] == "loadgen"
     # One slow token in 400 sits above the 1 % line; goodput 0.995 and nothing lost: the SLO
     # (what users saw) held, and separately the step is flagged as bounded by the harness.
