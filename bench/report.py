@@ -106,7 +106,7 @@ def _bar_chart(values: dict[str, float], ylabel: str, title: str, path: Path) ->
 
 def _largest(steps: list[dict[str, Any]], key: Any) -> float | None:
     """The figure at the most users that has it (memory per connection: the biggest scale)."""
-    for st in sorted(steps, key=lambda s: s["clients"], reverse=True):
+    for st in sorted(steps, key=verdicts.scale, reverse=True):
         v = key(st)
         if v is not None:
             return v

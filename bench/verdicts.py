@@ -30,15 +30,21 @@ def knees(docs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return out
 
 
+def scale(step: dict[str, Any]) -> int:
+    """A step's scale: the connections the server held in the window, or else its users (a
+    transport that could not connect everyone is measured at what it held, not what was asked)."""
+    return step["server"].get("connections") or step["clients"]
+
+
 def largest(docs: list[dict[str, Any]], key: str) -> dict[str, tuple[int, float]]:
-    """Per transport, a server figure at the most connections measured: (clients, value)."""
+    """Per transport, a server figure at the most connections measured: (connections, value)."""
     out: dict[str, tuple[int, float]] = {}
     for doc in docs:
         for run in doc.get("runs", []):
             for s in run["steps"]:
                 v = s["server"].get(key)
-                if v is not None and s["clients"] >= out.get(run["transport"], (0, 0))[0]:
-                    out[run["transport"]] = (s["clients"], v)
+                if v is not None and scale(s) >= out.get(run["transport"], (0, 0))[0]:
+                    out[run["transport"]] = (scale(s), v)
     return out
 
 

@@ -122,3 +122,22 @@ def test_check_exits_non_zero_when_a_guarantee_breaks(tmp_path: Path) -> None:
     (tmp_path / "results.json").write_text(json.dumps(doc))
     lossy = run(tmp_path)
     assert lossy.returncode == 1 and "lost 3" in lossy.stdout
+
+
+def test_memory_per_connection_is_placed_at_the_connections_held() -> None:
+    from bench import verdicts
+
+    def step(clients: int, conns: int | None, mem: int) -> dict:
+        return {"clients": clients, "server": {"connections": conns, "mem_per_conn_bytes": mem}}
+
+    doc = {
+        "runs": [
+            {"transport": "grpc", "steps": [step(20_000, 20_000, 1), step(50_000, 15_000, 2)]},
+            {"transport": "sse", "steps": [step(1_000, 1_000, 3), step(50_000, None, 4)]},
+        ]
+    }
+    # gRPC asked for 50,000 but held 15,000: the 20,000-connection figure is the larger scale.
+    assert verdicts.largest([doc], "mem_per_conn_bytes") == {
+        "grpc": (20_000, 1),
+        "sse": (50_000, 4),
+    }
