@@ -472,8 +472,7 @@ static int sse_feed(Tap *s, const char *src, Py_ssize_t n) {
             continue;
         }
         if (sse_line(s, b + start, i - start) < 0) return -1;
-        if (!s->sse.p) return 0;
-        b = s->sse.p; /* a callback cannot reallocate sse, but stay safe */
+        b = s->sse.p; /* callbacks never touch sse; re-read anyway, it is one load */
         if (c == '\r') {
             if (i + 1 < len) {
                 if (b[i + 1] == '\n') i++;
@@ -581,7 +580,6 @@ static int frames(Tap *s) {
                 break;
             }
             Py_DECREF(res);
-            if (!s->raw.p) break;
         }
     }
     buf_drop(r, pos);
