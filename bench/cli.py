@@ -12,6 +12,8 @@ from typing import Annotated
 
 import typer
 
+import transports
+
 app = typer.Typer(
     help="tokenbench: SSE, WebSocket, gRPC and long polling for LLM token streams, measured.",
     no_args_is_help=True,
@@ -20,16 +22,24 @@ app = typer.Typer(
 )
 
 
-class Transport(StrEnum):
-    sse = "sse"
-    ws = "ws"
-    grpc = "grpc"
-    poll = "poll"
+Transport = StrEnum("Transport", {name: name for name in transports.names()})  # type: ignore[misc]
+CHOICES = f"{', '.join(transports.names())}, a comma list, or all"
 
 
 def fail(message: str, code: int = 2) -> None:
     typer.echo(f"error: {message}", err=True)
     raise typer.Exit(code)
+
+
+def pick(spec: str) -> list[str]:
+    """``--transport``: names from the registry, or a one-line error."""
+    try:
+        picked = [t.name for t in transports.select(spec)]
+    except ValueError as exc:
+        fail(f"{exc}, or all")
+    if not picked:
+        fail(f"--transport names none: {CHOICES}")
+    return picked
 
 
 @app.command()
@@ -103,18 +113,15 @@ def info(transport: Annotated[Transport, typer.Argument(help="Which transport.")
 
 @app.command("idle-memory")
 def idle_memory(
-    transport: Annotated[str, typer.Option(help="sse, ws, grpc, poll, or all.")] = "all",
+    transport: Annotated[str, typer.Option(help=CHOICES)] = "all",
     connections: Annotated[int, typer.Option(help="Idle readers to hold open.")] = 2000,
 ) -> None:
     """Server RSS per idle open connection (one worker; readers wait between tokens)."""
-    from bench import idle
+    from bench.load import idle
 
     if connections < 1 or connections > 15000:
         fail("--connections must be 1..15000 (one process holds at most ~15,000 sockets)")
-    names = ["sse", "ws", "grpc", "poll"] if transport == "all" else [transport]
-    for name in names:
-        if name not in ("sse", "ws", "grpc", "poll"):
-            fail(f"unknown transport {name!r}: sse, ws, grpc, poll or all")
+    names = pick(transport)
     print(f"# {idle.machine_line()}, {connections} idle connections, 1 server worker")
     print(f"{'transport':<10}{'KiB/conn':>10}{'RSS before':>14}{'RSS held':>12}{'after close':>13}")
     for name in names:
@@ -132,7 +139,7 @@ def idle_memory(
 
 @app.command()
 def bench(
-    transport: Annotated[str, typer.Option(help="sse, ws, grpc, poll, or all.")] = "all",
+    transport: Annotated[str, typer.Option(help=CHOICES)] = "all",
     clients: Annotated[int, typer.Option(help="Target concurrent users (the last step).")] = 1000,
     ramp: Annotated[
         str,
@@ -187,20 +194,12 @@ def bench(
     ] = 120.0,
 ) -> None:
     """Drive transports with simulated users and write results.json (see docs/results-schema.md)."""
-    from bench import results
-    from bench.run import (
-        BenchConfig,
-        config_doc,
-        knee_steps,
-        parse_duration,
-        parse_steps,
-        run_transport,
-    )
+    from bench.load import knee
+    from bench.load.config import BenchConfig, Step, config_doc, parse_duration, parse_steps
+    from bench.load.run import TargetError, run_transport
+    from bench.report import results, tables
 
-    names = ["sse", "ws", "grpc", "poll"] if transport == "all" else [transport]
-    for name in names:
-        if name not in ("sse", "ws", "grpc", "poll"):
-            fail(f"unknown transport {name!r}: sse, ws, grpc, poll or all")
+    names = pick(transport)
     if target and len(names) != 1:
         fail("--target needs one --transport (the one that server speaks)")
     checks = [
@@ -222,8 +221,9 @@ def bench(
             fail(message)
     try:
         if find_knee:
-            step_ramp = parse_duration(ramp) if ":" not in ramp else 5.0
-            steps = knee_steps(knee_start, clients, knee_factor, min(step_ramp, 10.0), hold or 10.0)
+            step_ramp = min(parse_duration(ramp) if ":" not in ramp else 5.0, 10.0)
+            ladder = knee.ladder(knee_start, clients, knee_factor)
+            steps = [Step(n, step_ramp, hold or 10.0) for n in ladder]
         else:
             steps = parse_steps(ramp, clients, hold)
     except ValueError as exc:
@@ -240,14 +240,7 @@ def bench(
         heartbeat=heartbeat, pin=pin, quiet=quiet, settle_s=settle, cooldown_s=cooldown,
         knee_refine=knee_refine, doze_us=doze_us, fast_path=fast_path,
     )  # fmt: skip
-    doc = {
-        "schema_version": results.SCHEMA_VERSION,
-        "kind": "bench",
-        "run_id": out_dir.name,
-        "machine": results.machine(),
-        "config": config_doc(cfg),
-        "runs": [],
-    }
+    doc = results.new_doc("bench", out_dir.name, config_doc(cfg))
     say = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731
     try:
         for name in names:
@@ -262,45 +255,20 @@ def bench(
     except KeyboardInterrupt:
         say("interrupted: servers and load processes stopped; partial results kept")
         doc["interrupted"] = True
+    except TargetError as exc:
+        fail(str(exc), 1)
     except (RuntimeError, OSError) as exc:
         doc["error"] = str(exc)
         results.write(doc, out_dir)
         fail(str(exc), 1)
     path = results.write(doc, out_dir)
-    print_summary(doc)
+    tables.print_summary(doc)
     print(f"results: {path}")
-
-
-def print_summary(doc: dict) -> None:
-    """One line per transport and step: what users saw and what it cost."""
-    head = (f"{'transport':<9} {'clients':>7} {'tok/s':>9} {'p50 ms':>8} {'p99 ms':>8} "
-            f"{'goodput':>8} {'lost':>5} {'dup':>4} {'srv ms/1k':>9} {'KiB/conn':>8} "
-            f"{'gen us/tok':>10} {'limit':>7}")  # fmt: skip
-    print(head)
-    for run in doc["runs"]:
-        for st in run["steps"]:
-            srv, gen = st["server"], st["loadgen"]
-            per_k = srv["cpu_s_per_1k_tokens"]
-            mem = srv["mem_per_conn_bytes"]
-            print(
-                f"{run['transport']:<9} {st['clients']:>7} {st['tokens_per_s']:>9,.0f} "
-                f"{st['latency_ms']['p50']:>8.1f} {st['latency_ms']['p99']:>8.1f} "
-                f"{(st['goodput'] or 0):>8.3f} {st['lost']:>5} {st['duplicated']:>4} "
-                f"{per_k * 1000 if per_k is not None else float('nan'):>9.1f} "
-                f"{mem / 1024 if mem else float('nan'):>8.1f} "
-                f"{gen['cpu_us_per_token'] or float('nan'):>10.1f} {st['limited_by'] or '-':>7}"
-            )
-        if run.get("knee"):
-            k = run["knee"]
-            print(
-                f"  knee {run['transport']}: {k['clients']} clients held "
-                f"({k['clients_per_server_core']} per server core), broke at {k['broke_at']}"
-            )
 
 
 @app.command()
 def faults(
-    transport: Annotated[str, typer.Option(help="sse, ws, grpc, poll, or all.")] = "all",
+    transport: Annotated[str, typer.Option(help=CHOICES)] = "all",
     scenario: Annotated[
         str,
         typer.Option(
@@ -324,15 +292,12 @@ def faults(
     out: Annotated[str | None, typer.Option(help="Output directory.")] = None,
 ) -> None:
     """Reconnect recovery under faults: detection, reconnect and catch-up times, lost tokens."""
-    from bench import faults as fl
-    from bench import results
+    from bench.faults import scenarios as fl
+    from bench.report import results, tables
 
-    transports = ["sse", "ws", "grpc", "poll"] if transport == "all" else [transport]
+    names = pick(transport)
     scenarios = list(fl.SCENARIOS) if scenario == "all" else scenario.split(",")
     modes = list(fl.MODES) if mode == "both" else [mode]
-    for name in transports:
-        if name not in ("sse", "ws", "grpc", "poll"):
-            fail(f"unknown transport {name!r}: sse, ws, grpc, poll or all")
     for name in scenarios:
         if name not in fl.SCENARIOS:
             fail(f"unknown scenario {name!r}: {', '.join(fl.SCENARIOS)} or all")
@@ -345,29 +310,33 @@ def faults(
         fail("--tokens must be 100..100,000 (faults fire 2 s into a stream)")
     run_id = time.strftime("%Y%m%d-%H%M%S") + "-faults"
     out_dir = Path(out) if out else Path("results") / run_id
-    doc = {
-        "schema_version": results.SCHEMA_VERSION, "kind": "faults", "run_id": out_dir.name,
-        "machine": results.machine(),
-        "config": {"transports": transports, "scenarios": scenarios, "modes": modes,
-                   "clients": clients, "heartbeat": heartbeat, "window_s": window,
-                   "tokens": tokens, "parallel": parallel},
-        "runs": [], "faults": [],
-    }  # fmt: skip
+    config = {
+        "transports": names,
+        "scenarios": scenarios,
+        "modes": modes,
+        "clients": clients,
+        "heartbeat": heartbeat,
+        "window_s": window,
+        "tokens": tokens,
+        "parallel": parallel,
+    }
+    doc = results.new_doc("faults", out_dir.name, config)
+    doc["faults"] = []  # fmt: skip
     try:
         for name in scenarios:
             print(f"== {name}: {fl.SCENARIOS[name].description}", file=sys.stderr, flush=True)
             entries = fl.run(
-                name, transports, modes, clients, tokens=tokens, heartbeat=heartbeat,
+                name, names, modes, clients, tokens=tokens, heartbeat=heartbeat,
                 window_s=window, parallel=parallel,
             )  # fmt: skip
             doc["faults"].extend(entries)
             results.write(doc, out_dir)
             for e in entries:
-                print(fault_line(e), file=sys.stderr, flush=True)
+                print(tables.fault_line(e), file=sys.stderr, flush=True)
     except KeyboardInterrupt:
         doc["interrupted"] = True
     path = results.write(doc, out_dir)
-    print_fault_table(doc["faults"])
+    tables.print_fault_table(doc["faults"])
     print(f"results: {path}")
 
 
@@ -380,8 +349,8 @@ def report(
     ] = None,
 ) -> None:
     """Charts (PNG) and REPORT.md from results.json files; reads JSON only, never re-runs."""
-    from bench import report as rp
-    from bench import results
+    from bench.report import build as rp
+    from bench.report import results
 
     target = out or (paths[0] if paths[0].is_dir() else paths[0].parent)
     try:
@@ -397,8 +366,8 @@ def compare_runs(
     b: Annotated[Path, typer.Argument(help="The run to compare with it.")],
 ) -> None:
     """Two runs side by side: B/A per figure, with changes inside the noise flagged as such."""
-    from bench import results
-    from bench.compare import compare
+    from bench.report import results
+    from bench.report.compare import compare
 
     try:
         doc_a, doc_b = results.load(a), results.load(b)
@@ -427,27 +396,15 @@ def check(
 ) -> None:
     """Exit 1 if a run broke a guarantee: tokens lost, duplicated or wrong, goodput too low,
     or a hardened client that did not recover from a fault. For CI."""
-    from bench import results
+    from bench.report import results
+    from bench.report.check import problems_in
 
     problems = []
     for path in paths:
         try:
-            doc = results.load(path)
+            problems += problems_in(results.load(path), min_goodput)
         except results.SchemaError as exc:
             fail(str(exc))
-        for run in doc.get("runs", []):
-            for st in run["steps"]:
-                where = f"{doc['run_id']}: {run['transport']} at {st['clients']} users"
-                for key in ("lost", "duplicated", "out_of_order", "wrong_text"):
-                    if st.get(key):
-                        problems.append(f"{where}: {st[key]} tokens {key.replace('_', ' ')}")
-                if st["goodput"] is not None and st["goodput"] < min_goodput:
-                    problems.append(f"{where}: goodput {st['goodput']} < {min_goodput}")
-        for e in doc.get("faults", []):
-            if e["mode"] == "hardened" and not e["passed"]:
-                problems.append(f"{doc['run_id']}: {e['scenario']} on {e['transport']} "
-                                f"(hardened) failed: lost {e['lost']}, duplicated "
-                                f"{e['duplicated']}, unrecovered {e['unrecovered']}")  # fmt: skip
     for p in problems:
         print(f"FAIL {p}")
     if problems:
@@ -462,7 +419,7 @@ def floor(
     ] = 500,
 ) -> None:
     """The yardsticks for the load generator's CPU per token, measured on this machine."""
-    from bench import floor as fl
+    from bench.load import floor as fl
 
     if not 1 <= connections <= 5000:
         fail("--connections must be 1..5000")
@@ -480,38 +437,15 @@ def faults_table(
     paths: Annotated[list[Path], typer.Argument(help="results.json files or run directories.")],
 ) -> None:
     """Print the fault results of one or more runs as a Markdown table (later runs win)."""
-    from bench import faults as fl
-    from bench import results
+    from bench.report import results, tables
 
     try:
-        rows = fl.merge([results.load(path) for path in paths])
+        rows = tables.merge_faults([results.load(path) for path in paths])
     except results.SchemaError as exc:
         fail(str(exc))
     if not rows:
         fail("no fault results in those files (run tokenbench faults first)")
-    print(fl.markdown_table(rows))
-
-
-def _ms(d: dict) -> str:
-    return "-" if d["p50"] is None else f"{d['p50']:,.0f}/{d['max']:,.0f}"
-
-
-def fault_line(e: dict) -> str:
-    verdict = "pass" if e["passed"] else "FAIL"
-    return (
-        f"{e['scenario']:<15} {e['transport']:<4} {e['mode']:<8} "
-        f"detect {_ms(e['detection_ms']):>13} reconnect {_ms(e['reconnect_ms']):>11} "
-        f"catch-up {_ms(e['catchup_ms']):>11} lost {e['lost']:>4} dup {e['duplicated']:>3} "
-        f"unrecovered {e['unrecovered']}/{e['clients']} "
-        f"p99 {e['latency_ms']['p99'] if 'latency_ms' in e else float('nan'):,.0f} ms "
-        f"{verdict}: {e['user_saw']}"
-    )
-
-
-def print_fault_table(entries: list) -> None:
-    print("times in ms as p50/max over the clients; '-': never happened in the window")
-    for e in entries:
-        print(fault_line(e))
+    print(tables.faults_markdown(rows))
 
 
 def main() -> None:

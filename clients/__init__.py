@@ -12,12 +12,10 @@ from clients.base import ClientOptions, GaveUp, Reader, StreamError, Token, read
 
 
 async def create_stream(transport: str, url: str, **kwargs: Any) -> dict[str, Any]:
-    """Create a stream through the prompt POST (HTTP) or ``CreateStream`` (gRPC)."""
-    if transport == "grpc":
-        from clients.rpc import create_stream as create
-    else:
-        from clients.http import create_stream as create
-    return await create(url, **kwargs)
+    """Create a stream the way ``transport`` does (the prompt POST, ``CreateStream``...)."""
+    import transports
+
+    return await transports.get(transport).create_fn()(url, **kwargs)
 
 
 __all__ = [

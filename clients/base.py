@@ -1,7 +1,7 @@
 """What every client shares: the token, the errors, the options, and the resume loop.
 
-Each transport module (``clients.sse``, ``clients.ws``, ``clients.poll``, ``clients.rpc``) has a
-``Reader`` subclass that implements one connection attempt, ``_attempt(after)``. ``Reader.run``
+Each transport's client module (named by its record in ``transports``) has a ``Reader`` subclass
+that implements one connection attempt, ``_attempt(after)``. ``Reader.run``
 drives attempts: it resumes from the cursor (the last seq seen), backs off with jitter between
 failed attempts, gives up after ``give_up_after`` seconds without progress, and hands every new
 token to ``on_token`` exactly once and in order. Tokens at or below the cursor (a server replaying
@@ -91,6 +91,9 @@ class Reader:
     """One stream, read to its end across any number of connections."""
 
     transport = "base"
+    # As it comes out of the box, does this client retry a 5xx? A browser's EventSource does not
+    # (WHATWG HTML 9.2: any status but 200 fails the connection for good).
+    stock_retries_server_errors = True
 
     def __init__(
         self,
@@ -159,6 +162,20 @@ class Reader:
         if self.on_connected is not None:
             self.on_connected()
 
+    # A session is what one user keeps across its streams (grpcio: a channel). HTTP readers have
+    # none: every stream opens its own connection, as a browser's EventSource does.
+    session: Any = None
+
+    @classmethod
+    def open_session(cls, url: str, options: ClientOptions) -> Any:
+        """Per-user state reused by every stream of that user, or None; closed by
+        ``close_session``. The load generator opens one per simulated user."""
+        return None
+
+    @classmethod
+    async def close_session(cls, session: Any) -> None:
+        return None
+
     async def _attempt(self, after: int) -> bool:
         """One connection: deliver tokens; True once the stream ended, else raise Retry."""
         raise NotImplementedError
@@ -193,17 +210,10 @@ class Reader:
 
 
 def reader_class(transport: str) -> type[Reader]:
-    from clients import poll, rpc, sse, ws
+    """The reader of ``transport``, from its record in the registry."""
+    import transports
 
-    classes: dict[str, type[Reader]] = {
-        "sse": sse.SSEReader,
-        "ws": ws.WSReader,
-        "poll": poll.PollReader,
-        "grpc": rpc.GrpcReader,
-    }
-    if transport not in classes:
-        raise ValueError(f"unknown transport {transport!r}: one of {', '.join(classes)}")
-    return classes[transport]
+    return transports.get(transport).reader_class()
 
 
 async def stream(

@@ -1,9 +1,9 @@
 """The compiled receive path (``clients/_fastpath.c``) for the load generator, if it was built.
 
-``tap_for(...)`` gives a reader a ``Tap`` (SSE and WebSocket only): the tap becomes each
-connection's asyncio protocol once the request is sent, so uvloop hands bytes straight to C,
-which parses the head's end, the chunked event stream or the frames, and the token JSON, and
-does the accounting into a process-wide ``Tally``. Whatever is not the common case goes back to
+``tap_for(...)`` gives a reader a ``Tap`` (a transport whose record names a ``fast_path``): the
+tap becomes each connection's asyncio protocol once the request is sent, so uvloop hands bytes
+straight to C, which parses the head's end, the chunked event stream or the frames, and the
+token JSON, and does the accounting into a process-wide ``Tally``. Whatever is not the common case goes back to
 the same Python code the plain clients run. ``tokenbench bench --no-fast-path`` turns it off.
 Long polling and gRPC have no fast path: a poll's cost is its request, gRPC's is grpcio's.
 """
@@ -18,8 +18,6 @@ try:
     from clients import _fastpath
 except ImportError:  # no compiler at install time: the Python path does everything
     _fastpath = None  # type: ignore[assignment]
-
-TRANSPORTS = ("sse", "ws")
 
 if _fastpath is not None:
     _fastpath.set_texts(
@@ -38,10 +36,12 @@ def tally() -> Any:
     return _fastpath.Tally()
 
 
-def tap_for(reader: Any, tally: Any, seed: int | None, t_post_ns: int) -> Any:
-    """Attach a tap to ``reader``: its tokens are then accounted in ``tally`` (``on_token``)."""
+def tap_for(reader: Any, mode: str, tally: Any, seed: int | None, t_post_ns: int) -> Any:
+    """Attach a tap to ``reader``: its tokens are then accounted in ``tally`` (``on_token``).
+    ``mode`` is the parser, ``"sse"`` (chunked event stream) or ``"ws"`` (RFC 6455 frames): the
+    transport record's ``fast_path``."""
     assert _fastpath is not None
-    tap = _fastpath.Tap(tally, reader.tap_deliver, reader.transport, seed, t_post_ns)
+    tap = _fastpath.Tap(tally, reader.tap_deliver, mode, seed, t_post_ns)
     reader.tap = tap
     reader.on_token = tap.account
     return tap

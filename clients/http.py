@@ -260,8 +260,10 @@ async def create_stream(
     timeout: float = 10.0,
     local_addr: str | None = None,
     rst_close: bool = False,
+    session: Any = None,
 ) -> dict[str, Any]:
-    """The prompt POST: ``{"id", "tokens", "rate", "created_ns"}``; 4xx raises StreamError."""
+    """The prompt POST: ``{"id", "tokens", "rate", "created_ns"}``; 4xx raises StreamError.
+    ``session`` is unused: every HTTP request opens its own connection."""
     host, port, prefix = split_url(url)
     body: dict[str, Any] = {}
     for key, value in (("tokens", tokens), ("rate", rate), ("prompt", prompt)):

@@ -14,7 +14,7 @@ from typing import Any
 
 import grpc
 
-from clients.base import Reader, Retry, StreamError
+from clients.base import ClientOptions, Reader, Retry, StreamError
 from clients.http import split_url
 from proto import tokens_pb2 as pb
 from proto import tokens_pb2_grpc as pb_grpc
@@ -49,24 +49,32 @@ def open_channel(url: str, heartbeat: float = 15.0, tuned: bool = True) -> grpc.
 
 
 class GrpcReader(Reader):
-    """Reads on ``self.channel`` if one is given (a user's channel, reused), else its own."""
+    """Reads on ``self.session`` if one is given (a user's channel, reused), else its own."""
 
     transport = "grpc"
-    channel: grpc.aio.Channel | None = None
+    session: grpc.aio.Channel | None = None
+
+    @classmethod
+    def open_session(cls, url: str, options: ClientOptions) -> grpc.aio.Channel:
+        return open_channel(url, options.heartbeat, options.grpc_tuned)
+
+    @classmethod
+    async def close_session(cls, session: grpc.aio.Channel) -> None:
+        await session.close()
 
     async def run(self) -> None:
-        if self.channel is not None:
+        if self.session is not None:
             return await super().run()
-        self.channel = open_channel(self.url, self.options.heartbeat, self.options.grpc_tuned)
+        self.session = self.open_session(self.url, self.options)
         try:
             await super().run()
         finally:
-            await self.channel.close()
-            self.channel = None
+            await self.session.close()
+            self.session = None
 
     async def _attempt(self, after: int) -> bool:
-        assert self.channel is not None
-        stub = pb_grpc.TokenStreamStub(self.channel)
+        assert self.session is not None
+        stub = pb_grpc.TokenStreamStub(self.session)
         request = pb.StreamRequest(id=self.stream_id)
         if after >= 0:
             request.after = after
@@ -98,17 +106,18 @@ async def create_stream(
     timeout: float = 10.0,
     local_addr: str | None = None,
     rst_close: bool = False,
-    channel: grpc.aio.Channel | None = None,
+    session: grpc.aio.Channel | None = None,
 ) -> dict[str, Any]:
-    """``CreateStream``: the same answer as the HTTP prompt POST, on ``channel`` if given.
+    """``CreateStream``: the same answer as the HTTP prompt POST, on ``session`` (a channel)
+    if given.
 
     ``local_addr`` and ``rst_close`` have no gRPC equivalent (grpcio cannot bind a source
     address); they are accepted so that every transport's create takes the same arguments.
     """
-    if channel is None:
+    if session is None:
         async with open_channel(url) as own:
-            return await create_stream(url, tokens, rate, prompt, timeout, channel=own)
-    stub = pb_grpc.TokenStreamStub(channel)
+            return await create_stream(url, tokens, rate, prompt, timeout, session=own)
+    stub = pb_grpc.TokenStreamStub(session)
     request = pb.CreateStreamRequest(prompt=prompt or "", tokens=tokens or 0, rate=rate or 0.0)
     try:
         reply = await stub.CreateStream(request, timeout=timeout)

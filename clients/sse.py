@@ -21,6 +21,7 @@ from clients.sse_parser import SSEParser
 
 class SSEReader(Reader):
     transport = "sse"
+    stock_retries_server_errors = False
     reconnect_ms: int | None = None  # the server's latest ``retry:``
 
     async def _attempt(self, after: int) -> bool:

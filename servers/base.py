@@ -1,7 +1,7 @@
 """What every transport server shares: its configuration, its context, and its interface.
 
-A transport module (``servers.sse``, ``servers.ws``, ``servers.poll``, ``servers.rpc``) exposes
-exactly the ``TransportServer`` interface below. The supervisor starts N worker processes; each
+A transport's server module (named by its record in ``transports``) exposes exactly the
+``TransportServer`` interface below. The supervisor starts N worker processes; each
 binds its own ``SO_REUSEPORT`` socket on the same port, so the kernel spreads connections evenly
 and no worker needs to know about another.
 """
@@ -9,20 +9,18 @@ and no worker needs to know about another.
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import json
 import os
 import time
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+import transports
 from servers.core import DEFAULT_REPLAY_TTL, DEFAULT_SECRET, Codec, Stream
 from servers.hub import Hub, get_hub
 from servers.metrics import Metrics
 
-TRANSPORTS = ("sse", "ws", "grpc", "poll")
 _SECRET = DEFAULT_SECRET.decode()
-_MODULES = {"sse": "servers.sse", "ws": "servers.ws", "grpc": "servers.rpc", "poll": "servers.poll"}
 
 
 @dataclass
@@ -43,10 +41,7 @@ class ServerConfig:
     slot: int = 0  # this worker's row in it
 
     def __post_init__(self) -> None:
-        if self.transport not in TRANSPORTS:
-            raise ValueError(
-                f"unknown transport {self.transport!r}: one of {', '.join(TRANSPORTS)}"
-            )
+        transports.get(self.transport)  # ValueError naming the choices
         if not 0 <= self.port <= 65535:
             raise ValueError(f"port {self.port} outside 0..65535")
         if not 1 <= self.workers <= 64:
@@ -97,6 +92,4 @@ class TransportServer(Protocol):
 
 
 def load(transport: str) -> TransportServer:
-    if transport not in _MODULES:
-        raise ValueError(f"unknown transport {transport!r}: one of {', '.join(TRANSPORTS)}")
-    return importlib.import_module(_MODULES[transport])  # type: ignore[return-value]
+    return transports.get(transport).server_module()

@@ -20,6 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import transports
 from servers import metrics
 from servers.base import ServerConfig
 from servers.listen import reserve_port
@@ -40,10 +41,7 @@ class Supervisor:
 
     @property
     def url(self) -> str:
-        first = self.cfg.hosts[0]
-        host = f"[{first}]" if ":" in first else first
-        scheme = "grpc" if self.cfg.transport == "grpc" else "http"
-        return f"{scheme}://{host}:{self.cfg.port}"
+        return transports.get(self.cfg.transport).url(self.cfg.hosts[0], self.cfg.port)
 
     @property
     def metrics_file(self) -> str | None:

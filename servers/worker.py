@@ -1,8 +1,8 @@
 """One server worker process: ``python -m servers.worker CONFIG_JSON READY_FD``.
 
 Started by the supervisor, never by hand. It binds its own SO_REUSEPORT socket on the reserved
-port, writes its pid to READY_FD once it accepts connections, and serves until SIGTERM. HTTP
-transports run on uvloop; gRPC runs on the stock asyncio loop, the one grpc.aio supports.
+port, writes its pid to READY_FD once it accepts connections, and serves until SIGTERM, on the
+event loop its transport's record names (grpc.aio supports only the stock asyncio loop).
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import os
 import signal
 import sys
 
+import transports
 from servers.base import Context, ServerConfig, load
 
 
@@ -61,12 +62,12 @@ def main() -> None:
     async def run() -> None:
         await module.serve(Context(cfg), on_ready)
 
-    if cfg.transport == "grpc":
-        asyncio.run(run())
-    else:
+    if transports.get(cfg.transport).server_loop == "uvloop":
         import uvloop
 
         uvloop.run(run())
+    else:
+        asyncio.run(run())
 
 
 if __name__ == "__main__":

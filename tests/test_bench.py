@@ -9,11 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from bench import results
-from bench.hist import Histogram
-from bench.loader import Accumulator, error_class
-from bench.procstat import Sample
-from bench.run import BenchConfig, Step, Window, knee_steps, parse_duration, parse_steps, summarize
+from bench.load import knee
+from bench.load.config import BenchConfig, Step, parse_duration, parse_steps
+from bench.load.hist import Histogram
+from bench.load.loader import Accumulator, error_class
+from bench.load.messages import LoaderReport, as_report, report_fields
+from bench.load.procstat import Sample
+from bench.load.window import ServerCost, Window, summarize
+from bench.report import results
 from clients.base import Reader
 from servers.core import Stream
 from tests.conftest import TRANSPORTS
@@ -92,13 +95,14 @@ def test_error_classes(reason: str, cls: str) -> None:
     assert error_class(reason) == cls
 
 
-def _report(loader: int, tokens: int, expected: int, cpu: float, lat_us: list[int]) -> dict:
+def _report(loader: int, tokens: int, expected: int, cpu: float, lat_us: list[int]) -> LoaderReport:
     h = Histogram()
     for v in lat_us:
         h.record(v)
     empty = Histogram().to_json()
     return {
-        "loader": loader, "users": 100, "streaming": 90, "tokens": tokens, "expected": expected,
+        "loader": loader, "t0_ns": T0, "t1_ns": T0 + S, "users": 100, "arrived": 100,
+        "streaming": 90, "tokens": tokens, "expected": expected, "fast_path": True,
         "requests": 10, "reconnects": 1, "duplicated": 0, "out_of_order": 0, "lost": 0,
         "wrong_text": 0, "streams_done": 2, "streams_failed": 0, "bytes_received": tokens * 80,
         "errors": {"connect": 0, "read": 1, "timeout": 0, "status": 0}, "cpu_s": cpu,
@@ -117,7 +121,8 @@ def test_summarize_merges_loaders_and_flags_the_bottleneck() -> None:
     srv1 = Sample(101.0, 0, 0, 1, 50_000, 350_000)
     cfg = BenchConfig(transports=["sse"], steps=[], slo_ms=250)
     step = Step(clients=200, ramp_s=1, hold_s=2)
-    doc = summarize(step, w, 2.0, srv0, srv1, 60 * 2**20, 400, 40 * 2**20, 200, 3990, cfg, 1, 1)
+    cost = ServerCost(srv0, srv1, 60 * 2**20, 400, 40 * 2**20, 200, 3990, cores=1)
+    doc = summarize(step, w, 2.0, cost, cfg, loader_cores=1)
     assert doc["tokens"] == 3990 and doc["tokens_per_s"] == 1995.0
     assert doc["goodput"] == round(3990 / 4010, 5)
     assert doc["requests_per_s"] == 20.0
@@ -141,24 +146,18 @@ def test_slo_holds_and_breaks_on_each_condition() -> None:
     step = Step(100, 1, 1)
     ok = Window()
     ok.add(_report(0, 100, 100, 1.0, [5000] * 100), None)
-    assert summarize(step, ok, 1.0, None, None, 0, 0, None, None, None, cfg, 1, 1)["slo"]["held"]
+    assert summarize(step, ok, 1.0, None, cfg, 1)["slo"]["held"]
     slow = Window()
     slow.add(_report(0, 100, 100, 1.0, [5000] * 90 + [400_000] * 10), None)
-    assert not summarize(step, slow, 1.0, None, None, 0, 0, None, None, None, cfg, 1, 1)["slo"][
-        "held"
-    ]
+    assert not summarize(step, slow, 1.0, None, cfg, 1)["slo"]["held"]
     short = Window()
     short.add(_report(0, 98, 100, 1.0, [5000] * 98), None)  # goodput 0.98
-    assert not summarize(step, short, 1.0, None, None, 0, 0, None, None, None, cfg, 1, 1)["slo"][
-        "held"
-    ]
+    assert not summarize(step, short, 1.0, None, cfg, 1)["slo"]["held"]
     lossy = Window()
     r = _report(0, 100, 100, 1.0, [5000] * 100)
     r["lost"] = 1
     lossy.add(r, None)
-    assert not summarize(step, lossy, 1.0, None, None, 0, 0, None, None, None, cfg, 1, 1)["slo"][
-        "held"
-    ]
+    assert not summarize(step, lossy, 1.0, None, cfg, 1)["slo"]["held"]
 
 
 def test_ramp_and_duration_parsing() -> None:
@@ -176,8 +175,47 @@ def test_ramp_and_duration_parsing() -> None:
     for bad in ("abc:10s", "0:10s", "100:xs"):
         with pytest.raises(ValueError):
             parse_steps(bad, 10, 0)
-    ladder = knee_steps(250, 2000, 1.5, 5, 10)
-    assert [s.clients for s in ladder] == [250, 375, 562, 843, 1264, 1896, 2000]
+    assert knee.ladder(250, 2000, 1.5) == [250, 375, 562, 843, 1264, 1896, 2000]
+
+
+def _search(capacity: int, ladder: list[int], refine: int) -> tuple[list[int], tuple]:
+    """Run the knee search against a server that holds exactly ``capacity`` users."""
+    done: list[knee.Outcome] = []
+    left = refine
+    while (
+        n := knee.next_step(
+            done, [c for c in ladder if c > max([o.clients for o in done] or [0])], left
+        )
+    ) is not None:
+        if knee.bracket(done) is not None:
+            left -= 1
+        done.append(knee.Outcome(n, n <= capacity))
+    return [o.clients for o in done], knee.knee_of(done)
+
+
+def test_knee_search_stops_at_the_first_break_and_bisects() -> None:
+    ladder = knee.ladder(200, 3000, 1.5)  # 200 300 450 675 1012 1518 2277 3000
+    order, (best, broke) = _search(800, ladder, refine=2)
+    assert order == [200, 300, 450, 675, 1012, 826, 747]  # sqrt(675*1012), then sqrt(675*826)
+    assert (best, broke) == (747, 826)
+    order, (best, broke) = _search(800, ladder, refine=0)
+    assert order == [200, 300, 450, 675, 1012] and (best, broke) == (675, 1012)
+    assert _search(10_000, ladder, 2) == (ladder, (3000, None))  # never broke: the top step
+    assert _search(100, ladder, 2)[1] == (None, 200)  # broke at once: no knee
+
+
+def test_a_held_step_above_a_break_is_not_the_knee() -> None:
+    done = [knee.Outcome(200, True), knee.Outcome(300, False), knee.Outcome(450, True)]
+    assert knee.knee_of(done) == (200, 300)
+
+
+def test_loader_reports_carry_every_field() -> None:
+    acc = Accumulator(FakeClock(T0))
+    doc = acc.report(users=3, cpu_s=1.5, sys_s=0.5)
+    assert set(doc) == set(report_fields())
+    assert as_report(json.loads(json.dumps(doc))) == doc
+    with pytest.raises(ValueError, match="without tokens"):
+        as_report({k: v for k, v in doc.items() if k != "tokens"})
 
 
 def test_validate_rejects_incomplete_documents() -> None:

@@ -13,7 +13,7 @@ import random
 
 import pytest
 
-from bench.proxy import Fault, FaultProxy
+from bench.faults.proxy import Fault, FaultProxy
 from clients import ClientOptions, create_stream, fast, reader_class
 from clients.base import Reader
 from clients.sse import SSEReader
@@ -184,7 +184,7 @@ def _tapped(pieces: list[bytes], mode: str, handler) -> tuple:
     tally = fast.tally()
     cls = SSEReader if mode == "sse" else WSReader
     reader = cls("http://x", "id", lambda *a: None)
-    tap = fast.tap_for(reader, tally, SEED, 0)
+    tap = fast.tap_for(reader, mode, tally, SEED, 0)
     conn = FakeConn()
     on_other = handler(reader, conn)
     reader.tap_begin()
@@ -281,7 +281,7 @@ def test_ws_tap_matches_the_python_session_at_every_split() -> None:
 def test_a_declined_head_hands_every_byte_back() -> None:
     tally = fast.tally()
     reader = SSEReader("http://x", "id", lambda *a: None)
-    tap = fast.tap_for(reader, tally, SEED, 0)
+    tap = fast.tap_for(reader, "sse", tally, SEED, 0)
     conn = FakeConn()
     reader.tap_begin()
     tap.start(conn, lambda head: False, lambda *a: None, lambda why: None)
@@ -310,7 +310,7 @@ async def test_tapped_reader_resumes_with_every_token_once(
     reader = reader_class(transport)(
         f"http://127.0.0.1:{port}", info["id"], lambda *a: None, None, FAULTY
     )
-    fast.tap_for(reader, tally, Codec().decode(info["id"]).seed, 0)
+    fast.tap_for(reader, transport, tally, Codec().decode(info["id"]).seed, 0)
     try:
         await asyncio.wait_for(reader.run(), 30)
     finally:
@@ -333,7 +333,7 @@ async def test_tapped_reader_resumes_with_every_token_once(
 def test_broken_chunking_is_an_error_not_a_token(body: bytes, why: str) -> None:
     tally = fast.tally()
     reader = SSEReader("http://x", "id", lambda *a: None)
-    tap = fast.tap_for(reader, tally, SEED, 0)
+    tap = fast.tap_for(reader, "sse", tally, SEED, 0)
     errors: list[str] = []
     reader.tap_begin()
     tap.start(FakeConn(), lambda head: True, lambda *a: None, errors.append)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from bench import faults
-from bench.faults import Timeline
+from bench.faults import scenarios as faults
+from bench.faults.scenarios import Timeline
 from tests.conftest import TRANSPORTS
 
 pytestmark = pytest.mark.timeout(120)

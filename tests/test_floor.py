@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bench import floor
+from bench.load import floor
 
 
 def test_parse_path_checks_every_token(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,11 +1,11 @@
-"""bench.hist: exact below 128, at most 1/64 relative error above, mergeable, serialisable."""
+"""bench.load.hist: exact below 128, at most 1/64 relative error above, mergeable, serialisable."""
 
 from __future__ import annotations
 
 import math
 import random
 
-from bench.hist import MAX_VALUE, Histogram, bucket_bounds, index_of
+from bench.load.hist import MAX_VALUE, Histogram, bucket_bounds, index_of
 
 
 def exact_percentile(values: list[int], q: float) -> int:

@@ -1,4 +1,4 @@
-"""bench.proxy: every fault and every shaping, observed on the wire with raw sockets."""
+"""bench.faults.proxy: every fault and every shaping, observed on the wire with raw sockets."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from bench.proxy import Fault, FaultProxy
+from bench.faults.proxy import Fault, FaultProxy
 
 PAYLOAD = bytes(range(256)) * 40  # 10,240 bytes, every byte position recognisable
 

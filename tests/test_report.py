@@ -7,7 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from bench import report, results
+from bench.report import build as report
+from bench.report import results
 
 FIXTURES = Path(__file__).parent / "fixtures"
 CHARTS = ("latency_p99.png", "goodput.png", "cpu_per_1k.png", "requests.png",
@@ -51,7 +52,7 @@ def test_report_rejects_what_is_not_a_results_file(tmp_path: Path) -> None:
 
 
 def _docs() -> tuple[list[dict], list[dict]]:
-    from bench.faults import merge
+    from bench.report.tables import merge_faults as merge
 
     bench_doc = json.loads((FIXTURES / "bench.json").read_text())
     faults_doc = json.loads((FIXTURES / "faults.json").read_text())
@@ -59,7 +60,7 @@ def _docs() -> tuple[list[dict], list[dict]]:
 
 
 def test_verdicts_follow_the_numbers() -> None:
-    from bench import verdicts
+    from bench.report import verdicts
 
     docs, faults = _docs()
     got = {v["claim"]: v["verdict"] for v in verdicts.verdicts(docs, faults)}
@@ -79,7 +80,7 @@ def test_verdicts_follow_the_numbers() -> None:
 
 
 def test_fleet_projection_rests_on_the_knee() -> None:
-    from bench import verdicts
+    from bench.report import verdicts
 
     docs, _ = _docs()
     rows = {r["transport"]: r for r in verdicts.fleet(docs)}
@@ -89,7 +90,7 @@ def test_fleet_projection_rests_on_the_knee() -> None:
 
 
 def test_compare_flags_real_changes_and_noise() -> None:
-    from bench.compare import compare
+    from bench.report.compare import compare
 
     a = json.loads((FIXTURES / "bench.json").read_text())
     same = compare(a, a)
@@ -125,7 +126,7 @@ def test_check_exits_non_zero_when_a_guarantee_breaks(tmp_path: Path) -> None:
 
 
 def test_memory_per_connection_is_placed_at_the_connections_held() -> None:
-    from bench import verdicts
+    from bench.report import verdicts
 
     def step(clients: int, conns: int | None, mem: int) -> dict:
         return {"clients": clients, "server": {"connections": conns, "mem_per_conn_bytes": mem}}

@@ -14,7 +14,8 @@ import grpc
 import pytest
 from websockets.asyncio.client import connect as ws_connect
 
-from bench.proxy import Fault, FaultProxy
+import transports
+from bench.faults.proxy import Fault, FaultProxy
 from clients import ClientOptions, create_stream, reader_class
 from proto import tokens_pb2 as pb
 from proto import tokens_pb2_grpc as pb_grpc
@@ -88,11 +89,11 @@ async def test_stalled_reader_is_bounded_and_does_not_delay_others(
     # would otherwise keep pulling bytes into their own memory and hide the server's behaviour).
     proxy = FaultProxy(("127.0.0.1", srv.port), lambda n: Fault("stall", after_bytes=20_000))
     port = await proxy.start()
-    scheme = "grpc" if transport == "grpc" else "http"
     stalled = []
     for _ in range(4):
         sid, _ = Codec().new_stream(100_000, 1000.0, time.time_ns() - 99 * 10**9)
-        reader = reader_class(transport)(f"{scheme}://127.0.0.1:{port}", sid, lambda *a: None)
+        url = transports.get(transport).url("127.0.0.1", port)
+        reader = reader_class(transport)(url, sid, lambda *a: None)
         stalled.append(asyncio.ensure_future(reader.run()))
     # Meanwhile a well-behaved reader of a live stream must not be held up.
     live = await create_stream(transport, srv.url, tokens=150, rate=100)
@@ -138,10 +139,10 @@ async def test_clients_survive_faults_with_every_token_once(
     proxy = FaultProxy(("127.0.0.1", srv.port), plan.get)
     port = await proxy.start()
     got: list[tuple[int, str]] = []
-    scheme = "grpc" if transport == "grpc" else "http"
     reader = reader_class(transport)(
-        f"{scheme}://127.0.0.1:{port}", info["id"], lambda s, t, x: got.append((s, x)), None, FAST
-    )
+        transports.get(transport).url("127.0.0.1", port), info["id"],
+        lambda s, t, x: got.append((s, x)), None, FAST,
+    )  # fmt: skip
     try:
         await asyncio.wait_for(reader.run(), 30)
     finally:

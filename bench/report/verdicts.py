@@ -9,9 +9,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import transports
+
 USERS = 50_000
 RATE = 40.0
-NAMES = {"sse": "SSE", "ws": "WebSocket", "grpc": "gRPC", "poll": "long polling"}
+NAMES = {t.name: t.label for t in transports.all_transports()}
 
 
 def knees(docs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -53,7 +55,7 @@ def fleet(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     k = knees(docs)
     mem = largest(docs, "mem_per_conn_bytes")
     rows = []
-    for t in ("sse", "ws", "grpc", "poll"):
+    for t in NAMES:
         if t not in k:
             continue
         knee = k[t]

@@ -26,13 +26,14 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-from bench import results, verdicts
-from bench.faults import merge as merge_faults
-from bench.hist import Histogram, bucket_bounds
+import transports
+from bench.load.hist import Histogram, bucket_bounds
+from bench.report import results, verdicts
+from bench.report.tables import faults_markdown, merge_faults
 
-COLORS = {"sse": "#1f77b4", "ws": "#ff7f0e", "grpc": "#2ca02c", "poll": "#d62728"}
+COLORS = {t.name: t.color for t in transports.all_transports()}
 NAMES = verdicts.NAMES
-ORDER = ("sse", "ws", "grpc", "poll")
+ORDER = transports.names()  # a transport the registry does not know is not drawn
 
 
 def _steps(docs: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
@@ -264,7 +265,6 @@ def _markdown(
     docs: list[dict[str, Any]], steps: dict[str, list[dict[str, Any]]],
     faults: list[dict[str, Any]], charts: list[tuple[str, Path]], out: Path,
 ) -> str:  # fmt: skip
-    from bench.faults import markdown_table
 
     m = docs[0]["machine"]
     lines = [
@@ -311,7 +311,7 @@ def _markdown(
             lines.append(f"| {v['claim']} | **{v['verdict']}** | {v['why']} |")
     if faults:
         lines += ["", "## Reconnect recovery", "", "Times in ms as p50 / max over the clients.", "",
-                  markdown_table(faults)]  # fmt: skip
+                  faults_markdown(faults)]  # fmt: skip
     lines += ["", "## Charts", ""]
     for title, path in charts:
         lines += [

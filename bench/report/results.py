@@ -95,6 +95,18 @@ def machine() -> dict[str, Any]:
     }
 
 
+def new_doc(kind: str, run_id: str, config: dict[str, Any]) -> dict[str, Any]:
+    """A results.json document before any measurement: what was asked, and where it ran."""
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "kind": kind,
+        "run_id": run_id,
+        "machine": machine(),
+        "config": config,
+        "runs": [],
+    }
+
+
 def write(doc: dict[str, Any], out: Path) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     path = out / "results.json"

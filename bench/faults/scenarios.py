@@ -29,8 +29,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from bench.hist import Histogram
-from bench.proxy import Fault, FaultProxy
+import transports
+from bench.faults.proxy import Fault, FaultProxy
+from bench.load.hist import Histogram
 from clients import ClientOptions, GaveUp, StreamError, create_stream, reader_class
 from servers.base import ServerConfig
 from servers.core import Codec
@@ -87,7 +88,8 @@ class Timeline:
 def client_options(transport: str, mode: str, heartbeat: float) -> ClientOptions:
     if mode == "default":
         return ClientOptions(
-            heartbeat=heartbeat, watchdog=False, retry_server_errors=transport != "sse",
+            heartbeat=heartbeat, watchdog=False,
+            retry_server_errors=reader_class(transport).stock_retries_server_errors,
             grpc_tuned=False, give_up_after=40.0,
         )  # fmt: skip
     return ClientOptions(heartbeat=heartbeat, poll_timeout=2 * heartbeat, give_up_after=40.0)
@@ -165,7 +167,7 @@ async def _run(
     proxies: list[FaultProxy] = []
     try:
         port = cfg.port
-        scheme = "grpc" if transport == "grpc" else "http"
+        record = transports.get(transport)
         fault = scenario.fault
         for _ in range(clients):
 
@@ -188,7 +190,7 @@ async def _run(
             info = await create_stream(transport, sup.url, tokens=tokens, rate=rate)
             stream = codec.decode(info["id"])
             tasks.append(asyncio.ensure_future(
-                _read(transport, f"{scheme}://127.0.0.1:{proxy.port}", info["id"], stream,
+                _read(transport, record.url("127.0.0.1", proxy.port), info["id"], stream,
                       opts, lines[i])
             ))  # fmt: skip
         start = time.monotonic()
@@ -240,38 +242,6 @@ def _server_fault(sup: Supervisor, kind: str) -> None:
         sup.stop()
     time.sleep(1.0)
     sup.start()
-
-
-def merge(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Fault entries of several runs, in scenario order; a later run's entry replaces an
-    earlier one for the same scenario, transport and mode."""
-    merged: dict[tuple[str, str, str], dict[str, Any]] = {}
-    for doc in docs:
-        for e in doc.get("faults", []):
-            merged[(e["scenario"], e["transport"], e["mode"])] = e
-    order = {name: i for i, name in enumerate(SCENARIOS)}
-    return sorted(merged.values(), key=lambda e: (order.get(e["scenario"], 99), e["transport"]))
-
-
-def markdown_table(entries: list[dict[str, Any]]) -> str:
-    """Scenario by transport and mode: detection, reconnect and catch-up (p50/max ms), tokens."""
-
-    def ms(d: dict[str, Any]) -> str:
-        return "never" if d["p50"] is None else f"{d['p50']:,.0f} / {d['max']:,.0f}"
-
-    rows = [
-        "| scenario | transport | mode | detection | reconnect | catch-up | lost | dup | "
-        "unrecovered | user saw | pass |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for e in entries:
-        rows.append(
-            f"| {e['scenario']} | {e['transport']} | {e['mode']} | {ms(e['detection_ms'])} | "
-            f"{ms(e['reconnect_ms'])} | {ms(e['catchup_ms'])} | {e['lost']} | {e['duplicated']} | "
-            f"{e['unrecovered']}/{e['clients']} | {e['user_saw']} | "
-            f"{'yes' if e['passed'] else '**no**'} |"
-        )
-    return "\n".join(rows)
 
 
 def run(

@@ -15,7 +15,7 @@ import platform
 import time
 from dataclasses import dataclass
 
-from bench import procstat
+from bench.load import procstat
 from clients import ClientOptions, create_stream, reader_class
 from servers import metrics
 from servers.base import ServerConfig

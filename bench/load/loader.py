@@ -1,4 +1,4 @@
-"""One load-generator process: ``python -m bench.loader CONFIG_JSON`` (started by bench.run).
+"""One load-generator process: ``python -m bench.load.loader CONFIG_JSON`` (bench.load.fleet).
 
 It runs simulated users on uvloop. A user is a conversation loop: POST a prompt, read the whole
 answer while checking every token (seq contiguous, text exact, nothing twice), think, repeat. A
@@ -24,13 +24,14 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from bench.hist import Histogram
-from bench.procstat import self_cpu_s, self_sys_s
-from clients import ClientOptions, GaveUp, StreamError, fast, reader_class
+import transports
+from bench.load.hist import Histogram
+from bench.load.messages import ERROR_CLASSES, LoaderCommand, LoaderReport
+from bench.load.procstat import self_cpu_s, self_sys_s
+from clients import ClientOptions, GaveUp, StreamError, fast
 from clients.base import ReaderStats, Retry
 from servers.core import Codec, ContractError, Stream
 
-ERROR_CLASSES = ("connect", "read", "timeout", "status")
 _TIMEOUTS = ("no response head in time", "silent connection")
 
 
@@ -83,7 +84,7 @@ class Accumulator:
         self.expected_done = 0  # due tokens of conversations that ended in this interval
         self.errors = dict.fromkeys(ERROR_CLASSES, 0)
 
-    def report(self, users: int, cpu_s: float) -> dict[str, Any]:
+    def report(self, users: int, cpu_s: float, sys_s: float = 0.0) -> LoaderReport:
         now = self.clock()
         if self.tally is not None:
             tokens, wrong, latency, gap, ttft = self.tally.take()
@@ -100,11 +101,12 @@ class Accumulator:
         s, seen = self.stats, self._seen
         for reason, n in s.retry_reasons.items():
             self.errors[error_class(reason)] += n - seen.retry_reasons.get(reason, 0)
-        doc = {
+        doc: LoaderReport = {
             "loader": 0,
             "t0_ns": t0,
             "t1_ns": now,
             "users": users,
+            "arrived": 0,
             "streaming": len(self.active),
             "tokens": self.tokens,
             "expected": expected,
@@ -119,6 +121,7 @@ class Accumulator:
             "streams_failed": self.streams_failed,
             "errors": self.errors,
             "cpu_s": cpu_s,
+            "sys_s": sys_s,
             "fast_path": self.tally is not None,
             "latency": self.latency.to_json(),
             "ttft": self.ttft.to_json(),
@@ -137,7 +140,8 @@ class Accumulator:
 class Loader:
     def __init__(self, cfg: LoaderConfig) -> None:
         self.cfg = cfg
-        self.fast = cfg.fast_path and fast.enabled() and cfg.transport in fast.TRANSPORTS
+        self.record = transports.get(cfg.transport)
+        self.fast = cfg.fast_path and fast.enabled() and self.record.fast_path is not None
         self.acc = Accumulator(tally=fast.tally() if self.fast else None)
         self.users: list[asyncio.Task[None]] = []
         self.codec = Codec()
@@ -146,28 +150,24 @@ class Loader:
             heartbeat=cfg.heartbeat, poll_timeout=cfg.poll_timeout, local_addr=cfg.local_addr,
             rst_close=True, **cfg.options,
         )  # fmt: skip
-        self.reader_cls = reader_class(cfg.transport)
+        self.reader_cls = self.record.reader_class()
+        self.create_fn = self.record.create_fn()
         self._next_conv = 0
         self.arrived = 0  # running users whose first stream has connected (the ramp's progress)
 
-    async def create(self, channel: Any) -> dict[str, Any]:
+    async def create(self, session: Any) -> dict[str, Any]:
         cfg = self.cfg
-        if cfg.transport == "grpc":
-            from clients.rpc import create_stream as grpc_create
+        return await self.create_fn(
+            cfg.url, cfg.tokens, cfg.rate, local_addr=cfg.local_addr, rst_close=True,
+            session=session,
+        )  # fmt: skip
 
-            return await grpc_create(cfg.url, cfg.tokens, cfg.rate, channel=channel)
-        from clients.http import create_stream as http_create
-
-        return await http_create(
-            cfg.url, cfg.tokens, cfg.rate, local_addr=cfg.local_addr, rst_close=True
-        )
-
-    async def conversation(self, channel: Any, arrive: Callable[[], None] | None) -> None:
+    async def conversation(self, session: Any, arrive: Callable[[], None] | None) -> None:
         acc, cfg = self.acc, self.cfg
         t_post = time.time_ns()
         acc.posts += 1
         try:
-            info = await self.create(channel)
+            info = await self.create(session)
         except Retry as exc:
             acc.errors[error_class(exc.reason)] += 1
             await asyncio.sleep(self.rng.uniform(0.5, 1.5))
@@ -199,9 +199,9 @@ class Loader:
 
         reader = self.reader_cls(cfg.url, info["id"], on_token, None, self.options, acc.stats)
         if self.fast:  # the same accounting, in C (clients/_fastpath.c)
-            fast.tap_for(reader, acc.tally, stream.seed if stream else None, t_post)
-        if channel is not None:
-            reader.channel = channel  # type: ignore[attr-defined]
+            mode = self.record.fast_path
+            fast.tap_for(reader, mode, acc.tally, stream.seed if stream else None, t_post)
+        reader.session = session
         reader.on_connected = arrive
         conv = self._next_conv
         self._next_conv += 1
@@ -225,11 +225,7 @@ class Loader:
 
     async def user(self, delay: float) -> None:
         await asyncio.sleep(delay)
-        channel = None
-        if self.cfg.transport == "grpc":
-            from clients.rpc import open_channel
-
-            channel = open_channel(self.cfg.url, self.cfg.heartbeat)
+        session = self.reader_cls.open_session(self.cfg.url, self.options)
         arrived = False
 
         def arrive() -> None:
@@ -240,14 +236,14 @@ class Loader:
 
         try:
             while True:
-                await self.conversation(channel, None if arrived else arrive)
+                await self.conversation(session, None if arrived else arrive)
                 if self.cfg.think > 0:
                     await asyncio.sleep(self.cfg.think * self.rng.uniform(0.5, 1.5))
         finally:
             if arrived:
                 self.arrived -= 1
-            if channel is not None:
-                await channel.close()
+            if session is not None:
+                await self.reader_cls.close_session(session)
 
     def set_target(self, n: int, ramp_s: float) -> None:
         while len(self.users) > n:
@@ -258,7 +254,7 @@ class Loader:
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
-        commands: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        commands: asyncio.Queue[LoaderCommand] = asyncio.Queue()
         reader = asyncio.StreamReader()
         await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
 
@@ -285,10 +281,9 @@ class Loader:
                     self.set_target(int(cmd["target"]), float(cmd.get("ramp_s", 0)))
             if time.monotonic() >= next_report or stopping:
                 next_report += self.cfg.interval
-                doc = self.acc.report(len(self.users), self_cpu_s())
+                doc = self.acc.report(len(self.users), self_cpu_s(), self_sys_s())
                 doc["loader"] = self.cfg.index
                 doc["arrived"] = self.arrived
-                doc["sys_s"] = self_sys_s()
                 sys.stdout.write(json.dumps(doc, separators=(",", ":")) + "\n")
                 sys.stdout.flush()
         await asyncio.gather(*self.users, return_exceptions=True)

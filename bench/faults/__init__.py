@@ -1,0 +1,1 @@
+"""Faults: the fault-injecting proxy and the reconnect scenarios run through it."""

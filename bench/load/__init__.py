@@ -1,0 +1,1 @@
+"""Load generation: the orchestrator, the loader fleet and its messages, histograms, the knee."""

@@ -1,0 +1,74 @@
+"""The messages between the orchestrator and its load processes (JSON lines on pipes).
+
+The orchestrator writes a ``LoaderCommand`` per line on a loader's stdin; a loader writes one
+``LoaderReport`` per interval on its stdout. Every field is named here once, so both sides (and
+the tests) agree on them.
+"""
+
+from __future__ import annotations
+
+from typing import Any, TypedDict
+
+ERROR_CLASSES = ("connect", "read", "timeout", "status")  # wrk's error classes
+COUNTS = (
+    "tokens", "expected", "requests", "reconnects", "duplicated", "out_of_order", "lost",
+    "wrong_text", "streams_done", "streams_failed", "bytes_received",
+)  # fmt: skip
+# The summable counters of a LoaderReport: what a window adds up over its reports.
+
+
+class LoaderCommand(TypedDict, total=False):
+    target: int  # run this many users
+    ramp_s: float  # start the new ones staggered over this many seconds
+    stop: bool  # end every user and exit
+
+
+class HistogramDoc(TypedDict):
+    unit: str
+    sub_bucket_bits: int
+    count: int
+    min: int
+    max: int
+    sum: int
+    buckets: list[list[int]]
+
+
+class LoaderReport(TypedDict):
+    """One interval of one load process: counters for that interval only, histograms in µs."""
+
+    loader: int  # the process's index
+    t0_ns: int
+    t1_ns: int
+    users: int  # users running
+    arrived: int  # running users whose first stream has connected
+    streaming: int  # conversations reading a stream now
+    tokens: int
+    expected: int  # tokens that fell due for the users' streams in the interval
+    requests: int
+    reconnects: int
+    duplicated: int
+    out_of_order: int
+    bytes_received: int
+    lost: int
+    wrong_text: int
+    streams_done: int
+    streams_failed: int
+    errors: dict[str, int]  # by ERROR_CLASSES
+    cpu_s: float  # the process's cumulative CPU seconds (user + system)
+    sys_s: float  # the kernel's part of it
+    fast_path: bool  # read through clients/_fastpath.c
+    latency: HistogramDoc
+    ttft: HistogramDoc
+    gap: HistogramDoc
+
+
+def report_fields() -> tuple[str, ...]:
+    return tuple(LoaderReport.__annotations__)
+
+
+def as_report(doc: dict[str, Any]) -> LoaderReport:
+    """A report read back from a pipe; ``ValueError`` if a field is missing."""
+    missing = [k for k in LoaderReport.__annotations__ if k not in doc]
+    if missing:
+        raise ValueError(f"loader report without {', '.join(missing)}")
+    return doc  # type: ignore[return-value]

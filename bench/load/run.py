@@ -1,0 +1,328 @@
+"""``tokenbench bench``: drive a transport through load steps and measure it.
+
+Per transport: start the server (N workers, pinned to the server's cores) unless ``--target``
+names one; start L loader processes (``bench.load.fleet``, pinned to the other cores); for each
+step, ramp the users to the step's count, wait for them to connect, then measure over the
+step's window: the loaders' reports are merged and the server's processes are sampled every
+second from /proc (``bench.load.window``). With ``--find-knee`` the steps follow
+``bench.load.knee``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import transports
+from bench.load import knee, procstat
+from bench.load.config import BenchConfig, Step
+from bench.load.fleet import Fleet, pin
+from bench.load.hist import Histogram
+from bench.load.loader import LoaderConfig
+from bench.load.window import ServerCost, Window, summarize
+from servers import metrics as server_metrics
+from servers.base import ServerConfig
+from servers.supervisor import Supervisor
+
+ProgressFn = Callable[[str], None]
+PROBE_TIMEOUT_S = 5.0
+
+
+class TargetError(RuntimeError):
+    """The server to measure cannot be reached, or does not speak the transport."""
+
+
+def probe(transport: str, url: str, timeout: float = PROBE_TIMEOUT_S) -> None:
+    """Create one stream on ``url`` the way the load will, or raise ``TargetError`` at once:
+    a refused connection, a host that does not resolve, a server that answers otherwise."""
+    create = transports.get(transport).create_fn()
+
+    async def once() -> None:
+        await asyncio.wait_for(create(url, tokens=1, rate=1000.0, timeout=timeout), timeout)
+
+    try:
+        asyncio.run(once())
+    except TimeoutError:
+        raise TargetError(f"{url}: no answer to a {transport} request in {timeout:g} s") from None
+    except Exception as exc:
+        raise TargetError(f"{url}: {exc}") from None
+
+
+def _cores() -> tuple[set[int] | None, set[int] | None]:
+    """Server on the first half of the cores, load generator on the rest (2 cores: 1 and 1)."""
+    available = sorted(os.sched_getaffinity(0))
+    if len(available) < 2:
+        return None, None
+    half = len(available) // 2
+    return set(available[:half]), set(available[half:])
+
+
+@dataclass
+class Topology:
+    """Where the load goes: the server (if ours) and each load process's URL and source."""
+
+    sup: Supervisor | None
+    url: str
+    urls: list[str]
+    sources: list[str | None]
+    settings: dict[str, Any] | None
+
+
+def _topology(transport: str, cfg: BenchConfig, n_loaders: int) -> Topology:
+    record = transports.get(transport)
+    sources = [f"127.0.0.{10 + k}" for k in range(n_loaders)]
+    if cfg.target:  # someone else's server, maybe not on loopback: no source addresses
+        probe(transport, cfg.target)
+        return Topology(None, cfg.target, [cfg.target] * n_loaders, [None] * n_loaders, None)
+    # A client that cannot bind a source address spreads over destination addresses instead.
+    hosts = "127.0.0.1" if record.binds_source else ",".join(["127.0.0.1", *sources])
+    scfg = ServerConfig(
+        transport=transport, host=hosts, port=0, workers=cfg.workers_for(), heartbeat=cfg.heartbeat
+    )
+    settings = record.server_module().settings(scfg)
+    sup = Supervisor(scfg)
+    sup.start()
+    if record.binds_source:
+        return Topology(sup, sup.url, [sup.url] * n_loaders, list(sources), settings)
+    urls = [record.url(s, scfg.port) for s in sources]
+    return Topology(sup, sup.url, urls, [None] * n_loaders, settings)
+
+
+def _share(clients: int, n: int) -> list[int]:
+    return [clients // n + (1 if k < clients % n else 0) for k in range(n)]
+
+
+def run_transport(transport: str, cfg: BenchConfig, say: ProgressFn) -> dict[str, Any]:
+    record = transports.get(transport)
+    server_cores, loader_cores = _cores() if cfg.pin else (None, None)
+    n_loaders = cfg.loaders_for()
+    topo = _topology(transport, cfg, n_loaders)
+    sup = topo.sup
+    if sup is not None:
+        pin(sup.pids, server_cores)
+    time.sleep(cfg.warmup_s)
+    base = Driver.sample_of(sup)
+    base_rss = base.rss_bytes if base else None
+    loader_cfgs = [
+        LoaderConfig(
+            transport=transport, url=topo.urls[k], index=k, local_addr=topo.sources[k],
+            tokens=cfg.tokens, rate=cfg.rate, think=cfg.think, heartbeat=cfg.heartbeat,
+            poll_timeout=cfg.poll_timeout, seed=k,
+            doze_us=cfg.doze_us if record.batched_reads else 0, fast_path=cfg.fast_path,
+        )
+        for k in range(n_loaders)
+    ]  # fmt: skip
+    try:
+        fleet = Fleet(loader_cfgs, loader_cores)
+    except BaseException:
+        if sup is not None:
+            sup.stop()
+        raise
+    drive = Driver(transport, cfg, fleet, sup, say)
+    n_server_cores = len(server_cores or os.sched_getaffinity(0))
+    n_loader_cores = len(loader_cores or os.sched_getaffinity(0))
+    steps_out: list[dict[str, Any]] = []
+    ladder = [s.clients for s in cfg.steps]
+    by_clients = {s.clients: s for s in cfg.steps}
+    refine = cfg.knee_refine if cfg.find_knee else 0
+    template = cfg.steps[0]
+    try:
+        i = 0
+        while True:
+            if cfg.find_knee:
+                done = [knee.Outcome(d["clients"], d["slo"]["held"]) for d in steps_out]
+                planned = [c for c in ladder if c > max((o.clients for o in done), default=0)]
+                n = knee.next_step(done, planned, refine)
+                if n is None:
+                    break
+                if knee.bracket(done) is not None:
+                    refine -= 1
+                step = by_clients.get(n) or Step(n, template.ramp_s, template.hold_s)
+            elif i < len(cfg.steps):
+                step = cfg.steps[i]
+            else:
+                break
+            doc = _measure_step(drive, step, i, n_loaders, base_rss, n_server_cores,
+                                n_loader_cores)  # fmt: skip
+            doc["order"] = i
+            steps_out.append(doc)
+            say(_step_line(transport, i, 0 if cfg.find_knee else len(cfg.steps), doc))
+            i += 1
+    finally:
+        fleet.stop()
+        if sup is not None:
+            sup.stop()
+    steps_out.sort(key=lambda d: d["clients"])  # bisection steps in their place on the axis
+    run: dict[str, Any] = {
+        "transport": transport,
+        "url": topo.url,
+        "server_workers": None if cfg.target else cfg.workers_for(),
+        "loaders": n_loaders,
+        "server_cores": sorted(server_cores) if server_cores else None,
+        "loader_cores": sorted(loader_cores) if loader_cores else None,
+        "baseline_rss_bytes": base_rss,
+        "server_settings": topo.settings,
+        "steps": steps_out,
+    }
+    if cfg.find_knee or len(cfg.steps) > 1:
+        cores = len(server_cores) if server_cores else os.cpu_count() or 1
+        run["knee"] = _knee_doc(steps_out, cores)
+    return run
+
+
+def _knee_doc(steps: list[dict[str, Any]], cores: int) -> dict[str, Any] | None:
+    best, broke_at = knee.knee_of([knee.Outcome(d["clients"], d["slo"]["held"]) for d in steps])
+    if best is None:
+        return None
+    k = next(d for d in steps if d["clients"] == best)
+    return {
+        "clients": best,
+        "clients_per_server_core": round(best / cores, 1),
+        "tokens_per_s": k["tokens_per_s"],
+        "latency_p99_ms": k["latency_ms"]["p99"],
+        "limited_by": k["limited_by"],
+        "broke_at": broke_at,
+    }
+
+
+def _measure_step(
+    drive: Driver, step: Step, i: int, n_loaders: int, base_rss: int | None, server_cores: int,
+    loader_cores: int,
+) -> dict[str, Any]:  # fmt: skip
+    """Ramp to the step's users, settle, cool down, then measure one window."""
+    fleet, cfg = drive.fleet, drive.cfg
+    fleet.send([{"target": n, "ramp_s": step.ramp_s} for n in _share(step.clients, n_loaders)])
+    # Ramp: reports are read (progress, CPU baselines) but not measured. Then settle: the
+    # window opens once 99 % of users have connected (a server slower to accept than the ramp
+    # asks is measured at its full count, not half-ramped), or after settle_s.
+    ramp_t0 = time.monotonic()
+    drive.pump(step.ramp_s, i, None)
+    need, give_up = math.ceil(0.99 * step.clients), ramp_t0 + step.ramp_s + cfg.settle_s
+    while drive.arrived() < need and time.monotonic() < give_up:
+        drive.pump(0.5, i, None)
+        if fleet.dead():
+            break
+    ramp_took, arrived = time.monotonic() - ramp_t0, drive.arrived()
+    if cfg.cooldown_s > 0:  # let a backlog built up while connecting drain first
+        drive.pump(cfg.cooldown_s, i, None)
+    w = Window()
+    srv0, counts0 = drive.server_sample(), drive.server_counts()
+    t0 = time.monotonic()
+    rss_max, files_max = drive.pump(step.hold_s, i, w)
+    seconds = time.monotonic() - t0
+    srv1, counts1 = drive.server_sample(), drive.server_counts()
+    if fleet.dead():
+        raise RuntimeError(f"load process(es) {fleet.dead()} died; see stderr above")
+    cost = None
+    if srv0 is not None and srv1 is not None:
+        cost = ServerCost(
+            srv0, srv1, rss_max, files_max, base_rss,
+            connections=counts1["connections_open"] if counts1 else None,
+            tokens_sent=counts1["tokens_sent_total"] - counts0["tokens_sent_total"]
+            if counts0 and counts1 else None,
+            cores=server_cores,
+        )  # fmt: skip
+    doc = summarize(step, w, seconds, cost, cfg, loader_cores)
+    if cost is None:  # a --target server: its connections are what our users hold
+        doc["server"]["connections"] = None
+    doc["ramp"] = {
+        "planned_s": step.ramp_s,
+        "took_s": round(ramp_took, 2),
+        "users_connected": arrived,
+        "cooldown_s": cfg.cooldown_s,
+    }
+    return doc
+
+
+@dataclass
+class Driver:
+    """One transport's run in motion: its load processes, its server (if ours), the progress."""
+
+    transport: str
+    cfg: BenchConfig
+    fleet: Fleet
+    sup: Supervisor | None
+    say: ProgressFn
+    started: float = field(default_factory=time.monotonic)
+    last_cpu: dict[int, float] = field(default_factory=dict)  # loader -> last cumulative CPU
+    last_arrived: dict[int, int] = field(default_factory=dict)  # loader -> users connected
+    last_sys: dict[int, float] = field(default_factory=dict)  # loader -> last system CPU
+
+    def arrived(self) -> int:
+        """Users (over all loaders) whose first stream has connected, as last reported."""
+        return sum(self.last_arrived.values())
+
+    @staticmethod
+    def sample_of(sup: Supervisor | None) -> procstat.Sample | None:
+        return procstat.sample(sup.pids) if sup is not None else None
+
+    def server_sample(self) -> procstat.Sample | None:
+        return self.sample_of(self.sup)
+
+    def server_counts(self) -> dict[str, int] | None:
+        sup = self.sup
+        if sup is None or sup.metrics_file is None:
+            return None
+        rows = server_metrics.read_rows(sup.metrics_file, sup.cfg.workers)
+        return {k: sum(r[k] for r in rows) for k in server_metrics.NAMES}
+
+    def pump(self, seconds: float, step: int, w: Window | None) -> tuple[int, int]:
+        """Read reports for ``seconds`` (into ``w`` if measuring); sample the server each second.
+
+        Returns the peak server RSS and open files seen.
+        """
+        fleet, cfg = self.fleet, self.cfg
+        end = time.monotonic() + seconds
+        rss_max = files_max = 0
+        prev = self.server_sample()
+        tick = time.monotonic()
+        second_tokens = 0
+        second_hist = Histogram()
+        while (left := end - time.monotonic()) > 0:
+            for r in fleet.poll(min(left, 0.25)):
+                if w is not None:
+                    w.add(r, self.last_cpu.get(r["loader"]), self.last_sys.get(r["loader"]))
+                self.last_cpu[r["loader"]] = r["cpu_s"]
+                self.last_arrived[r["loader"]] = r.get("arrived", 0)
+                self.last_sys[r["loader"]] = r.get("sys_s", 0.0)
+                second_tokens += r["tokens"]
+                second_hist.merge(Histogram.from_json(r["latency"]))
+            if fleet.dead():
+                return rss_max, files_max
+            now = time.monotonic()
+            if now - tick < 1.0:
+                continue
+            cur = self.server_sample()
+            if cur is not None:
+                rss_max, files_max = max(rss_max, cur.rss_bytes), max(files_max, cur.open_files)
+            if not cfg.quiet:
+                counts = self.server_counts()
+                cpu = (cur.cpu_s - prev.cpu_s) / (now - tick) if cur and prev else 0.0
+                conns = counts["connections_open"] if counts else "-"
+                self.say(
+                    f"  {now - self.started:6.0f}s {self.transport:<4} "
+                    f"step {step + 1} {'measure' if w is not None else 'ramp   '} "
+                    f"conns {conns:>6} tok/s {second_tokens / (now - tick):>9,.0f} "
+                    f"p99 {second_hist.percentile(99) / 1000:>8.1f} ms srv cpu {cpu:>4.0%} "
+                    f"rss {(cur.rss_bytes if cur else 0) / 2**20:>6.0f} MiB"
+                )
+            prev, tick, second_tokens, second_hist = cur, now, 0, Histogram()
+        if rss_max == 0 and (cur := self.server_sample()) is not None:
+            rss_max, files_max = cur.rss_bytes, cur.open_files
+        return rss_max, files_max
+
+
+def _step_line(transport: str, i: int, n: int, d: dict[str, Any]) -> str:
+    mark = "held" if d["slo"]["held"] else "BROKE"
+    bound = f"  LIMITED BY {d['limited_by'].upper()}" if d["limited_by"] else ""
+    return (
+        f"{transport:<4} step {i + 1}{f'/{n}' if n else ''}: {d['clients']:>6} clients  "
+        f"{d['tokens_per_s']:>9,.0f} tok/s  "
+        f"p99 {d['latency_ms']['p99']:>8.1f} ms  goodput {d['goodput'] or 0:.3f}  "
+        f"lost {d['lost']}  dup {d['duplicated']}  SLO {mark}{bound}"
+    )

@@ -1,0 +1,165 @@
+"""One measured window: loader reports merged, the server's samples, and the step's summary.
+
+``Window.add`` folds in one ``LoaderReport``; ``summarize`` turns a window and what the server
+cost over it (``ServerCost``) into the step's results.json entry (docs/results-schema.md).
+When a process group used ``SATURATED`` of its cores the step says which: its figures then
+bound that group, not the other.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from bench.load import procstat
+from bench.load.config import BenchConfig, Step
+from bench.load.hist import Histogram
+from bench.load.messages import COUNTS, ERROR_CLASSES, LoaderReport
+
+SATURATED = 0.90  # a process group using this share of its cores is the bottleneck
+
+
+@dataclass
+class Window:
+    """Merge of loader reports over one measured window."""
+
+    latency: Histogram = field(default_factory=Histogram)
+    ttft: Histogram = field(default_factory=Histogram)
+    gap: Histogram = field(default_factory=Histogram)
+    sums: dict[str, int] = field(default_factory=lambda: dict.fromkeys(COUNTS, 0))
+    errors: dict[str, int] = field(default_factory=lambda: dict.fromkeys(ERROR_CLASSES, 0))
+    users: dict[int, int] = field(default_factory=dict)  # loader -> users running
+    streaming: dict[int, int] = field(default_factory=dict)
+    cpu: dict[int, list[float]] = field(default_factory=dict)  # loader -> [first, last] CPU s
+    sys: dict[int, list[float]] = field(default_factory=dict)  # the same, kernel part
+    fast_path: dict[int, bool] = field(default_factory=dict)  # loader -> compiled path
+
+    def add(self, r: LoaderReport, prev_cpu: float | None, prev_sys: float | None = None) -> None:
+        """Fold in a report; ``prev_*`` are the loader's cumulative CPU at its previous report
+        (the window's CPU starts there, not at this report's end)."""
+        self.latency.merge(Histogram.from_json(r["latency"]))
+        self.ttft.merge(Histogram.from_json(r["ttft"]))
+        self.gap.merge(Histogram.from_json(r["gap"]))
+        sums = self.sums
+        for key in COUNTS:
+            sums[key] += int(r[key])  # type: ignore[literal-required]
+        for cls, n in r["errors"].items():
+            self.errors[cls] = self.errors.get(cls, 0) + n
+        i = r["loader"]
+        self.fast_path[i] = r["fast_path"]
+        self.users[i] = r["users"]
+        self.streaming[i] = r["streaming"]
+        start = prev_cpu if prev_cpu is not None else r["cpu_s"]
+        self.cpu.setdefault(i, [start, start])[1] = r["cpu_s"]
+        start = prev_sys if prev_sys is not None else r["sys_s"]
+        self.sys.setdefault(i, [start, start])[1] = r["sys_s"]
+
+
+@dataclass(frozen=True)
+class ServerCost:
+    """What the server did over a window: /proc samples at both ends and its own counters."""
+
+    start: procstat.Sample
+    end: procstat.Sample
+    rss_max: int
+    files_max: int
+    base_rss: int | None  # before any load: memory per connection is measured above it
+    connections: int | None  # open at the window's end, from the server's counters
+    tokens_sent: int | None  # in the window, from the server's counters
+    cores: int
+
+
+def _per(n: float, d: float, scale: float = 1.0, digits: int = 1) -> float | None:
+    return round(n / d * scale, digits) if d else None
+
+
+def _server(cost: ServerCost | None, w: Window, seconds: float) -> tuple[dict[str, Any], Any]:
+    tokens = w.sums["tokens"]
+    out: dict[str, Any] = {
+        "cpu_s_per_1k_tokens": None, "cpu_util": None, "rss_bytes": None,
+        "mem_per_conn_bytes": None, "open_files": None,
+        "connections": cost.connections if cost else None,
+        "tokens_sent": cost.tokens_sent if cost else None,
+    }  # fmt: skip
+    if cost is None:
+        return out, None
+    cpu = cost.end.cpu_s - cost.start.cpu_s
+    counted = cost.tokens_sent or tokens
+    out["cpu_s_per_1k_tokens"] = _per(cpu, counted, 1000, 6)
+    out["cpu_util"] = _per(cpu, seconds * max(cost.cores, 1), 1, 4)
+    out["rss_bytes"] = cost.rss_max
+    out["open_files"] = cost.files_max
+    held = cost.connections if cost.connections is not None else sum(w.streaming.values())
+    if cost.base_rss is not None and held:
+        out["mem_per_conn_bytes"] = round((cost.rss_max - cost.base_rss) / held)
+    written = cost.end.written_bytes - cost.start.written_bytes
+    io = (cost.end.read_bytes - cost.start.read_bytes) + written
+    out["written_bytes_per_token"] = _per(written, tokens)
+    return out, _per(io, tokens)
+
+
+def summarize(
+    step: Step, w: Window, seconds: float, cost: ServerCost | None, cfg: BenchConfig,
+    loader_cores: int,
+) -> dict[str, Any]:  # fmt: skip
+    """The step's entry in results.json."""
+    s = w.sums
+    tokens, expected, failed = s["tokens"], s["expected"], s["streams_failed"]
+    gen_cpu = sum(last - first for first, last in w.cpu.values())
+    gen_sys = sum(last - first for first, last in w.sys.values())
+    gen_util = gen_cpu / seconds / max(loader_cores, 1) if seconds else 0.0
+    server, wire = _server(cost, w, seconds)
+    gen = {
+        "cpu_us_per_token": _per(gen_cpu, tokens, 1e6, 2),
+        "sys_us_per_token": _per(gen_sys, tokens, 1e6, 2),
+        "cpu_util": round(gen_util, 4),
+        "processes": len(w.cpu),
+        "fast_path": bool(w.fast_path) and all(w.fast_path.values()),
+        "saturated": gen_util >= SATURATED,
+    }
+    goodput = round(tokens / expected, 5) if expected else None
+    server_sat = server["cpu_util"] is not None and server["cpu_util"] >= SATURATED
+    limited_by = "loadgen" if gen["saturated"] else ("server" if server_sat else None)
+    lat = w.latency.summary_ms()
+    held_slo = (
+        w.latency.count > 0
+        and lat["p99"] <= cfg.slo_ms
+        and goodput is not None
+        and goodput >= cfg.min_goodput
+        and s["lost"] == 0
+        and failed == 0
+    )
+    rate = (lambda n: round(n / seconds, 1)) if seconds else (lambda n: 0.0)
+    return {
+        "clients": step.clients,
+        "users": sum(w.users.values()),
+        "streaming": sum(w.streaming.values()),
+        "window_s": round(seconds, 2),
+        "latency_ms": lat,
+        "ttft_ms": w.ttft.summary_ms(),
+        "gap_p99_ms": round(w.gap.percentile(99) / 1000, 3),
+        "tokens": tokens,
+        "tokens_per_s": rate(tokens),
+        "expected_per_s": rate(expected),
+        "goodput": goodput,
+        "requests_per_s": rate(s["requests"]),
+        "wire_bytes_per_token": wire,
+        "client_bytes_per_token": _per(s["bytes_received"], tokens),
+        "errors": w.errors,
+        "reconnects": s["reconnects"],
+        "lost": s["lost"],
+        "duplicated": s["duplicated"],
+        "out_of_order": s["out_of_order"],
+        "wrong_text": s["wrong_text"],
+        "streams_done": s["streams_done"],
+        "streams_failed": failed,
+        "server": server,
+        "loadgen": gen,
+        "limited_by": limited_by,
+        "slo": {"p99_ms": cfg.slo_ms, "min_goodput": cfg.min_goodput, "held": held_slo},
+        "histograms": {
+            "latency_us": w.latency.to_json(),
+            "ttft_us": w.ttft.to_json(),
+            "gap_us": w.gap.to_json(),
+        },
+    }

@@ -1,0 +1,129 @@
+"""The transport registry: one record per transport, defined once (wrk's transport vtable).
+
+Rules of this module:
+- It imports nothing heavy. A record names its server and client code by module path, loaded on
+  first use, so the CLI, the supervisor and a load process pay only for the transport they run.
+- Everything that differs between transports outside their own modules is a field here. Code
+  elsewhere asks the record (``get(name).scheme``), and never compares a transport's name.
+- Adding a transport is one ``register(Transport(...))`` plus its server module (the
+  ``servers.base.TransportServer`` interface) and its reader class (``clients.base.Reader``);
+  see docs/transports.md. Modules named in ``TOKENBENCH_PLUGINS`` (comma-separated) are imported
+  on first access, so a transport defined outside this repository reaches every process:
+  server workers and load processes inherit the environment.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from clients.base import Reader
+    from servers.base import TransportServer
+
+
+@dataclass(frozen=True)
+class Transport:
+    name: str  # in the CLI, results.json, report rows
+    label: str  # how reports name it
+    color: str  # its colour in the charts
+    server: str  # module providing servers.base.TransportServer
+    reader: str  # "module:Class", a clients.base.Reader subclass
+    create: str = "clients.http:create_stream"  # the prompt POST, or its equivalent
+    scheme: str = "http"  # URL scheme of its servers
+    server_loop: str = "uvloop"  # "uvloop" or "asyncio" (what the server library supports)
+    # False: the client cannot bind a source address (grpcio), so the server listens on several
+    # loopback addresses and each load process dials its own, to spread ephemeral ports.
+    binds_source: bool = True
+    fast_path: str | None = None  # which parser of clients/_fastpath.c reads it: "sse", "ws"
+    batched_reads: bool = True  # load processes may doze between loop turns (--doze-us)
+
+    @property
+    def http(self) -> bool:
+        """Plain HTTP/1.1 underneath: raw HTTP requests, load-balancer 503s and the like apply."""
+        return self.scheme == "http"
+
+    def server_module(self) -> TransportServer:
+        return importlib.import_module(self.server)  # type: ignore[return-value]
+
+    def reader_class(self) -> type[Reader]:
+        return _attr(self.reader)
+
+    def create_fn(self) -> Callable[..., Any]:
+        return _attr(self.create)
+
+    def url(self, host: str, port: int) -> str:
+        host = f"[{host}]" if ":" in host else host
+        return f"{self.scheme}://{host}:{port}"
+
+
+def _attr(spec: str) -> Any:
+    module, _, name = spec.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+_REGISTRY: dict[str, Transport] = {}
+_plugins_loaded = False
+
+
+def register(transport: Transport) -> Transport:
+    """Add a transport; a second record under the same name replaces the first."""
+    _REGISTRY[transport.name] = transport
+    return transport
+
+
+def unregister(name: str) -> None:
+    _REGISTRY.pop(name, None)
+
+
+def _load_plugins() -> None:
+    global _plugins_loaded
+    if _plugins_loaded:
+        return
+    _plugins_loaded = True
+    for module in filter(
+        None, (m.strip() for m in os.environ.get("TOKENBENCH_PLUGINS", "").split(","))
+    ):
+        importlib.import_module(module)
+
+
+def all_transports() -> tuple[Transport, ...]:
+    _load_plugins()
+    return tuple(_REGISTRY.values())
+
+
+def names() -> tuple[str, ...]:
+    return tuple(t.name for t in all_transports())
+
+
+def get(name: str) -> Transport:
+    """The record for ``name``; ``ValueError`` with the choices if there is none."""
+    _load_plugins()
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise ValueError(f"unknown transport {name!r}: one of {', '.join(names())}") from None
+
+
+def select(spec: str) -> list[Transport]:
+    """``--transport``: one name, a comma list, or ``all``."""
+    if spec.strip() == "all":
+        return list(all_transports())
+    return [get(n.strip()) for n in spec.split(",") if n.strip()]
+
+
+register(Transport(
+    "sse", "SSE", "#1f77b4", "servers.sse", "clients.sse:SSEReader", fast_path="sse",
+))  # fmt: skip
+register(Transport(
+    "ws", "WebSocket", "#ff7f0e", "servers.ws", "clients.ws:WSReader", fast_path="ws",
+))  # fmt: skip
+register(Transport(
+    "grpc", "gRPC", "#2ca02c", "servers.rpc", "clients.rpc:GrpcReader",
+    create="clients.rpc:create_stream", scheme="grpc", server_loop="asyncio",
+    binds_source=False, batched_reads=False,  # grpc.aio stalls when its loop sleeps
+))  # fmt: skip
+register(Transport("poll", "long polling", "#d62728", "servers.poll", "clients.poll:PollReader"))
