@@ -3,9 +3,10 @@
 ``tap_for(...)`` gives a reader a ``Tap`` (a transport whose record names a ``fast_path``): the
 tap becomes each connection's asyncio protocol once the request is sent, so uvloop hands bytes
 straight to C, which parses the head's end, the chunked event stream or the frames, and the
-token JSON, and does the accounting into a process-wide ``Tally``. Whatever is not the common case goes back to
-the same Python code the plain clients run. ``tokenbench bench --no-fast-path`` turns it off.
-Long polling and gRPC have no fast path: a poll's cost is its request, gRPC's is grpcio's.
+token JSON, and does the accounting into a process-wide ``Tally``. Whatever is not the common
+case goes back to the same Python code the plain clients run. ``tokenbench bench
+--no-fast-path`` turns it off. Long polling and gRPC have no fast path: a poll's cost is its
+request, gRPC's is grpcio's.
 """
 
 from __future__ import annotations
