@@ -6,7 +6,8 @@ Rules of this module (every transport relies on them):
 - A stream id is self-contained and signed: it carries (created_ns, tokens, rate, seed), so any
   worker process of any server, on any port, serves any stream with no shared state. An id that
   does not verify is "unknown" (404). The key is a benchmark default, not a security boundary.
-- Token ``seq`` is due at ``created_ns + floor(seq * 1e9 / rate)`` (CONTRACT.md) and never earlier.
+- Token ``seq`` is due at ``created_ns + floor(seq * 1e9 / rate)`` and never earlier
+  (docs/protocol.md).
 - A resume point ``after = K`` means "seq K was seen": the reader is owed K+1 onward.
 - Bad input raises ``ContractError`` with a kind that each transport maps to its own status
   (HTTP 404/410/413/422, gRPC NOT_FOUND/INVALID_ARGUMENT).
@@ -104,8 +105,12 @@ class Stream:
         """Compact JSON of one token: ``{"seq":12,"t":...,"text":"..."}``."""
         return f'{{"seq":{seq},"t":{self.due_ns(seq)},"text":{texts.text_json(self.seed, seq)}}}'
 
+    def end_fields(self) -> str:
+        """What every transport's end message says: ``"tokens":N``."""
+        return f'"tokens":{self.tokens}'
+
     def end_payload(self) -> str:
-        return f'{{"tokens":{self.tokens}}}'
+        return f"{{{self.end_fields()}}}"
 
     def expired(self, now_ns: int, replay_ttl: float) -> bool:
         return now_ns > self.last_due_ns + int(replay_ttl * 1e9)

@@ -2,7 +2,7 @@
 
 SSE, WebSocket and long polling each add one read route to the app built here
 (``build_app(ctx, routes)``) and run it with ``run_uvicorn``. Every 4xx answer carries a JSON body
-with ``error`` (and ``field`` for a bad parameter), as CONTRACT.md requires.
+with ``error`` (and ``field`` for a bad parameter), as docs/protocol.md says.
 """
 
 from __future__ import annotations

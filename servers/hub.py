@@ -4,7 +4,7 @@ Every reader waits for its next due time through ``Hub.sleep_until``. Waiters ar
 buckets of ``tick_ns`` (1 ms); the hub keeps a single loop timer armed for the earliest bucket,
 and one timer callback wakes every reader whose bucket is due. A bucket is rounded up, so a
 waiter is never woken before its time by the hub; the loop's own timer may still fire a little
-early (libuv rounds to milliseconds), so callers re-read the clock before writing (CONTRACT.md:
+early (libuv rounds to milliseconds), so callers re-read the clock before writing (docs/protocol.md:
 "never sent before t").
 
 On shutdown ``drain()`` wakes everyone with ``Draining`` so each transport can end its streams

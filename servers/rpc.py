@@ -1,6 +1,6 @@
 """gRPC server streaming on grpc.aio: ``TokenStream.StreamTokens`` (proto/tokens.proto).
 
-Wire (CONTRACT.md): ``CreateStream`` is the prompt POST (a field left at 0 takes its default);
+Wire (docs/protocol.md): ``CreateStream`` is the prompt POST (a field left at 0 takes its default);
 ``StreamTokens`` yields one ``Token`` per token after ``after`` (unset means from seq 0), then ends
 with status OK. Errors use the gRPC status codes (grpc/doc/statuscodes.md): NOT_FOUND for an
 unknown or expired stream, INVALID_ARGUMENT for a bad field, UNAVAILABLE when the server drains
@@ -15,6 +15,7 @@ import asyncio
 import signal
 import time
 from collections.abc import Callable
+from contextlib import aclosing
 from typing import Any
 
 import grpc
@@ -27,15 +28,14 @@ from servers.base import Context, ServerConfig
 from servers.core import (
     DEFAULT_RATE,
     DEFAULT_TOKENS,
-    FAIR_SHARE,
     MAX_BODY_BYTES,
     ContractError,
-    Cursor,
     ErrorKind,
+    Stream,
     parse_after,
     validate_create,
 )
-from servers.hub import Draining
+from servers.pacing import Pacer
 
 NAME = "grpc"
 SERVICE = "tokenbench.v1.TokenStream"
@@ -67,6 +67,23 @@ def _options(cfg: ServerConfig) -> list[tuple[str, int]]:
         ("grpc.http2.max_ping_strikes", 0),
         ("grpc.http2.min_recv_ping_interval_without_data_ms", min(ping_ms, 5000)),
     ]
+
+
+class Messages:
+    """gRPC framing: one ``Token`` message per token; the RPC's status OK is the end."""
+
+    def start(self) -> None:
+        return None
+
+    def tokens(self, stream: Stream, seqs: range) -> list[pb.Token]:
+        due, text, token = stream.due_ns, stream.text, pb.Token
+        return [token(seq=s, t=due(s), text=text(s)) for s in seqs]
+
+    def heartbeat(self) -> list[pb.Token]:
+        return []  # never asked for: keepalive is HTTP/2 PING (grpc.keepalive_time_ms)
+
+    def end(self, stream: Stream) -> None:
+        return None
 
 
 class TokenStreamServicer(pb_grpc.TokenStreamServicer):
@@ -111,23 +128,13 @@ class TokenStreamServicer(pb_grpc.TokenStreamServicer):
             await self._fail(context, exc)
         if after >= 0:
             metrics.add(m.RESUMES)
-        cursor, hub, write, token = Cursor(stream, after), ctx.hub, context.write, pb.Token
-        metrics.add(m.OPEN)
-        try:
-            while not cursor.done:
-                seqs = cursor.take(time.time_ns(), FAIR_SHARE)
-                if seqs:
-                    for seq in seqs:
-                        await write(token(seq=seq, t=stream.due_ns(seq), text=stream.text(seq)))
-                    metrics.add(m.TOKENS, len(seqs))
-                    if len(seqs) > 1:
-                        await asyncio.sleep(0)  # a catching-up reader lets the others run
-                else:
-                    await hub.sleep_until(cursor.next_due_ns())
-        except Draining:
+        pacer, write = Pacer(ctx, stream, after, Messages()), context.write
+        async with aclosing(pacer.frames()) as frames:
+            async for messages in frames:
+                for message in messages:
+                    await write(message)
+        if pacer.drained:
             await context.abort(grpc.StatusCode.UNAVAILABLE, "server shutting down; resume")
-        finally:
-            metrics.add(m.OPEN, -1)
 
 
 def settings(cfg: ServerConfig) -> dict[str, Any]:

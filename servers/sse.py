@@ -1,6 +1,6 @@
 """Server-Sent Events through sse-starlette: ``GET /v1/streams/{id}/sse``.
 
-Wire (WHATWG HTML, "Server-sent events"; CONTRACT.md): the first bytes are ``retry: <ms>``; one
+Wire (WHATWG HTML, "Server-sent events"; docs/protocol.md): the first bytes are ``retry: <ms>``; one
 event per token, ``id: <seq>`` and ``data: <payload>``; a comment line when nothing was written
 for ``heartbeat`` seconds; after the last token ``event: end`` with ``data: {"tokens":N}``, then
 the response ends. Resume from ``Last-Event-ID`` (header, or ``?last_event_id=``; the header
@@ -11,8 +11,6 @@ not tokens flowed, and the contract asks for a heartbeat only after ``heartbeat`
 
 from __future__ import annotations
 
-import asyncio
-import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -24,44 +22,41 @@ from starlette.routing import BaseRoute, Route
 
 from servers import metrics as m
 from servers.base import Context, ServerConfig
-from servers.core import Cursor, Stream, parse_after
+from servers.core import Stream, parse_after
 from servers.http_app import build_app, run_uvicorn, uvicorn_settings
-from servers.hub import Draining
 from servers.listen import listen_sockets
+from servers.pacing import Pacer
 
 NAME = "sse"
 DEMO_PAGE = Path(__file__).with_name("demo.html")
 HEARTBEAT = b": keep-alive\n\n"
 
 
-async def _events(ctx: Context, stream: Stream, after: int) -> AsyncIterator[bytes]:
-    hub, metrics = ctx.hub, ctx.metrics
-    heartbeat_ns = int(ctx.cfg.heartbeat * 1e9)
-    cursor = Cursor(stream, after)
-    metrics.add(m.OPEN)
-    try:
-        yield b"retry: %d\n\n" % ctx.cfg.retry_ms
-        last_write = time.time_ns()
-        while not cursor.done:
-            now = time.time_ns()
-            seqs = cursor.take(now)
-            if seqs:
-                # One write per wake-up: a single live token, or the whole backlog at once.
-                yield "".join([f"id: {s}\ndata: {stream.payload(s)}\n\n" for s in seqs]).encode()
-                metrics.add(m.TOKENS, len(seqs))
-                last_write = now
-                if len(seqs) > 1:
-                    await asyncio.sleep(0)  # a catching-up reader lets the others run
-            elif now - last_write >= heartbeat_ns:
-                yield HEARTBEAT
-                last_write = now
-            else:
-                await hub.sleep_until(min(cursor.next_due_ns(), last_write + heartbeat_ns))
-        yield f"event: end\ndata: {stream.end_payload()}\n\n".encode()
-    except Draining:
-        return  # the response ends without `end`: the client resumes from its Last-Event-ID
-    finally:
-        metrics.add(m.OPEN, -1)
+class EventStream:
+    """SSE framing (WHATWG HTML 9.2.6): one event per token, several events per write."""
+
+    def __init__(self, retry_ms: int) -> None:
+        self.retry = b"retry: %d\n\n" % retry_ms
+
+    def start(self) -> bytes:
+        return self.retry
+
+    def tokens(self, stream: Stream, seqs: range) -> bytes:
+        payload = stream.payload
+        return "".join([f"id: {s}\ndata: {payload(s)}\n\n" for s in seqs]).encode()
+
+    def heartbeat(self) -> bytes:
+        return HEARTBEAT
+
+    def end(self, stream: Stream) -> bytes:
+        return f"event: end\ndata: {stream.end_payload()}\n\n".encode()
+
+
+def _events(ctx: Context, stream: Stream, after: int) -> AsyncIterator[bytes]:
+    """The response body. Drained, it just ends without ``end``: the client resumes from its
+    Last-Event-ID."""
+    framing = EventStream(ctx.cfg.retry_ms)
+    return Pacer(ctx, stream, after, framing, idle_s=ctx.cfg.heartbeat).frames()
 
 
 def routes(ctx: Context) -> list[BaseRoute]:

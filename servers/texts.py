@@ -1,6 +1,6 @@
 """Token texts: what token ``seq`` of a stream says.
 
-Rules (CONTRACT.md, "The token stream"):
+Rules (docs/protocol.md, "A stream"):
 - the text is a pure function of (stream seed, seq): no process state, no ``hash()``, no clock;
 - every text is 5 to 20 bytes of UTF-8;
 - in any 400 consecutive seqs at least 20 texts hold a multi-byte character and at least 8 a

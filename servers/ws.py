@@ -1,18 +1,18 @@
-"""WebSocket on FastAPI/uvicorn: ``GET /v1/streams/{id}/ws`` (upgrade), resume with ``?after=K``.
+"""WebSocket on FastAPI/uvicorn: ``GET /v1/streams/{id}/ws`` (upgrade), resume: ``?after=K``.
 
-Wire (RFC 6455; CONTRACT.md): one text message per token, the payload JSON; after the last token
-one message ``{"end":true,"tokens":N}``, then close code 1000 (normal closure). A bad request is
-refused before the upgrade with a real HTTP answer (404/410/422 and a JSON body), through the
-ASGI WebSocket denial-response extension. Keepalive is the protocol's ping (uvicorn sends it
-every ``heartbeat`` seconds). On shutdown streams close with 1001 (going away), so the client
-resumes elsewhere. Per-message deflate (RFC 7692) is off unless ``--ws-compression``.
+Wire (RFC 6455; docs/protocol.md): one text message per token, the payload JSON; after the last
+token one message ``{"end":true,"tokens":N}``, then close code 1000 (normal closure). A bad
+request is refused before the upgrade with a real HTTP answer (404/410/422 and a JSON body),
+through the ASGI WebSocket denial-response extension. Keepalive is the protocol's ping (uvicorn
+sends it every ``heartbeat`` seconds). On shutdown streams close with 1001 (going away), so the
+client resumes elsewhere. Per-message deflate (RFC 7692) is off unless ``--ws-compression``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Callable
+from contextlib import aclosing
 from typing import Any
 
 from starlette.routing import BaseRoute, WebSocketRoute
@@ -20,10 +20,10 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from servers import metrics as m
 from servers.base import Context, ServerConfig
-from servers.core import FAIR_SHARE, ContractError, Cursor, parse_after
+from servers.core import ContractError, Stream, parse_after
 from servers.http_app import build_app, error_response, run_uvicorn, uvicorn_settings
-from servers.hub import Draining
 from servers.listen import listen_sockets
+from servers.pacing import Pacer
 
 NAME = "ws"
 CLOSE_NORMAL = 1000  # RFC 6455 section 7.4.1
@@ -39,8 +39,30 @@ async def _watch_disconnect(ws: WebSocket, reader: asyncio.Task[Any]) -> None:
             return
 
 
+class Messages:
+    """WebSocket framing (RFC 6455): one text message per token; the end message, then close."""
+
+    def start(self) -> None:
+        return None
+
+    def tokens(self, stream: Stream, seqs: range) -> list[str]:
+        payload = stream.payload
+        return [payload(s) for s in seqs]
+
+    def heartbeat(self) -> list[str]:
+        return []  # never asked for: keepalive is the protocol's ping (uvicorn's ws_ping_interval)
+
+    def end(self, stream: Stream) -> list[str]:
+        return [end_message(stream)]
+
+
+def end_message(stream: Stream) -> str:
+    """``{"end":true,"tokens":N}`` (docs/protocol.md)."""
+    return f'{{"end":true,{stream.end_fields()}}}'
+
+
 def routes(ctx: Context) -> list[BaseRoute]:
-    metrics, hub = ctx.metrics, ctx.hub
+    metrics = ctx.metrics
 
     async def read(ws: WebSocket) -> None:
         metrics.add(m.REQUESTS)
@@ -54,35 +76,27 @@ def routes(ctx: Context) -> list[BaseRoute]:
         await ws.accept()
         if after >= 0:
             metrics.add(m.RESUMES)
-        metrics.add(m.OPEN)
         me = asyncio.current_task()
         assert me is not None
         watcher = asyncio.ensure_future(_watch_disconnect(ws, me))
-        cursor = Cursor(stream, after)
+        pacer = Pacer(ctx, stream, after, Messages())
         send = ws.send_text
         try:
-            while not cursor.done:
-                seqs = cursor.take(time.time_ns(), FAIR_SHARE)
-                if seqs:
-                    for seq in seqs:
-                        await send(stream.payload(seq))
-                    metrics.add(m.TOKENS, len(seqs))
-                    if len(seqs) > 1:
-                        await asyncio.sleep(0)  # a catching-up reader lets the others run
-                else:
-                    await hub.sleep_until(cursor.next_due_ns())
-            await send(f'{{"end":true,"tokens":{stream.tokens}}}')
-            await ws.close(CLOSE_NORMAL)
-        except Draining:
-            await ws.close(CLOSE_GOING_AWAY, "server shutting down")
+            async with aclosing(pacer.frames()) as frames:
+                async for messages in frames:
+                    for text in messages:
+                        await send(text)
+            if pacer.drained:
+                await ws.close(CLOSE_GOING_AWAY, "server shutting down")
+            else:
+                await ws.close(CLOSE_NORMAL)
         except asyncio.CancelledError:
             if not watcher.done():
                 raise  # cancelled by the server, not by the client leaving
-        except (WebSocketDisconnect, OSError, RuntimeError):
-            pass  # the client left while we were writing
+        except (WebSocketDisconnect, OSError, RuntimeError):  # uvicorn: ClientDisconnected
+            pass  # the client left while we were writing (or while we closed)
         finally:
             watcher.cancel()
-            metrics.add(m.OPEN, -1)
 
     return [WebSocketRoute("/v1/streams/{sid}/ws", read)]
 
