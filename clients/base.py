@@ -66,6 +66,7 @@ class ClientOptions:
     watchdog: bool = True  # reconnect after two heartbeats of silence (else: wait for TCP)
     retry_server_errors: bool = True  # retry 5xx; off = EventSource: any non-200 is final
     grpc_tuned: bool = True  # keepalive and ping timeout at the heartbeat; off = grpcio's own
+    grpc_window: int | None = None  # a fixed HTTP/2 window, bytes (None: grpcio's, 4 MiB + BDP)
 
     @property
     def silence(self) -> float:

@@ -6,6 +6,11 @@ resumed. A silent connection is found by HTTP/2 keepalive pings every ``heartbea
 each given ``heartbeat`` seconds to be answered, so within twice the heartbeat. Keepalive alone
 is not enough in grpcio: a BDP-probe ping is usually in flight, only one ping may be, and it
 waits ``grpc.http2.ping_timeout_ms`` (60 s by default), so that timeout is set to match.
+
+Flow control (RFC 9113 section 5.2) is set by the receiver: grpcio advertises a 4 MiB window
+per stream and per connection and grows it with BDP probes, so a server may write that much to
+a reader that stopped reading. ``ClientOptions.grpc_window`` fixes the window instead (BDP off,
+``grpc.http2.lookahead_bytes``): a stalled reader then pins at most that much of a server.
 """
 
 from __future__ import annotations
@@ -42,9 +47,14 @@ def channel_options(heartbeat: float) -> list[tuple[str, Any]]:
     ]
 
 
-def open_channel(url: str, heartbeat: float = 15.0, tuned: bool = True) -> grpc.aio.Channel:
-    """A channel with our keepalive settings, or (``tuned=False``) grpcio's defaults."""
+def open_channel(
+    url: str, heartbeat: float = 15.0, tuned: bool = True, window: int | None = None
+) -> grpc.aio.Channel:
+    """A channel with our keepalive settings, or (``tuned=False``) grpcio's defaults; with
+    ``window``, a fixed HTTP/2 flow-control window of that many bytes per stream."""
     options = channel_options(heartbeat) if tuned else [("grpc.use_local_subchannel_pool", 1)]
+    if window is not None:
+        options += [("grpc.http2.bdp_probe", 0), ("grpc.http2.lookahead_bytes", window)]
     return grpc.aio.insecure_channel(target(url), options=options)
 
 
@@ -56,7 +66,7 @@ class GrpcReader(Reader):
 
     @classmethod
     def open_session(cls, url: str, options: ClientOptions) -> grpc.aio.Channel:
-        return open_channel(url, options.heartbeat, options.grpc_tuned)
+        return open_channel(url, options.heartbeat, options.grpc_tuned, options.grpc_window)
 
     @classmethod
     async def close_session(cls, session: grpc.aio.Channel) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import signal
 import socket
 import subprocess
@@ -77,6 +78,32 @@ async def test_killed_client_costs_the_server_nothing(server_factory, transport:
     assert not any(mark in srv.stderr() for mark in ERROR_MARKS), srv.stderr()
 
 
+STALL_AFTER = 20_000  # bytes the proxy forwards before it stops reading from the server
+PROXY_RCVBUF = 64 * 1024  # SO_RCVBUF of the proxy's sockets to the server (no autotuning)
+# What the proxy process itself may have read off the server socket: one 64 KiB read, plus what
+# an asyncio StreamReader buffers before it pauses reading (twice its 64 KiB limit).
+PROXY_READ = 3 * 65_536
+GRPC_WINDOW = 64 * 1024  # the stalled gRPC readers' fixed HTTP/2 window (ClientOptions)
+
+
+def _wmem_max() -> int:
+    """net.ipv4.tcp_wmem's maximum: how far the kernel grows a socket's send buffer (tcp(7))."""
+    with open("/proc/sys/net/ipv4/tcp_wmem") as f:
+        return int(f.read().split()[2])
+
+
+def _bytes_written(port: int) -> int:
+    """What the server wrote to its open connections: acknowledged by the peer (tcp_info's
+    bytes_acked) plus still queued (Send-Q), from ss -i (iproute2). /proc's wchar would miss
+    grpcio, which writes with sendmsg."""
+    out = subprocess.run(
+        ["ss", "-tinH", "state", "established", f"( sport = :{port} )"],
+        capture_output=True, text=True, timeout=10, check=True,
+    ).stdout  # fmt: skip
+    queued = sum(int(line.split()[1]) for line in out.splitlines() if not line[:1].isspace())
+    return queued + sum(int(n) for n in re.findall(r"bytes_acked:(\d+)", out))
+
+
 @pytest.mark.parametrize("transport", TRANSPORTS)
 async def test_stalled_reader_is_bounded_and_does_not_delay_others(
     server_factory, transport: str
@@ -84,16 +111,20 @@ async def test_stalled_reader_is_bounded_and_does_not_delay_others(
     srv: ServerHandle = server_factory(transport)
     pid = srv.pids[0]
     rss_before = rss_kib(pid)
-    # Four readers, each owed ~100,000 tokens (~7 MB) at once, stop reading at the TCP level:
-    # a proxy that stops reading from the server after 20 kB (client libraries such as grpcio's
-    # would otherwise keep pulling bytes into their own memory and hide the server's behaviour).
-    proxy = FaultProxy(("127.0.0.1", srv.port), lambda n: Fault("stall", after_bytes=20_000))
+    # Four readers, each owed 100,000 tokens (2.7 to 7 MB on the wire) at once, stop reading at
+    # the TCP level: a proxy that stops reading from the server after 20 kB (client libraries
+    # such as grpcio's would otherwise keep pulling bytes into their own memory).
+    proxy = FaultProxy(
+        ("127.0.0.1", srv.port), lambda n: Fault("stall", after_bytes=STALL_AFTER),
+        upstream_rcvbuf=PROXY_RCVBUF,
+    )  # fmt: skip
     port = await proxy.start()
     stalled = []
+    opts = ClientOptions(grpc_window=GRPC_WINDOW)
     for _ in range(4):
         sid, _ = Codec().new_stream(100_000, 1000.0, time.time_ns() - 99 * 10**9)
         url = transports.get(transport).url("127.0.0.1", port)
-        reader = reader_class(transport)(url, sid, lambda *a: None)
+        reader = reader_class(transport)(url, sid, lambda *a: None, None, opts)
         stalled.append(asyncio.ensure_future(reader.run()))
     # Meanwhile a well-behaved reader of a live stream must not be held up.
     live = await create_stream(transport, srv.url, tokens=150, rate=100)
@@ -101,19 +132,33 @@ async def test_stalled_reader_is_bounded_and_does_not_delay_others(
     reader = reader_class(transport)(
         srv.url, live["id"], lambda s, t, x: latencies.append(time.time_ns() - t)
     )
-    await asyncio.wait_for(reader.run(), 20)
+    await asyncio.wait_for(reader.run(), 30)
     assert reader.cursor == 149
     latencies.sort()
     assert latencies[int(len(latencies) * 0.99)] < 500_000_000, latencies[-5:]
-    # The stalled ones: the server stops writing once the kernel buffers are full.
-    samples = [srv.counters()["tokens_sent_total"]]
-    while len(samples) < 20 and (len(samples) < 3 or samples[-1] != samples[-3]):
+    # What the server can have written to a reader that stopped: what the proxy took (20 kB
+    # forwarded, its own reads), the proxy socket's fixed receive buffer (the kernel doubles
+    # SO_RCVBUF, socket(7)) and the server socket's send buffer, at most tcp_wmem's maximum
+    # plus the one 64 KiB segment the kernel queues past it. For gRPC, HTTP/2 flow control
+    # bounds it tighter: the reader's window (RFC 9113 6.9).
+    per_reader = STALL_AFTER + PROXY_READ + 2 * PROXY_RCVBUF + _wmem_max() + 65_536
+    if transports.get(transport).scheme == "grpc":
+        per_reader = STALL_AFTER + GRPC_WINDOW + 16_384  # plus one DATA frame in flight
+    bound = 4 * per_reader + 64 * 1024  # + heads, settings, pings
+
+    def written() -> int:
+        return _bytes_written(srv.port)  # the live reader is done: only stalled ones are open
+
+    samples = [written()]
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and (len(samples) < 3 or samples[-1] != samples[-3]):
         await asyncio.sleep(0.5)
-        samples.append(srv.counters()["tokens_sent_total"])
-    assert samples[-1] == samples[-3], samples  # no progress for a whole second...
-    assert samples[-1] - 150 < 400_000, samples  # ...before all that is owed was written
-    # Kernel socket buffers hold what was written; the server itself holds a few MB at most
-    # (buffering all 400,000 owed tokens as Python objects would take some 40 MB).
+        samples.append(written())
+        assert samples[-1] <= bound, (samples, bound)
+    assert samples[-1] == samples[-3], samples  # the server stopped writing...
+    assert samples[-1] <= bound, (samples, bound)  # ...within the bound
+    # The server's own memory holds at most a batch per reader: the rest is in kernel buffers
+    # (buffering 400,000 owed tokens as Python objects would take some 40 MB).
     assert rss_kib(pid) - rss_before < 16 * 1024
     for task in stalled:
         task.cancel()

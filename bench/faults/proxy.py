@@ -63,6 +63,7 @@ class FaultProxy:
         plan: Callable[[int], Fault | None],
         host: str = "127.0.0.1",
         unavailable_503: bool = False,
+        upstream_rcvbuf: int | None = None,
     ) -> None:
         self.upstream = upstream
         # Like a load balancer with no healthy backend: while the server is down, answer HTTP/1.1
@@ -70,6 +71,9 @@ class FaultProxy:
         self.unavailable_503 = unavailable_503
         self.plan = plan
         self.host = host
+        # SO_RCVBUF for the sockets to the server, set before connecting, so the kernel does not
+        # autotune it (tcp(7)): what a stalled reader's kernel takes in is then a known amount.
+        self.upstream_rcvbuf = upstream_rcvbuf
         self.port = 0
         self.accepted = 0
         self.fired: list[tuple[int, str]] = []  # (connection number, fault kind)
@@ -88,6 +92,19 @@ class FaultProxy:
         for task in list(self._tasks):
             task.cancel()
 
+    async def _connect_upstream(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        host, port = self.upstream
+        sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+        sock.setblocking(False)
+        if self.upstream_rcvbuf is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.upstream_rcvbuf)
+        try:
+            await asyncio.get_running_loop().sock_connect(sock, (host, port))
+        except OSError:
+            sock.close()
+            raise
+        return await asyncio.open_connection(sock=sock)
+
     async def _accept(self, c_reader: asyncio.StreamReader, c_writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
@@ -96,7 +113,7 @@ class FaultProxy:
         self.accepted += 1
         fault = self.plan(n)
         try:
-            s_reader, s_writer = await asyncio.open_connection(*self.upstream)
+            s_reader, s_writer = await self._connect_upstream()
         except OSError:
             if self.unavailable_503:
                 await _answer_503(c_reader, c_writer)
