@@ -134,7 +134,8 @@ async def create_stream(
     except grpc.aio.AioRpcError as exc:
         if exc.code() in FINAL:
             raise StreamError(exc.code().name, exc.details() or "") from None
-        raise Retry(f"grpc {exc.code().name}") from None
+        details = (exc.details() or "").split("\n")[0][:200]
+        raise Retry(f"grpc {exc.code().name}" + (f": {details}" if details else "")) from None
     return {
         "id": reply.id,
         "tokens": reply.tokens,

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+import transports
 from bench.load import knee
 from bench.load.config import BenchConfig, Step, parse_duration, parse_steps
 from bench.load.hist import Histogram
@@ -245,6 +246,23 @@ def test_bench_rejects_bad_options_clearly(args: list[str], message: str) -> Non
     proc = run_cli("bench", *args, timeout=30)
     assert proc.returncode == 2
     assert message in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+@pytest.mark.parametrize("target", ["127.0.0.1:1", "no-such-host.invalid:80"])
+def test_a_wrong_target_is_one_line_and_a_quick_exit(
+    transport: str, target: str, tmp_path: Path
+) -> None:
+    # Nothing listens on port 1; .invalid never resolves (RFC 2606). The old behaviour was a
+    # minute of silence; the probe answers at once, so 30 s is a margin, not a measurement.
+    url = f"{transports.get(transport).scheme}://{target}"
+    proc = run_cli("bench", "--transport", transport, "--target", url,
+                   "--clients", "5", "--out", str(tmp_path / "r"), timeout=30)  # fmt: skip
+    assert proc.returncode == 1
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and target in errors[0], proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "r" / "results.json").exists()
 
 
 @pytest.mark.timeout(180)

@@ -48,9 +48,10 @@ def probe(transport: str, url: str, timeout: float = PROBE_TIMEOUT_S) -> None:
     try:
         asyncio.run(once())
     except TimeoutError:
-        raise TargetError(f"{url}: no answer to a {transport} request in {timeout:g} s") from None
-    except Exception as exc:
-        raise TargetError(f"{url}: {exc}") from None
+        raise TargetError(f"target {url}: no {transport} answer in {timeout:g} s") from None
+    except Exception as exc:  # any failure means the same here: not a target to measure
+        why = " ".join(str(exc).split())  # one line, whatever the server sent
+        raise TargetError(f"target {url} does not serve {transport}: {why[:300]}") from None
 
 
 def _cores() -> tuple[set[int] | None, set[int] | None]:
