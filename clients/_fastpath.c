@@ -33,17 +33,18 @@ typedef struct {
     int64_t count, total, min, max;
 } Hist;
 
+/* The bucket of a value: bench/load/hist.py's index_of, pinned to it by tests/test_hist.py. */
+static inline int64_t hist_index(int64_t v) {
+    if (v < LINEAR) return v > 0 ? v : 0;
+    if (v > MAX_VALUE) v = MAX_VALUE;
+    int bits = 64 - __builtin_clzll((unsigned long long)v);
+    int shift = bits - SUB_BITS - 1;
+    return ((int64_t)shift << SUB_BITS) + (v >> shift);
+}
+
 static inline void hist_record(Hist *h, int64_t v) {
-    int64_t i;
-    if (v < LINEAR) {
-        i = v > 0 ? v : 0;
-    } else {
-        if (v > MAX_VALUE) v = MAX_VALUE;
-        int bits = 64 - __builtin_clzll((unsigned long long)v);
-        int shift = bits - SUB_BITS - 1;
-        i = ((int64_t)shift << SUB_BITS) + (v >> shift);
-    }
-    h->counts[i]++;
+    if (v > MAX_VALUE) v = MAX_VALUE;
+    h->counts[hist_index(v)]++;
     if (h->count == 0 || v < h->min) h->min = v;
     if (v > h->max) h->max = v;
     h->count++;
@@ -827,7 +828,15 @@ static PyObject *py_parse_token(PyObject *m, PyObject *data) {
     return Py_BuildValue("(LLy#)", (long long)tok.seq, (long long)tok.t, tok.text, tok.text_len);
 }
 
+static PyObject *py_bucket_index(PyObject *self, PyObject *arg) {
+    long long v = PyLong_AsLongLong(arg);
+    if (v == -1 && PyErr_Occurred()) return NULL;
+    return PyLong_FromLongLong(hist_index(v));
+}
+
 static PyMethodDef module_methods[] = {
+    {"bucket_index", py_bucket_index, METH_O,
+     "bucket_index(value): the histogram bucket the compiled path records value in."},
     {"set_texts", set_texts, METH_VARARGS, "set_texts(plain, multi, newline): texts.py's pools."},
     {"expected", py_expected, METH_VARARGS, "expected(seed, seq): the UTF-8 text of a token."},
     {"parse_token", py_parse_token, METH_O,
@@ -844,7 +853,9 @@ PyMODINIT_FUNC PyInit__fastpath(void) {
     if (!m) return NULL;
     Py_INCREF(&TallyType); Py_INCREF(&TapType);
     if (PyModule_AddObject(m, "Tally", (PyObject *)&TallyType) < 0 ||
-        PyModule_AddObject(m, "Tap", (PyObject *)&TapType) < 0) {
+        PyModule_AddObject(m, "Tap", (PyObject *)&TapType) < 0 ||
+        PyModule_AddIntConstant(m, "HIST_SIZE", HSIZE) < 0 ||
+        PyModule_AddIntConstant(m, "HIST_SUB_BITS", SUB_BITS) < 0) {
         Py_DECREF(m);
         return NULL;
     }

