@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 RUN    := $(shell date -u +%Y%m%d-%H%M%S)
 TB     := $(BIN)/tokenbench
 
-.PHONY: install proto test lint format bench bench-full bench-knee bench-50k bench-faults bench-quick \
+.PHONY: install proto test fuzz lint format bench bench-full bench-knee bench-50k bench-faults bench-quick \
 	idle-memory report clean
 
 $(STAMP): pyproject.toml setup.py clients/_fastpath.c
@@ -24,6 +24,10 @@ proto: $(STAMP)  ## regenerate the gRPC stubs from proto/tokens.proto
 
 test: $(STAMP)  ## the test suite (real servers on port 0, real clients)
 	$(BIN)/python -m pytest
+
+fuzz: $(STAMP)  ## the property and fuzz tests with a wide search (about 10 min)
+	HYPOTHESIS_PROFILE=fuzz $(BIN)/python -m pytest tests/test_fuzz.py tests/test_fuzz_http.py \
+		-p no:cacheprovider -o timeout=1200
 
 lint: $(STAMP)  ## ruff lint and format check
 	$(BIN)/ruff check .

@@ -140,6 +140,11 @@ class Cursor:
         return self.stream.due_ns(self.next_seq)
 
 
+def _encode(blob: bytes) -> str:
+    """The one spelling of an id: base64url without padding."""
+    return base64.urlsafe_b64encode(blob).rstrip(b"=").decode()
+
+
 class Codec:
     """Makes and reads stream ids, signed with a shared key."""
 
@@ -152,7 +157,7 @@ class Codec:
     def new_stream(self, tokens: int, rate: float, now_ns: int) -> tuple[str, Stream]:
         stream = Stream(now_ns, tokens, rate, int.from_bytes(os.urandom(8), "big"))
         raw = _ID.pack(_VERSION, stream.created_ns, tokens, rate, stream.seed)
-        sid = base64.urlsafe_b64encode(raw + self._mac(raw)).rstrip(b"=").decode()
+        sid = _encode(raw + self._mac(raw))
         return sid, stream
 
     def decode(self, sid: str) -> Stream:
@@ -163,7 +168,8 @@ class Codec:
                 blob = base64.urlsafe_b64decode(sid + "=" * (-len(sid) % 4))
             except (binascii.Error, ValueError):
                 blob = None
-        if blob is None or len(blob) != _ID.size + _MAC_BYTES:
+        if blob is None or len(blob) != _ID.size + _MAC_BYTES or _encode(blob) != sid:
+            # the last check refuses spellings base64 would forgive: padding bits, stray bytes
             raise ContractError(ErrorKind.NOT_FOUND, "unknown stream id")
         raw, mac = blob[: _ID.size], blob[_ID.size :]
         if not hmac.compare_digest(mac, self._mac(raw)):

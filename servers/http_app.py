@@ -21,9 +21,11 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 from starlette.routing import BaseRoute
 
 from servers import metrics as m
+from servers import openapi
 from servers.base import Context
 from servers.core import MAX_BODY_BYTES, ContractError, ErrorKind, validate_create
 
@@ -76,9 +78,15 @@ async def read_json_body(request: Request) -> Any:
         raise ContractError(ErrorKind.INVALID, "body is not valid JSON", "body") from None
 
 
-def build_app(ctx: Context, routes: Sequence[BaseRoute]) -> FastAPI:
-    app = FastAPI(title=f"tokenbench {ctx.cfg.transport}", docs_url=None, redoc_url=None)
+def build_app(
+    ctx: Context, routes: Sequence[BaseRoute], paths: dict[str, Any] | None = None
+) -> FastAPI:
+    """The app: shared routes plus ``routes``; ``paths`` documents them (servers/openapi.py)."""
+    title = f"tokenbench {ctx.cfg.transport}"
+    app = FastAPI(title=title, docs_url=None, redoc_url=None)
     app.router.routes.extend(routes)
+    document = openapi.document(title, paths or {})
+    app.openapi = lambda: document  # type: ignore[method-assign]
     metrics = ctx.metrics
 
     @app.post("/v1/streams", status_code=201)
@@ -107,6 +115,10 @@ def build_app(ctx: Context, routes: Sequence[BaseRoute]) -> FastAPI:
     async def on_http_error(_: Request, exc: StarletteHTTPException) -> Response:
         metrics.add(m.ERRORS)
         return JSONResponse({"error": str(exc.detail).lower()}, exc.status_code, exc.headers)
+
+    @app.exception_handler(ClientDisconnect)
+    async def on_client_left(_: Request, exc: ClientDisconnect) -> Response:
+        return Response(status_code=499)  # left mid-request: a normal event, nobody reads this
 
     @app.exception_handler(RequestValidationError)
     async def on_validation_error(_: Request, exc: RequestValidationError) -> Response:

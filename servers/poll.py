@@ -20,6 +20,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from servers import metrics as m
+from servers import openapi
 from servers.base import Context, ServerConfig
 from servers.core import MAX_BATCH, Stream, parse_after, parse_timeout
 from servers.http_app import build_app, run_uvicorn, uvicorn_settings
@@ -89,10 +90,36 @@ def routes(ctx: Context) -> list[BaseRoute]:
     return [Route("/v1/streams/{sid}/poll", poll, methods=["GET"])]
 
 
+PATHS: dict[str, Any] = {
+    "/v1/streams/{sid}/poll": {
+        "get": {
+            "summary": "Long-poll a stream: every due token after `after`, or an empty answer",
+            "parameters": [
+                openapi.stream_id(),
+                {"name": "after", "in": "query", "schema": {"type": "integer", "minimum": -1}},
+                {
+                    "name": "timeout",
+                    "in": "query",
+                    "schema": {"type": "number", "minimum": 0, "maximum": 60},
+                },
+            ],
+            "responses": {
+                "200": {
+                    "description": "an answer",
+                    "content": {"application/json": {"schema": openapi.POLL_ANSWER}},
+                },
+                "499": {"description": "the client left while its poll waited (never read)"},
+                **openapi.READ_ERRORS,
+            },
+        }
+    }
+}
+
+
 def settings(cfg: ServerConfig) -> dict[str, Any]:
     return uvicorn_settings(cfg, {"poll_timeout_default_s": 25, "poll_max_batch": 1000})
 
 
 async def serve(ctx: Context, on_ready: Callable[[], None]) -> None:
     socks = listen_sockets(ctx.cfg.hosts, ctx.cfg.port, ctx.cfg.backlog)
-    await run_uvicorn(ctx, build_app(ctx, routes(ctx)), socks, on_ready)
+    await run_uvicorn(ctx, build_app(ctx, routes(ctx), PATHS), socks, on_ready)

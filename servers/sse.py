@@ -21,6 +21,7 @@ from starlette.responses import HTMLResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from servers import metrics as m
+from servers import openapi
 from servers.base import Context, ServerConfig
 from servers.core import Stream, parse_after
 from servers.http_app import build_app, run_uvicorn, uvicorn_settings
@@ -83,6 +84,28 @@ def routes(ctx: Context) -> list[BaseRoute]:
     ]
 
 
+PATHS: dict[str, Any] = {
+    "/v1/streams/{sid}/sse": {
+        "get": {
+            "summary": "Read a stream as Server-Sent Events, resuming after Last-Event-ID",
+            "parameters": [
+                openapi.stream_id(),
+                {"name": "Last-Event-ID", "in": "header", "schema": {"type": "string"}},
+                {"name": "last_event_id", "in": "query", "schema": {"type": "string"}},
+            ],
+            "responses": {
+                "200": {"description": "the event stream", "content": {"text/event-stream": {}}},
+                "204": {"description": "resumed from the last token: nothing more to read"},
+                **openapi.READ_ERRORS,
+            },
+        }
+    },
+    "/demo": {
+        "get": {"responses": {"200": {"description": "a page", "content": {"text/html": {}}}}}
+    },
+}
+
+
 def settings(cfg: ServerConfig) -> dict[str, Any]:
     out = uvicorn_settings(cfg, {"sse_ping": 0, "sse_heartbeat_after_idle_s": cfg.heartbeat})
     out["stack_defaults"] = {**out["stack_defaults"], "sse_ping": 15}
@@ -91,4 +114,4 @@ def settings(cfg: ServerConfig) -> dict[str, Any]:
 
 async def serve(ctx: Context, on_ready: Callable[[], None]) -> None:
     socks = listen_sockets(ctx.cfg.hosts, ctx.cfg.port, ctx.cfg.backlog)
-    await run_uvicorn(ctx, build_app(ctx, routes(ctx)), socks, on_ready)
+    await run_uvicorn(ctx, build_app(ctx, routes(ctx), PATHS), socks, on_ready)

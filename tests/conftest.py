@@ -17,9 +17,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import settings
 
 import transports
 from servers import metrics
+
+# Property tests: `make test` runs the same examples every time (derandomized, no database, so
+# a green run stays green); `make fuzz` (HYPOTHESIS_PROFILE=fuzz) searches widely.
+settings.register_profile("ci", max_examples=150, derandomize=True, database=None, deadline=None)
+settings.register_profile("fuzz", max_examples=3000, deadline=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 # Every test that runs "on each transport" takes them from the registry (tokenbench's own four;
 # a plugin in TOKENBENCH_PLUGINS is tested too).

@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 import random
 
+import pytest
+
 from bench.load.hist import MAX_VALUE, SIZE, SUB_BITS, Histogram, bucket_bounds, index_of
 
 
