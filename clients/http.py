@@ -35,9 +35,16 @@ IP_BIND_ADDRESS_NO_PORT = getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24)
 def split_url(url: str) -> tuple[str, int, str]:
     """``http://host:port/prefix`` -> (host, port, prefix without trailing slash)."""
     parts = urlsplit(url if "://" in url else f"http://{url}")
-    if parts.scheme not in ("http", "ws", "grpc") or not parts.hostname:
+    if parts.scheme not in _schemes() or not parts.hostname:
         raise ValueError(f"not an http:// URL: {url!r}")
     return parts.hostname, parts.port or 80, parts.path.rstrip("/")
+
+
+def _schemes() -> set[str]:
+    """URL schemes a transport's server may be named by (and ``ws``, for WebSocket URLs)."""
+    import transports
+
+    return {t.scheme for t in transports.all_transports()} | {"ws"}
 
 
 class HttpConnection(asyncio.Protocol):
