@@ -11,9 +11,9 @@ import pytest
 
 import transports
 from bench.load import knee
+from bench.load.accumulator import Accumulator, error_class
 from bench.load.config import BenchConfig, Step, parse_duration, parse_steps
 from bench.load.hist import Histogram
-from bench.load.loader import Accumulator, error_class
 from bench.load.messages import LoaderReport, as_report, report_fields
 from bench.load.procstat import Sample
 from bench.load.window import ServerCost, Window, summarize

@@ -10,8 +10,7 @@ import subprocess
 import sys
 import time
 
-from bench.load.loader import LoaderConfig, config_json
-from bench.load.messages import LoaderCommand, LoaderReport, as_report
+from bench.load.messages import LoaderCommand, LoaderConfig, LoaderReport, as_report, config_json
 
 
 def pin(pids: list[int], cores: set[int] | None) -> None:

@@ -1,12 +1,15 @@
 """The messages between the orchestrator and its load processes (JSON lines on pipes).
 
-The orchestrator writes a ``LoaderCommand`` per line on a loader's stdin; a loader writes one
+A loader starts with a ``LoaderConfig`` (JSON, its one argument). The orchestrator writes a
+``LoaderCommand`` per line on a loader's stdin; a loader writes one
 ``LoaderReport`` per interval on its stdout. Every field is named here once, so both sides (and
 the tests) agree on them.
 """
 
 from __future__ import annotations
 
+import json
+from dataclasses import asdict, dataclass, field
 from typing import Any, TypedDict
 
 ERROR_CLASSES = ("connect", "read", "timeout", "status")  # wrk's error classes
@@ -15,6 +18,28 @@ COUNTS = (
     "wrong_text", "streams_done", "streams_failed", "bytes_received",
 )  # fmt: skip
 # The summable counters of a LoaderReport: what a window adds up over its reports.
+
+
+@dataclass
+class LoaderConfig:
+    transport: str
+    url: str
+    index: int = 0
+    local_addr: str | None = None
+    tokens: int = 400
+    rate: float = 40.0
+    think: float = 5.0
+    heartbeat: float = 15.0
+    poll_timeout: float = 25.0
+    interval: float = 1.0
+    doze_us: int = 0  # see Loader.doze
+    fast_path: bool = True  # read SSE and WebSocket through clients/_fastpath.c if it was built
+    seed: int = 0
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+def config_json(cfg: LoaderConfig) -> str:
+    return json.dumps(asdict(cfg))
 
 
 class LoaderCommand(TypedDict, total=False):

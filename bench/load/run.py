@@ -14,22 +14,19 @@ import asyncio
 import math
 import os
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import transports
-from bench.load import knee, procstat
+from bench.load import knee
 from bench.load.config import BenchConfig, Step
+from bench.load.driver import Driver, ProgressFn
 from bench.load.fleet import Fleet, pin
-from bench.load.hist import Histogram
-from bench.load.loader import LoaderConfig
-from bench.load.window import ServerCost, Window, summarize
-from servers import metrics as server_metrics
+from bench.load.messages import LoaderConfig
+from bench.load.window import ServerCost, StepSummary, Window, summarize
 from servers.base import ServerConfig
 from servers.supervisor import Supervisor
 
-ProgressFn = Callable[[str], None]
 PROBE_TIMEOUT_S = 5.0
 
 
@@ -127,7 +124,7 @@ def run_transport(transport: str, cfg: BenchConfig, say: ProgressFn) -> dict[str
     drive = Driver(transport, cfg, fleet, sup, say)
     n_server_cores = len(server_cores or os.sched_getaffinity(0))
     n_loader_cores = len(loader_cores or os.sched_getaffinity(0))
-    steps_out: list[dict[str, Any]] = []
+    steps_out: list[StepSummary] = []
     ladder = [s.clients for s in cfg.steps]
     by_clients = {s.clients: s for s in cfg.steps}
     refine = cfg.knee_refine if cfg.find_knee else 0
@@ -176,7 +173,7 @@ def run_transport(transport: str, cfg: BenchConfig, say: ProgressFn) -> dict[str
     return run
 
 
-def _knee_doc(steps: list[dict[str, Any]], cores: int) -> dict[str, Any] | None:
+def _knee_doc(steps: list[StepSummary], cores: int) -> dict[str, Any] | None:
     best, broke_at = knee.knee_of([knee.Outcome(d["clients"], d["slo"]["held"]) for d in steps])
     if best is None:
         return None
@@ -194,7 +191,7 @@ def _knee_doc(steps: list[dict[str, Any]], cores: int) -> dict[str, Any] | None:
 def _measure_step(
     drive: Driver, step: Step, i: int, n_loaders: int, base_rss: int | None, server_cores: int,
     loader_cores: int,
-) -> dict[str, Any]:  # fmt: skip
+) -> StepSummary:  # fmt: skip
     """Ramp to the step's users, settle, cool down, then measure one window."""
     fleet, cfg = drive.fleet, drive.cfg
     fleet.send([{"target": n, "ramp_s": step.ramp_s} for n in _share(step.clients, n_loaders)])
@@ -238,84 +235,6 @@ def _measure_step(
         "cooldown_s": cfg.cooldown_s,
     }
     return doc
-
-
-@dataclass
-class Driver:
-    """One transport's run in motion: its load processes, its server (if ours), the progress."""
-
-    transport: str
-    cfg: BenchConfig
-    fleet: Fleet
-    sup: Supervisor | None
-    say: ProgressFn
-    started: float = field(default_factory=time.monotonic)
-    last_cpu: dict[int, float] = field(default_factory=dict)  # loader -> last cumulative CPU
-    last_arrived: dict[int, int] = field(default_factory=dict)  # loader -> users connected
-    last_sys: dict[int, float] = field(default_factory=dict)  # loader -> last system CPU
-
-    def arrived(self) -> int:
-        """Users (over all loaders) whose first stream has connected, as last reported."""
-        return sum(self.last_arrived.values())
-
-    @staticmethod
-    def sample_of(sup: Supervisor | None) -> procstat.Sample | None:
-        return procstat.sample(sup.pids) if sup is not None else None
-
-    def server_sample(self) -> procstat.Sample | None:
-        return self.sample_of(self.sup)
-
-    def server_counts(self) -> dict[str, int] | None:
-        sup = self.sup
-        if sup is None or sup.metrics_file is None:
-            return None
-        rows = server_metrics.read_rows(sup.metrics_file, sup.cfg.workers)
-        return {k: sum(r[k] for r in rows) for k in server_metrics.NAMES}
-
-    def pump(self, seconds: float, step: int, w: Window | None) -> tuple[int, int]:
-        """Read reports for ``seconds`` (into ``w`` if measuring); sample the server each second.
-
-        Returns the peak server RSS and open files seen.
-        """
-        fleet, cfg = self.fleet, self.cfg
-        end = time.monotonic() + seconds
-        rss_max = files_max = 0
-        prev = self.server_sample()
-        tick = time.monotonic()
-        second_tokens = 0
-        second_hist = Histogram()
-        while (left := end - time.monotonic()) > 0:
-            for r in fleet.poll(min(left, 0.25)):
-                if w is not None:
-                    w.add(r, self.last_cpu.get(r["loader"]), self.last_sys.get(r["loader"]))
-                self.last_cpu[r["loader"]] = r["cpu_s"]
-                self.last_arrived[r["loader"]] = r.get("arrived", 0)
-                self.last_sys[r["loader"]] = r.get("sys_s", 0.0)
-                second_tokens += r["tokens"]
-                second_hist.merge(Histogram.from_json(r["latency"]))
-            if fleet.dead():
-                return rss_max, files_max
-            now = time.monotonic()
-            if now - tick < 1.0:
-                continue
-            cur = self.server_sample()
-            if cur is not None:
-                rss_max, files_max = max(rss_max, cur.rss_bytes), max(files_max, cur.open_files)
-            if not cfg.quiet:
-                counts = self.server_counts()
-                cpu = (cur.cpu_s - prev.cpu_s) / (now - tick) if cur and prev else 0.0
-                conns = counts["connections_open"] if counts else "-"
-                self.say(
-                    f"  {now - self.started:6.0f}s {self.transport:<4} "
-                    f"step {step + 1} {'measure' if w is not None else 'ramp   '} "
-                    f"conns {conns:>6} tok/s {second_tokens / (now - tick):>9,.0f} "
-                    f"p99 {second_hist.percentile(99) / 1000:>8.1f} ms srv cpu {cpu:>4.0%} "
-                    f"rss {(cur.rss_bytes if cur else 0) / 2**20:>6.0f} MiB"
-                )
-            prev, tick, second_tokens, second_hist = cur, now, 0, Histogram()
-        if rss_max == 0 and (cur := self.server_sample()) is not None:
-            rss_max, files_max = cur.rss_bytes, cur.open_files
-        return rss_max, files_max
 
 
 def _step_line(transport: str, i: int, n: int, d: dict[str, Any]) -> str:

@@ -9,7 +9,7 @@ bound that group, not the other.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NotRequired, TypedDict
 
 from bench.load import procstat
 from bench.load.config import BenchConfig, Step
@@ -53,6 +53,40 @@ class Window:
         self.cpu.setdefault(i, [start, start])[1] = r["cpu_s"]
         start = prev_sys if prev_sys is not None else r["sys_s"]
         self.sys.setdefault(i, [start, start])[1] = r["sys_s"]
+
+
+class StepSummary(TypedDict):
+    """A step's entry in results.json (docs/results-schema.md, ``runs[].steps[]``)."""
+
+    clients: int
+    users: int
+    streaming: int
+    window_s: float
+    latency_ms: dict[str, float]
+    ttft_ms: dict[str, float]
+    gap_p99_ms: float
+    tokens: int
+    tokens_per_s: float
+    expected_per_s: float
+    goodput: float | None
+    requests_per_s: float
+    wire_bytes_per_token: float | None
+    client_bytes_per_token: float | None
+    errors: dict[str, int]
+    reconnects: int
+    lost: int
+    duplicated: int
+    out_of_order: int
+    wrong_text: int
+    streams_done: int
+    streams_failed: int
+    server: dict[str, Any]
+    loadgen: dict[str, Any]
+    limited_by: str | None
+    slo: dict[str, Any]
+    histograms: dict[str, Any]
+    ramp: NotRequired[dict[str, Any]]  # added by the orchestrator: how the ramp went
+    order: NotRequired[int]  # the step's place in the order it ran
 
 
 @dataclass(frozen=True)
@@ -101,7 +135,7 @@ def _server(cost: ServerCost | None, w: Window, seconds: float) -> tuple[dict[st
 def summarize(
     step: Step, w: Window, seconds: float, cost: ServerCost | None, cfg: BenchConfig,
     loader_cores: int,
-) -> dict[str, Any]:  # fmt: skip
+) -> StepSummary:  # fmt: skip
     """The step's entry in results.json."""
     s = w.sums
     tokens, expected, failed = s["tokens"], s["expected"], s["streams_failed"]

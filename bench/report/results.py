@@ -17,13 +17,14 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from bench.load.messages import ERROR_CLASSES  # the error classes of a step are the loader's
+
 SCHEMA_VERSION = 1
 PACKAGES = (
     "fastapi", "starlette", "uvicorn", "uvloop", "httptools", "websockets", "sse-starlette",
     "grpcio", "protobuf", "aiohttp", "numpy", "matplotlib",
 )  # fmt: skip
 PERCENTILES = ("p50", "p90", "p99", "p999", "max")
-ERROR_CLASSES = ("connect", "read", "timeout", "status")
 
 
 def _cpu_model() -> str:

@@ -1,0 +1,86 @@
+"""``tokenbench faults``: reconnect recovery under faults."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from bench.cliapp import CHOICES, app, fail, pick
+
+
+@app.command()
+def faults(
+    transport: Annotated[str, typer.Option(help=CHOICES)] = "all",
+    scenario: Annotated[
+        str,
+        typer.Option(
+            help="close, reset, blackhole, reconnect-storm, truncate, latency, "
+            "restart, kill, slow-reader, a comma list, or all."
+        ),
+    ] = "all",
+    mode: Annotated[
+        str, typer.Option(help="Clients as they come (default), hardened, or both.")
+    ] = "both",
+    clients: Annotated[int, typer.Option(help="Streams per run, each behind its own proxy.")] = 5,
+    heartbeat: Annotated[float, typer.Option(help="Server and client heartbeat, seconds.")] = 2.0,
+    window: Annotated[
+        float, typer.Option(help="Seconds a run may take before streams count as unrecovered.")
+    ] = 40.0,
+    tokens: Annotated[int, typer.Option(help="Tokens per stream (at 40 tok/s).")] = 400,
+    parallel: Annotated[
+        bool,
+        typer.Option(help="Run the transports of a connection fault side by side (not restarts)."),
+    ] = False,
+    out: Annotated[str | None, typer.Option(help="Output directory.")] = None,
+) -> None:
+    """Reconnect recovery under faults: detection, reconnect and catch-up times, lost tokens."""
+    from bench.faults import scenarios as fl
+    from bench.report import results, tables
+
+    names = pick(transport)
+    scenarios = list(fl.SCENARIOS) if scenario == "all" else scenario.split(",")
+    modes = list(fl.MODES) if mode == "both" else [mode]
+    for name in scenarios:
+        if name not in fl.SCENARIOS:
+            fail(f"unknown scenario {name!r}: {', '.join(fl.SCENARIOS)} or all")
+    for name in modes:
+        if name not in fl.MODES:
+            fail(f"unknown mode {name!r}: default, hardened or both")
+    if not (1 <= clients <= 200 and heartbeat > 0 and window >= 5):
+        fail("--clients 1..200, --heartbeat > 0, --window >= 5")
+    if not 100 <= tokens <= 100_000:
+        fail("--tokens must be 100..100,000 (faults fire 2 s into a stream)")
+    run_id = time.strftime("%Y%m%d-%H%M%S") + "-faults"
+    out_dir = Path(out) if out else Path("results") / run_id
+    config = {
+        "transports": names,
+        "scenarios": scenarios,
+        "modes": modes,
+        "clients": clients,
+        "heartbeat": heartbeat,
+        "window_s": window,
+        "tokens": tokens,
+        "parallel": parallel,
+    }
+    doc = results.new_doc("faults", out_dir.name, config)
+    doc["faults"] = []  # fmt: skip
+    try:
+        for name in scenarios:
+            print(f"== {name}: {fl.SCENARIOS[name].description}", file=sys.stderr, flush=True)
+            entries = fl.run(
+                name, names, modes, clients, tokens=tokens, heartbeat=heartbeat,
+                window_s=window, parallel=parallel,
+            )  # fmt: skip
+            doc["faults"].extend(entries)
+            results.write(doc, out_dir)
+            for e in entries:
+                print(tables.fault_line(e), file=sys.stderr, flush=True)
+    except KeyboardInterrupt:
+        doc["interrupted"] = True
+    path = results.write(doc, out_dir)
+    tables.print_fault_table(doc["faults"])
+    print(f"results: {path}")

@@ -1,0 +1,187 @@
+"""``tokenbench bench``, ``idle-memory`` and ``floor``: the commands that put load on a server."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from bench.cliapp import CHOICES, app, fail, pick
+
+
+@app.command("idle-memory")
+def idle_memory(
+    transport: Annotated[str, typer.Option(help=CHOICES)] = "all",
+    connections: Annotated[int, typer.Option(help="Idle readers to hold open.")] = 2000,
+) -> None:
+    """Server RSS per idle open connection (one worker; readers wait between tokens)."""
+    from bench.load import idle
+
+    if connections < 1 or connections > 15000:
+        fail("--connections must be 1..15000 (one process holds at most ~15,000 sockets)")
+    names = pick(transport)
+    print(f"# {idle.machine_line()}, {connections} idle connections, 1 server worker")
+    print(f"{'transport':<10}{'KiB/conn':>10}{'RSS before':>14}{'RSS held':>12}{'after close':>13}")
+    for name in names:
+        r = idle.measure(name, connections)
+        if r.open_after_close:
+            print(f"warning: {name}: {r.open_after_close} connections still open after close")
+        mib = [
+            x / 2**20 for x in (r.rss_before_bytes, r.rss_connected_bytes, r.rss_after_close_bytes)
+        ]
+        print(
+            f"{name:<10}{r.bytes_per_connection / 1024:>10.1f}"
+            f"{mib[0]:>11.1f} MiB{mib[1]:>8.1f} MiB{mib[2]:>9.1f} MiB"
+        )
+
+
+@app.command()
+def bench(
+    transport: Annotated[str, typer.Option(help=CHOICES)] = "all",
+    clients: Annotated[int, typer.Option(help="Target concurrent users (the last step).")] = 1000,
+    ramp: Annotated[
+        str,
+        typer.Option(help="A duration (30s, 2m) to ramp to --clients, or stages N:DUR,N:DUR."),
+    ] = "10s",
+    hold: Annotated[float, typer.Option(help="Seconds measured after the (last) ramp.")] = 20.0,
+    rate: Annotated[float, typer.Option(help="Tokens per second per stream.")] = 40.0,
+    tokens: Annotated[int, typer.Option(help="Tokens per answer.")] = 400,
+    think: Annotated[float, typer.Option(help="Mean seconds a user thinks between answers.")] = 5.0,
+    workers: Annotated[
+        int | None, typer.Option(help="Server processes (default: one per 12,000 clients).")
+    ] = None,
+    loaders: Annotated[
+        int | None, typer.Option(help="Load processes (default: one per 12,000 clients).")
+    ] = None,
+    target: Annotated[
+        str | None, typer.Option(help="URL of a running server to use instead of starting one.")
+    ] = None,
+    out: Annotated[
+        str | None, typer.Option(help="Output directory (default results/<run-id>).")
+    ] = None,
+    find_knee: Annotated[
+        bool, typer.Option("--find-knee", help="Step up users until the SLO breaks.")
+    ] = False,
+    slo_ms: Annotated[float, typer.Option(help="The SLO: p99 token latency, ms.")] = 250.0,
+    knee_start: Annotated[int, typer.Option(help="--find-knee: first step's users.")] = 250,
+    knee_factor: Annotated[float, typer.Option(help="--find-knee: growth per step.")] = 1.5,
+    knee_refine: Annotated[
+        int, typer.Option(help="--find-knee: bisection steps after the first broken step.")
+    ] = 0,
+    heartbeat: Annotated[float, typer.Option(help="Server and client heartbeat, seconds.")] = 15.0,
+    pin: Annotated[
+        bool, typer.Option(help="Pin server and load generator to separate cores.")
+    ] = True,
+    quiet: Annotated[bool, typer.Option(help="No per-second progress lines.")] = False,
+    doze_us: Annotated[
+        int,
+        typer.Option(
+            help="Load processes read in batches this far apart, µs (latency reads at most this "
+            "much high; fewer wake-ups per token). 0: read at once. Not used for gRPC."
+        ),
+    ] = 1000,
+    fast_path: Annotated[
+        bool, typer.Option(help="Read SSE and WebSocket through the compiled path, if built.")
+    ] = True,
+    cooldown: Annotated[
+        float,
+        typer.Option(help="Seconds between everyone connected and the measured window."),
+    ] = 0.0,
+    settle: Annotated[
+        float, typer.Option(help="After a ramp, wait at most this long for all users to connect.")
+    ] = 120.0,
+) -> None:
+    """Drive transports with simulated users and write results.json (see docs/results-schema.md)."""
+    from bench.load import knee
+    from bench.load.config import BenchConfig, Step, config_doc, parse_duration, parse_steps
+    from bench.load.run import TargetError, run_transport
+    from bench.report import results, tables
+
+    names = pick(transport)
+    if target and len(names) != 1:
+        fail("--target needs one --transport (the one that server speaks)")
+    checks = [
+        (1 <= clients <= 1_000_000, "--clients must be 1..1,000,000"),
+        (0 < rate <= 1000, "--rate must be 0 < rate <= 1000"),
+        (1 <= tokens <= 100_000, "--tokens must be 1..100,000"),
+        (think >= 0 and hold >= 0, "--think and --hold must be >= 0"),
+        (slo_ms > 0 and knee_factor > 1 and knee_start >= 1, "--slo-ms > 0, --knee-factor > 1"),
+        (heartbeat > 0, "--heartbeat must be > 0"),
+        (0 <= settle <= 3600, "--settle must be 0..3600 seconds"),
+        (0 <= cooldown <= 3600, "--cooldown must be 0..3600 seconds"),
+        (0 <= knee_refine <= 10, "--knee-refine must be 0..10"),
+        (0 <= doze_us <= 20_000, "--doze-us must be 0..20000"),
+        (workers is None or 1 <= workers <= 64, "--workers must be 1..64"),
+        (loaders is None or 1 <= loaders <= 64, "--loaders must be 1..64"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            fail(message)
+    try:
+        if find_knee:
+            step_ramp = min(parse_duration(ramp) if ":" not in ramp else 5.0, 10.0)
+            ladder = knee.ladder(knee_start, clients, knee_factor)
+            steps = [Step(n, step_ramp, hold or 10.0) for n in ladder]
+        else:
+            steps = parse_steps(ramp, clients, hold)
+    except ValueError as exc:
+        fail(str(exc))
+    top = max(s.clients for s in steps)
+    n_loaders = loaders or -(-top // 12_000)
+    if top / n_loaders > 15_000:
+        fail(f"{top} clients over {n_loaders} load processes is more than 15,000 sockets each")
+    run_id = time.strftime("%Y%m%d-%H%M%S") + f"-{transport}"
+    out_dir = Path(out) if out else Path("results") / run_id
+    cfg = BenchConfig(
+        transports=names, steps=steps, rate=rate, tokens=tokens, think=think, workers=workers,
+        loaders=loaders, target=target, out=out_dir, find_knee=find_knee, slo_ms=slo_ms,
+        heartbeat=heartbeat, pin=pin, quiet=quiet, settle_s=settle, cooldown_s=cooldown,
+        knee_refine=knee_refine, doze_us=doze_us, fast_path=fast_path,
+    )  # fmt: skip
+    doc = results.new_doc("bench", out_dir.name, config_doc(cfg))
+    say = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731
+    try:
+        for name in names:
+            plan = (
+                f"knee search from {steps[0].clients} clients, x{knee_factor:g} per step"
+                if find_knee
+                else f"{len(steps)} step(s) up to {top} clients"
+            )
+            say(f"== {name}: {plan} at {rate:g} tok/s ==")
+            doc["runs"].append(run_transport(name, cfg, say))
+            results.write(doc, out_dir)  # keep what is done if a later transport fails
+    except KeyboardInterrupt:
+        say("interrupted: servers and load processes stopped; partial results kept")
+        doc["interrupted"] = True
+    except TargetError as exc:
+        fail(str(exc), 1)
+    except (RuntimeError, OSError) as exc:
+        doc["error"] = str(exc)
+        results.write(doc, out_dir)
+        fail(str(exc), 1)
+    path = results.write(doc, out_dir)
+    tables.print_summary(doc)
+    print(f"results: {path}")
+
+
+@app.command()
+def floor(
+    connections: Annotated[
+        int, typer.Option(help="Loopback connections for the loop floor.")
+    ] = 500,
+) -> None:
+    """The yardsticks for the load generator's CPU per token, measured on this machine."""
+    from bench.load import floor as fl
+
+    if not 1 <= connections <= 5000:
+        fail("--connections must be 1..5000")
+    print(f"event-loop floor: {connections} connections, one {len(fl.EVENT)}-byte event each "
+          f"at 40/s, into an empty data_received (CPU per message)")  # fmt: skip
+    for loop in ("uvloop", "asyncio"):
+        r = fl.event_loop_floor(loop, connections)
+        print(f"  {loop:<8} user {r['user_us']:5.1f} us + system {r['system_us']:5.1f} us "
+              f"({r['messages']:,} messages)")  # fmt: skip
+    print(f"SSE parse path in a hot loop (no syscalls): {fl.parse_path():.2f} us per token")
