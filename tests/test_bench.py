@@ -179,18 +179,22 @@ def test_ramp_and_duration_parsing() -> None:
     assert knee.ladder(250, 2000, 1.5) == [250, 375, 562, 843, 1264, 1896, 2000]
 
 
-def _search(capacity: int, ladder: list[int], refine: int) -> tuple[list[int], tuple]:
-    """Run the knee search against a server that holds exactly ``capacity`` users."""
+def _search(
+    capacity: int, ladder: list[int], refine: int, repeats: int = 1, flaky: dict | None = None
+) -> tuple[list[int], tuple]:
+    """Run the knee search against a server that holds exactly ``capacity`` users; ``flaky``
+    maps a count to the outcomes of its successive runs (noise near the break)."""
     done: list[knee.Outcome] = []
-    left = refine
-    while (
-        n := knee.next_step(
-            done, [c for c in ladder if c > max([o.clients for o in done] or [0])], left
-        )
-    ) is not None:
-        if knee.bracket(done) is not None:
-            left -= 1
-        done.append(knee.Outcome(n, n <= capacity))
+    left, runs = refine, dict(flaky or {})
+    while True:
+        top = max([o.clients for o in done] or [0])
+        nxt = knee.next_step(done, [c for c in ladder if c > top], left, repeats)
+        if nxt is None:
+            break
+        n, why = nxt
+        left -= why == "bisect"
+        held = runs[n].pop(0) if runs.get(n) else n <= capacity
+        done.append(knee.Outcome(n, held))
     return [o.clients for o in done], knee.knee_of(done)
 
 
@@ -203,6 +207,19 @@ def test_knee_search_stops_at_the_first_break_and_bisects() -> None:
     assert order == [200, 300, 450, 675, 1012] and (best, broke) == (675, 1012)
     assert _search(10_000, ladder, 2) == (ladder, (3000, None))  # never broke: the top step
     assert _search(100, ladder, 2)[1] == (None, 200)  # broke at once: no knee
+
+
+def test_knee_edges_run_again_and_the_majority_decides() -> None:
+    ladder = knee.ladder(200, 3000, 1.5)
+    order, edge = _search(800, ladder, refine=0, repeats=3)
+    assert order == [200, 300, 450, 675, 1012, 675, 675, 1012, 1012] and edge == (675, 1012)
+    # 675 held once in three runs: it is a break, and the knee moves down to 450
+    order, edge = _search(800, ladder, 0, 3, flaky={675: [True, False, False]})
+    assert edge == (450, 675) and order.count(450) == 3 and order.count(675) == 3
+    assert knee.runs_of([knee.Outcome(5, True), knee.Outcome(5, False)], 5) == (1, 2)
+    assert knee.collapse([knee.Outcome(5, True), knee.Outcome(5, False)]) == [
+        knee.Outcome(5, False)  # a tie is broken
+    ]
 
 
 def test_a_held_step_above_a_break_is_not_the_knee() -> None:

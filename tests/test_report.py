@@ -80,12 +80,14 @@ def test_verdicts_follow_the_numbers() -> None:
 
 
 def test_fleet_projection_rests_on_the_knee() -> None:
-    from bench.report import verdicts
+    from bench.report import figures
 
     docs, _ = _docs()
-    rows = {r["transport"]: r for r in verdicts.fleet(docs)}
+    rows = {r["transport"]: r for r in figures.fleet(docs)}
     sse = rows["sse"]
-    assert sse["users_per_core"] == 737 and sse["cores"] == round(50_000 / 737, 1)
+    assert sse["users_per_core"]["mean"] == 737 and sse["cores"]["mean"] == round(50_000 / 737, 1)
+    broke = docs[0]["runs"][0]["knee"]["broke_at"]
+    assert sse["cores"]["lo"] == round(50_000 / broke, 1)  # the bracket: held 737, broke above
     assert rows["grpc"]["harness_bound"] is True  # its next step was load-generator bound
 
 
@@ -126,7 +128,7 @@ def test_check_exits_non_zero_when_a_guarantee_breaks(tmp_path: Path) -> None:
 
 
 def test_memory_per_connection_is_placed_at_the_connections_held() -> None:
-    from bench.report import verdicts
+    from bench.report import figures
 
     def step(clients: int, conns: int | None, mem: int) -> dict:
         return {"clients": clients, "server": {"connections": conns, "mem_per_conn_bytes": mem}}
@@ -138,7 +140,5 @@ def test_memory_per_connection_is_placed_at_the_connections_held() -> None:
         ]
     }
     # gRPC asked for 50,000 but held 15,000: the 20,000-connection figure is the larger scale.
-    assert verdicts.largest([doc], "mem_per_conn_bytes") == {
-        "grpc": (20_000, 1),
-        "sse": (50_000, 4),
-    }
+    got = {t: (n, i.mean) for t, (n, i) in figures.memory([doc]).items()}
+    assert got == {"grpc": (20_000, 1), "sse": (50_000, 4)}

@@ -40,6 +40,8 @@ class Transport:
     binds_source: bool = True
     fast_path: str | None = None  # which parser of clients/_fastpath.c reads it: "sse", "ws"
     batched_reads: bool = True  # load processes may doze between loop turns (--doze-us)
+    resume: str = "?after="  # how its client resumes (what the report tells a team to build)
+    watchdog: str = "heartbeats"  # what its client's silence watchdog listens for
 
     @property
     def http(self) -> bool:
@@ -117,13 +119,19 @@ def select(spec: str) -> list[Transport]:
 
 register(Transport(
     "sse", "SSE", "#1f77b4", "servers.sse", "clients.sse:SSEReader", fast_path="sse",
+    resume="Last-Event-ID", watchdog="named `ping` events (EventSource hides comments)",
 ))  # fmt: skip
 register(Transport(
     "ws", "WebSocket", "#ff7f0e", "servers.ws", "clients.ws:WSReader", fast_path="ws",
+    watchdog="protocol pings",
 ))  # fmt: skip
 register(Transport(
     "grpc", "gRPC", "#2ca02c", "servers.rpc", "clients.rpc:GrpcReader",
     create="clients.rpc:create_stream", scheme="grpc", server_loop="asyncio",
     binds_source=False, batched_reads=False,  # grpc.aio stalls when its loop sleeps
+    resume="StreamRequest.after", watchdog="HTTP/2 keepalive pings",
 ))  # fmt: skip
-register(Transport("poll", "long polling", "#d62728", "servers.poll", "clients.poll:PollReader"))
+register(Transport(
+    "poll", "long polling", "#d62728", "servers.poll", "clients.poll:PollReader",
+    watchdog="the poll timeout",
+))  # fmt: skip

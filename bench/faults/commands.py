@@ -39,6 +39,7 @@ def faults(
 ) -> None:
     """Reconnect recovery under faults: detection, reconnect and catch-up times, lost tokens."""
     from bench.faults import scenarios as fl
+    from bench.load import yardstick as ys
     from bench.report import results, tables
 
     names = pick(transport)
@@ -67,7 +68,9 @@ def faults(
         "parallel": parallel,
     }
     doc = results.new_doc("faults", out_dir.name, config)
-    doc["faults"] = []  # fmt: skip
+    doc["faults"] = []
+    before = ys.measure()
+    doc["machine"]["yardstick"] = ys.combine(before, None)
     try:
         for name in scenarios:
             print(f"== {name}: {fl.SCENARIOS[name].description}", file=sys.stderr, flush=True)
@@ -81,6 +84,7 @@ def faults(
                 print(tables.fault_line(e), file=sys.stderr, flush=True)
     except KeyboardInterrupt:
         doc["interrupted"] = True
+    doc["machine"]["yardstick"] = ys.combine(before, ys.measure())
     path = results.write(doc, out_dir)
     tables.print_fault_table(doc["faults"])
     print(f"results: {path}")

@@ -95,10 +95,12 @@ def client_options(transport: str, mode: str, heartbeat: float) -> ClientOptions
     return ClientOptions(heartbeat=heartbeat, poll_timeout=2 * heartbeat, give_up_after=40.0)
 
 
-def _percentiles(values: list[float]) -> dict[str, float | None]:
+def _percentiles(values: list[float]) -> dict[str, Any]:
+    """p50 and max over the clients, and every client's value (their spread, for the report)."""
     if not values:
-        return {"p50": None, "max": None}
-    return {"p50": round(statistics.median(values), 1), "max": round(max(values), 1)}
+        return {"p50": None, "max": None, "values": []}
+    return {"p50": round(statistics.median(values), 1), "max": round(max(values), 1),
+            "values": [round(v, 1) for v in values]}  # fmt: skip
 
 
 def summarize(

@@ -93,10 +93,42 @@ def bench(
     settle: Annotated[
         float, typer.Option(help="After a ramp, wait at most this long for all users to connect.")
     ] = 120.0,
+    windows: Annotated[
+        int, typer.Option(help="Measure each step as this many back-to-back windows (spread).")
+    ] = 3,
+    knee_repeats: Annotated[
+        int,
+        typer.Option(help="--find-knee: run the knee and the first broken step this often."),
+    ] = 1,
+    adaptive_ramp: Annotated[
+        bool,
+        typer.Option(
+            "--adaptive-ramp",
+            help="Offer users at the pace the server accepts them; --ramp is then the budget.",
+        ),
+    ] = False,
+    rate_from: Annotated[
+        Path | None,
+        typer.Option(help="A --find-knee run: each transport's --rate loads it to --rate-share."),
+    ] = None,
+    rate_share: Annotated[
+        float, typer.Option(help="With --rate-from: the share of the knee's tokens/s to offer.")
+    ] = 0.25,
+    yardstick: Annotated[
+        bool, typer.Option(help="Measure the machine before and after (machine.yardstick).")
+    ] = True,
 ) -> None:
     """Drive transports with simulated users and write results.json (see docs/results-schema.md)."""
     from bench.load import knee
-    from bench.load.config import BenchConfig, Step, config_doc, parse_duration, parse_steps
+    from bench.load import yardstick as ys
+    from bench.load.config import (
+        BenchConfig,
+        Step,
+        config_doc,
+        parse_duration,
+        parse_steps,
+        rates_from,
+    )
     from bench.load.run import TargetError, run_transport
     from bench.report import results, tables
 
@@ -116,6 +148,9 @@ def bench(
         (0 <= doze_us <= 20_000, "--doze-us must be 0..20000"),
         (workers is None or 1 <= workers <= 64, "--workers must be 1..64"),
         (loaders is None or 1 <= loaders <= 64, "--loaders must be 1..64"),
+        (1 <= windows <= 20, "--windows must be 1..20"),
+        (1 <= knee_repeats <= 9, "--knee-repeats must be 1..9"),
+        (0 < rate_share <= 1, "--rate-share must be 0 < share <= 1"),
     ]
     for ok, message in checks:
         if not ok:
@@ -129,6 +164,16 @@ def bench(
             steps = parse_steps(ramp, clients, hold)
     except ValueError as exc:
         fail(str(exc))
+    for st in steps:
+        st.adaptive = adaptive_ramp
+    rates: dict[str, float] = {}
+    if rate_from is not None:
+        try:
+            rates = rates_from(results.load(rate_from), max(s.clients for s in steps), rate_share)
+        except results.SchemaError as exc:
+            fail(f"--rate-from: {exc}")
+        if missing := [n for n in names if n not in rates]:
+            fail(f"--rate-from {rate_from} has no run of {', '.join(missing)}")
     top = max(s.clients for s in steps)
     n_loaders = loaders or -(-top // 12_000)
     if top / n_loaders > 15_000:
@@ -139,10 +184,17 @@ def bench(
         transports=names, steps=steps, rate=rate, tokens=tokens, think=think, workers=workers,
         loaders=loaders, target=target, out=out_dir, find_knee=find_knee, slo_ms=slo_ms,
         heartbeat=heartbeat, pin=pin, quiet=quiet, settle_s=settle, cooldown_s=cooldown,
-        knee_refine=knee_refine, doze_us=doze_us, fast_path=fast_path,
+        knee_refine=knee_refine, doze_us=doze_us, fast_path=fast_path, windows=windows,
+        knee_repeats=knee_repeats, rates=rates,
     )  # fmt: skip
     doc = results.new_doc("bench", out_dir.name, config_doc(cfg))
     say = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731
+    before = ys.measure() if yardstick else None
+    if before is not None:
+        doc["machine"]["yardstick"] = ys.combine(before, None)
+        say(f"yardstick: {before['unit_us']:.2f} us per reference token "
+            f"(kernel {before['syscall_us']['median']:.2f} + python "
+            f"{before['python_us']['median']:.2f})")  # fmt: skip
     try:
         for name in names:
             plan = (
@@ -150,7 +202,7 @@ def bench(
                 if find_knee
                 else f"{len(steps)} step(s) up to {top} clients"
             )
-            say(f"== {name}: {plan} at {rate:g} tok/s ==")
+            say(f"== {name}: {plan} at {cfg.rate_for(name):g} tok/s ==")
             doc["runs"].append(run_transport(name, cfg, say))
             results.write(doc, out_dir)  # keep what is done if a later transport fails
     except KeyboardInterrupt:
@@ -162,6 +214,11 @@ def bench(
         doc["error"] = str(exc)
         results.write(doc, out_dir)
         fail(str(exc), 1)
+    if before is not None:
+        doc["machine"]["yardstick"] = ys.combine(before, ys.measure())
+        if doc["machine"]["yardstick"]["drifted"]:
+            say(f"warning: the machine changed speed during the run: yardstick drift "
+                f"{doc['machine']['yardstick']['drift']:.0%}")  # fmt: skip
     path = results.write(doc, out_dir)
     tables.print_summary(doc)
     print(f"results: {path}")

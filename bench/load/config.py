@@ -15,8 +15,9 @@ PER_WORKER = 12_000  # connections per server worker, for the same reason
 @dataclass
 class Step:
     clients: int
-    ramp_s: float
+    ramp_s: float  # adaptive: the budget to get everyone connected
     hold_s: float
+    adaptive: bool = False  # ramp at the pace the server accepts (bench.load.ramp)
 
 
 @dataclass
@@ -42,9 +43,15 @@ class BenchConfig:
     knee_refine: int = 0  # --find-knee: bisection steps between the last held and first broken
     cooldown_s: float = 0.0  # after the settle, seconds before the window opens
     settle_s: float = 120.0  # at most this long after a ramp, wait for every user to connect
+    windows: int = 3  # a step's measured window, as this many sub-windows (their spread)
+    knee_repeats: int = 1  # --find-knee: run the knee and the first break this often in all
     quiet: bool = False
     label: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    rates: dict[str, float] = field(default_factory=dict)  # per-transport --rate (--rate-from)
+
+    def rate_for(self, transport: str) -> float:
+        return self.rates.get(transport, self.rate)
 
     @property
     def max_clients(self) -> int:
@@ -93,6 +100,20 @@ def parse_steps(ramp: str, clients: int, hold: float) -> list[Step]:
         steps.append(Step(count, ramp_s, seconds - ramp_s))
     steps[-1].hold_s += hold
     return steps
+
+
+def rates_from(doc: dict[str, Any], clients: int, share: float) -> dict[str, float]:
+    """Per transport, the token rate per user at which ``clients`` users load the server to
+    ``share`` of the tokens per second it held at its knee in ``doc`` (a --find-knee run).
+    A transport with no knee (it broke at its first step) gets ``share`` of that step's rate."""
+    out = {}
+    for run in doc.get("runs", []):
+        knee = run.get("knee")
+        steps = sorted(run["steps"], key=lambda s: s["clients"])
+        tokens_per_s = knee["tokens_per_s"] if knee else (steps[0]["tokens_per_s"] if steps else 0)
+        if tokens_per_s:
+            out[run["transport"]] = round(share * tokens_per_s / clients, 4)
+    return out
 
 
 def config_doc(cfg: BenchConfig) -> dict[str, Any]:

@@ -53,11 +53,9 @@ class Driver:
         rows = server_metrics.read_rows(sup.metrics_file, sup.cfg.workers)
         return {k: sum(r[k] for r in rows) for k in server_metrics.NAMES}
 
-    def pump(self, seconds: float, step: int, w: Window | None) -> tuple[int, int]:
-        """Read reports for ``seconds`` (into ``w`` if measuring); sample the server each second.
-
-        Returns the peak server RSS and open files seen.
-        """
+    def pump(self, seconds: float, step: int, *into: Window) -> tuple[int, int]:
+        """Read reports for ``seconds`` (into each window given, if measuring); sample the
+        server each second. Returns the peak server RSS and open files seen."""
         fleet, cfg = self.fleet, self.cfg
         end = time.monotonic() + seconds
         rss_max = files_max = 0
@@ -67,7 +65,7 @@ class Driver:
         second_hist = Histogram()
         while (left := end - time.monotonic()) > 0:
             for r in fleet.poll(min(left, 0.25)):
-                if w is not None:
+                for w in into:
                     w.add(r, self.last_cpu.get(r["loader"]), self.last_sys.get(r["loader"]))
                 self.last_cpu[r["loader"]] = r["cpu_s"]
                 self.last_arrived[r["loader"]] = r.get("arrived", 0)
@@ -88,7 +86,7 @@ class Driver:
                 conns = counts["connections_open"] if counts else "-"
                 self.say(
                     f"  {now - self.started:6.0f}s {self.transport:<4} "
-                    f"step {step + 1} {'measure' if w is not None else 'ramp   '} "
+                    f"step {step + 1} {'measure' if into else 'ramp   '} "
                     f"conns {conns:>6} tok/s {second_tokens / (now - tick):>9,.0f} "
                     f"p99 {second_hist.percentile(99) / 1000:>8.1f} ms srv cpu {cpu:>4.0%} "
                     f"rss {(cur.rss_bytes if cur else 0) / 2**20:>6.0f} MiB"

@@ -2,8 +2,11 @@
 
 The ladder grows by a factor per step (``ladder``). After the first step that broke the SLO no
 higher step runs; instead up to ``refine`` bisection steps run at the geometric mean of the last
-held and the first broken count (``next_step``). The knee is the busiest held step below the
-first break (``knee_of``): a held step above a broken one is noise, not capacity.
+held and the first broken count (``next_step``). Then the two edges, the last held and the first
+broken count, run again until each ran ``repeats`` times: one window near the break is a coin
+toss on a noisy machine. A count held when most of its runs held (``collapse``; a tie counts as
+broken). The knee is the busiest held count below the first break (``knee_of``): a held count
+above a broken one is noise, not capacity.
 """
 
 from __future__ import annotations
@@ -29,8 +32,23 @@ def ladder(start: int, limit: int, factor: float) -> list[int]:
     return out
 
 
+def collapse(done: Sequence[Outcome]) -> list[Outcome]:
+    """One outcome per count: held if most of its runs held (a tie is broken)."""
+    runs: dict[int, list[bool]] = {}
+    for o in done:
+        runs.setdefault(o.clients, []).append(o.held)
+    return [Outcome(c, 2 * sum(h) > len(h)) for c, h in sorted(runs.items())]
+
+
+def runs_of(done: Sequence[Outcome], clients: int) -> tuple[int, int]:
+    """(runs held, runs) of one count."""
+    held = [o.held for o in done if o.clients == clients]
+    return sum(held), len(held)
+
+
 def bracket(done: Sequence[Outcome]) -> tuple[int, int] | None:
     """(last held below the first break, first break), or None while nothing broke."""
+    done = collapse(done)
     broke = [o.clients for o in done if not o.held]
     if not broke:
         return None
@@ -39,18 +57,22 @@ def bracket(done: Sequence[Outcome]) -> tuple[int, int] | None:
     return lo, hi
 
 
-def next_step(done: Sequence[Outcome], planned: Sequence[int], refine_left: int) -> int | None:
-    """The client count of the next step, or None when the search is over.
-
-    ``planned`` is the ladder still ahead; ``refine_left`` how many bisection steps remain.
-    """
+def next_step(
+    done: Sequence[Outcome], planned: Sequence[int], refine_left: int, repeats: int = 1
+) -> tuple[int, str] | None:
+    """(client count, why: "ladder", "bisect" or "repeat") of the next step, or None when the
+    search is over. ``planned`` is the ladder still ahead; ``refine_left`` how many bisection
+    steps remain; ``repeats`` how often each edge must have run."""
     edge = bracket(done)
     if edge is None:
-        return planned[0] if planned else None
+        return (planned[0], "ladder") if planned else None
     lo, hi = edge
     mid = round(math.sqrt(lo * hi)) if lo else 0
     if refine_left > 0 and lo < mid < hi and mid not in {o.clients for o in done}:
-        return mid
+        return mid, "bisect"
+    for count in (lo, hi):
+        if count and runs_of(done, count)[1] < repeats:
+            return count, "repeat"
     return None
 
 
@@ -58,5 +80,5 @@ def knee_of(done: Sequence[Outcome]) -> tuple[int | None, int | None]:
     """(knee, broke_at): the busiest held count below the first break, and that break."""
     edge = bracket(done)
     broke_at = edge[1] if edge else None
-    held = [o.clients for o in done if o.held and o.clients < (broke_at or math.inf)]
+    held = [o.clients for o in collapse(done) if o.held and o.clients < (broke_at or math.inf)]
     return (max(held) if held else None), broke_at

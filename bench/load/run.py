@@ -11,14 +11,13 @@ second from /proc (``bench.load.window``). With ``--find-knee`` the steps follow
 from __future__ import annotations
 
 import asyncio
-import math
 import os
 import time
 from dataclasses import dataclass
 from typing import Any
 
 import transports
-from bench.load import knee
+from bench.load import knee, procstat, ramp
 from bench.load.config import BenchConfig, Step
 from bench.load.driver import Driver, ProgressFn
 from bench.load.fleet import Fleet, pin
@@ -91,10 +90,6 @@ def _topology(transport: str, cfg: BenchConfig, n_loaders: int) -> Topology:
     return Topology(sup, sup.url, urls, [None] * n_loaders, settings)
 
 
-def _share(clients: int, n: int) -> list[int]:
-    return [clients // n + (1 if k < clients % n else 0) for k in range(n)]
-
-
 def run_transport(transport: str, cfg: BenchConfig, say: ProgressFn) -> dict[str, Any]:
     record = transports.get(transport)
     server_cores, loader_cores = _cores() if cfg.pin else (None, None)
@@ -109,8 +104,8 @@ def run_transport(transport: str, cfg: BenchConfig, say: ProgressFn) -> dict[str
     loader_cfgs = [
         LoaderConfig(
             transport=transport, url=topo.urls[k], index=k, local_addr=topo.sources[k],
-            tokens=cfg.tokens, rate=cfg.rate, think=cfg.think, heartbeat=cfg.heartbeat,
-            poll_timeout=cfg.poll_timeout, seed=k,
+            tokens=cfg.tokens, rate=cfg.rate_for(transport), think=cfg.think,
+            heartbeat=cfg.heartbeat, poll_timeout=cfg.poll_timeout, seed=k,
             doze_us=cfg.doze_us if record.batched_reads else 0, fast_path=cfg.fast_path,
         )
         for k in range(n_loaders)
@@ -135,11 +130,11 @@ def run_transport(transport: str, cfg: BenchConfig, say: ProgressFn) -> dict[str
             if cfg.find_knee:
                 done = [knee.Outcome(d["clients"], d["slo"]["held"]) for d in steps_out]
                 planned = [c for c in ladder if c > max((o.clients for o in done), default=0)]
-                n = knee.next_step(done, planned, refine)
-                if n is None:
+                nxt = knee.next_step(done, planned, refine, cfg.knee_repeats)
+                if nxt is None:
                     break
-                if knee.bracket(done) is not None:
-                    refine -= 1
+                n, why = nxt
+                refine -= why == "bisect"
                 step = by_clients.get(n) or Step(n, template.ramp_s, template.hold_s)
             elif i < len(cfg.steps):
                 step = cfg.steps[i]
@@ -174,18 +169,26 @@ def run_transport(transport: str, cfg: BenchConfig, say: ProgressFn) -> dict[str
 
 
 def _knee_doc(steps: list[StepSummary], cores: int) -> dict[str, Any] | None:
-    best, broke_at = knee.knee_of([knee.Outcome(d["clients"], d["slo"]["held"]) for d in steps])
+    done = [knee.Outcome(d["clients"], d["slo"]["held"]) for d in steps]
+    best, broke_at = knee.knee_of(done)
     if best is None:
         return None
-    k = next(d for d in steps if d["clients"] == best)
-    return {
+    at = [d for d in steps if d["clients"] == best]
+    k = at[-1]
+    held, runs = knee.runs_of(done, best)
+    out = {
         "clients": best,
         "clients_per_server_core": round(best / cores, 1),
         "tokens_per_s": k["tokens_per_s"],
         "latency_p99_ms": k["latency_ms"]["p99"],
         "limited_by": k["limited_by"],
         "broke_at": broke_at,
+        "held_runs": [held, runs],  # the knee held in this many of its runs
+        "server_cores": cores,
     }
+    if broke_at is not None:
+        out["broke_runs"] = list(knee.runs_of(done, broke_at))
+    return out
 
 
 def _measure_step(
@@ -194,47 +197,75 @@ def _measure_step(
 ) -> StepSummary:  # fmt: skip
     """Ramp to the step's users, settle, cool down, then measure one window."""
     fleet, cfg = drive.fleet, drive.cfg
-    fleet.send([{"target": n, "ramp_s": step.ramp_s} for n in _share(step.clients, n_loaders)])
-    # Ramp: reports are read (progress, CPU baselines) but not measured. Then settle: the
-    # window opens once 99 % of users have connected (a server slower to accept than the ramp
-    # asks is measured at its full count, not half-ramped), or after settle_s.
-    ramp_t0 = time.monotonic()
-    drive.pump(step.ramp_s, i, None)
-    need, give_up = math.ceil(0.99 * step.clients), ramp_t0 + step.ramp_s + cfg.settle_s
-    while drive.arrived() < need and time.monotonic() < give_up:
-        drive.pump(0.5, i, None)
+    # Ramp: reports are read (progress, CPU baselines) but not measured (bench.load.ramp).
+    if step.adaptive:
+        ramped = ramp.adaptive(drive, step, i, n_loaders)
+    else:
+        ramped = ramp.fixed(drive, step, i, n_loaders, cfg.settle_s)
+    if cfg.cooldown_s > 0:  # let a backlog built up while connecting drain first
+        drive.pump(cfg.cooldown_s, i)
+    # The window is measured as ``cfg.windows`` back-to-back sub-windows: the step's figures
+    # come from all of it, their spread from the sub-windows (docs/results-schema.md).
+    whole = Window()
+    start, counts_start = drive.server_sample(), drive.server_counts()
+    t_start = time.monotonic()
+    parts: list[dict[str, Any]] = []
+    rss_max = files_max = 0
+    prev, counts_prev = start, counts_start
+    for _ in range(max(1, cfg.windows)):
+        part, t0 = Window(), time.monotonic()
+        rss, files = drive.pump(step.hold_s / max(1, cfg.windows), i, whole, part)
+        rss_max, files_max = max(rss_max, rss), max(files_max, files)
+        cur, counts = drive.server_sample(), drive.server_counts()
+        cost_k = _cost(prev, cur, counts_prev, counts, rss, files, base_rss, server_cores)
+        parts.append(_part(summarize(step, part, time.monotonic() - t0, cost_k, cfg, loader_cores)))
+        prev, counts_prev = cur, counts
         if fleet.dead():
             break
-    ramp_took, arrived = time.monotonic() - ramp_t0, drive.arrived()
-    if cfg.cooldown_s > 0:  # let a backlog built up while connecting drain first
-        drive.pump(cfg.cooldown_s, i, None)
-    w = Window()
-    srv0, counts0 = drive.server_sample(), drive.server_counts()
-    t0 = time.monotonic()
-    rss_max, files_max = drive.pump(step.hold_s, i, w)
-    seconds = time.monotonic() - t0
-    srv1, counts1 = drive.server_sample(), drive.server_counts()
+    seconds = time.monotonic() - t_start
     if fleet.dead():
         raise RuntimeError(f"load process(es) {fleet.dead()} died; see stderr above")
-    cost = None
-    if srv0 is not None and srv1 is not None:
-        cost = ServerCost(
-            srv0, srv1, rss_max, files_max, base_rss,
-            connections=counts1["connections_open"] if counts1 else None,
-            tokens_sent=counts1["tokens_sent_total"] - counts0["tokens_sent_total"]
-            if counts0 and counts1 else None,
-            cores=server_cores,
-        )  # fmt: skip
+    w = whole
+    cost = _cost(start, prev, counts_start, counts_prev, rss_max, files_max, base_rss,
+                 server_cores)  # fmt: skip
     doc = summarize(step, w, seconds, cost, cfg, loader_cores)
+    doc["windows"] = parts
     if cost is None:  # a --target server: its connections are what our users hold
         doc["server"]["connections"] = None
-    doc["ramp"] = {
-        "planned_s": step.ramp_s,
-        "took_s": round(ramp_took, 2),
-        "users_connected": arrived,
-        "cooldown_s": cfg.cooldown_s,
-    }
+    doc["ramp"] = {**ramped.doc(), "cooldown_s": cfg.cooldown_s}
     return doc
+
+
+def _cost(
+    a: procstat.Sample | None, b: procstat.Sample | None, counts_a: dict[str, int] | None,
+    counts_b: dict[str, int] | None, rss_max: int, files_max: int, base_rss: int | None,
+    cores: int,
+) -> ServerCost | None:  # fmt: skip
+    if a is None or b is None:
+        return None
+    sent = None
+    if counts_a and counts_b:
+        sent = counts_b["tokens_sent_total"] - counts_a["tokens_sent_total"]
+    conns = counts_b["connections_open"] if counts_b else None
+    return ServerCost(a, b, rss_max, files_max, base_rss, conns, sent, cores)
+
+
+# What a sub-window keeps: the headline figures whose spread the report states.
+PART_FIELDS = ("tokens_per_s", "goodput", "requests_per_s")
+
+
+def _part(d: StepSummary) -> dict[str, Any]:
+    """A sub-window's figures (no histograms: those are the step's, merged)."""
+    out: dict[str, Any] = {k: d[k] for k in PART_FIELDS}  # type: ignore[literal-required]
+    out["window_s"] = d["window_s"]
+    out["p50_ms"] = d["latency_ms"]["p50"]
+    out["p99_ms"] = d["latency_ms"]["p99"]
+    out["tokens"] = d["tokens"]
+    out["cpu_s_per_1k_tokens"] = d["server"]["cpu_s_per_1k_tokens"]
+    out["mem_per_conn_bytes"] = d["server"]["mem_per_conn_bytes"]
+    out["loadgen_cpu_us_per_token"] = d["loadgen"]["cpu_us_per_token"]
+    out["held"] = d["slo"]["held"]
+    return out
 
 
 def _step_line(transport: str, i: int, n: int, d: dict[str, Any]) -> str:

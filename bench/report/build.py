@@ -28,11 +28,12 @@ import matplotlib.pyplot as plt
 
 import transports
 from bench.load.hist import Histogram, bucket_bounds
-from bench.report import results, verdicts
+from bench.load.yardstick import REFERENCE_UNIT_US
+from bench.report import figures, results, ship, verdicts
 from bench.report.tables import faults_markdown, merge_faults
 
 COLORS = {t.name: t.color for t in transports.all_transports()}
-NAMES = verdicts.NAMES
+NAMES = figures.NAMES
 ORDER = transports.names()  # a transport the registry does not know is not drawn
 
 
@@ -107,7 +108,7 @@ def _bar_chart(values: dict[str, float], ylabel: str, title: str, path: Path) ->
 
 def _largest(steps: list[dict[str, Any]], key: Any) -> float | None:
     """The figure at the most users that has it (memory per connection: the biggest scale)."""
-    for st in sorted(steps, key=verdicts.scale, reverse=True):
+    for st in sorted(steps, key=figures.scale_of, reverse=True):
         v = key(st)
         if v is not None:
             return v
@@ -226,30 +227,67 @@ def build(paths: list[Path], out: Path) -> Path:
     return report
 
 
+def _iv(d: dict[str, Any] | None, digits: int = 0, unit: str = "") -> str:
+    """``mean [lo, hi]`` of an interval doc, and a flag when it is unstable."""
+    if not d:
+        return "-"
+    f = f"{{:,.{digits}f}}"
+    span = "" if d["lo"] == d["hi"] else f" [{f.format(d['lo'])}, {f.format(d['hi'])}]"
+    return f"{f.format(d['mean'])}{unit}{span}" + (" (unstable)" if d.get("unstable") else "")
+
+
 def _fleet_md(docs: list[dict[str, Any]]) -> list[str]:
-    rows = verdicts.fleet(docs)
+    rows = figures.fleet(docs)
     if not rows:
         return []
     out = [
-        "", f"## Fleet projection: {verdicts.USERS:,} users at {verdicts.RATE:g} tok/s", "",
-        "Server cores = users / users held per core at the knee (40 tok/s, p99 within the SLO). "
-        "Memory = users x server memory per connection at the largest scale measured. The CPU "
-        "ratio compares CPU per token at the knee with half the knee: below 1, fixed costs "
-        "amortise with load, so the knee (the saturated figure) is what to plan with. A knee "
-        "bounded by the load generator is a lower bound, so its core count is an upper bound.",
+        "", f"## Fleet projection: {figures.USERS:,} users at {figures.RATE:g} tok/s", "",
+        "Users per core is the knee at 40 tok/s, a bracket: the busiest count that held the SLO "
+        "in most of its runs, and the first that broke. Server cores = users / users per core, "
+        "over that bracket. Normalised: what the reference machine (a reference token of "
+        f"{REFERENCE_UNIT_US:g} µs) would hold, from the run's yardstick. CPU per token at the "
+        "knee is the mean of its windows with a 95 % interval; a figure whose windows spread "
+        "over 10 % is flagged unstable. The CPU ratio compares the knee with half the knee: "
+        "below 1, fixed costs amortise with load. A knee bounded by the load generator is a "
+        "lower bound, so its core count is an upper bound.",
         "",
-        "| transport | users per core (knee) | server cores | CPU ms / 1k tokens at knee "
-        "| CPU ratio knee : half | memory | memory per connection (at) |",
-        "|---|---|---|---|---|---|---|",
+        "| transport | users per core (knee) | held | normalised | server cores | server CPU µs "
+        "/ token at knee | CPU ratio knee : half | memory | memory per connection (at) |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]  # fmt: skip
     for r in rows:
-        cores = f"<= {r['cores']}" if r["harness_bound"] else f"{r['cores']}"
-        knee = f">= {r['users_per_core']}" if r["harness_bound"] else f"{r['users_per_core']}"
+        bound = ">= " if r["harness_bound"] else ""
+        cores = r["cores"]
+        upto = "<= " if r["harness_bound"] else ""
+        cores_txt = f"{upto}{cores['mean']:,} [{cores['lo']:,}, {cores['hi']:,}]"
         mem = "-" if r["memory_gib"] is None else f"{r['memory_gib']} GiB"
         at = "-" if r["mem_per_conn_kib"] is None else (
-            f"{r['mem_per_conn_kib']} KiB ({r['memory_measured_at']:,})")  # fmt: skip
-        out.append(f"| {NAMES[r['transport']]} | {knee} | {cores} | {r['cpu_ms_per_1k_at_knee']} "
-                   f"| {r['cpu_ratio_knee_to_half'] or '-'} | {mem} | {at} |")  # fmt: skip
+            f"{r['mem_per_conn_kib']} KiB ({r['memory_measured_at']:,})"
+            + (" (unstable)" if r["mem_unstable"] else ""))  # fmt: skip
+        held = f"{r['held_runs'][0]}/{r['held_runs'][1]}"
+        out.append(f"| {NAMES[r['transport']]} | {bound}{_iv(r['users_per_core'])} | {held} | "
+                   f"{_iv(r['users_per_core_normalised'])} | {cores_txt} | "
+                   f"{_iv(r['cpu_us_per_token'], 1)} | {r['cpu_ratio_knee_to_half'] or '-'} | "
+                   f"{mem} | {at} |")  # fmt: skip
+    return out
+
+
+def _machine_md(docs: list[dict[str, Any]]) -> list[str]:
+    out = []
+    for d in docs:
+        ys = d["machine"].get("yardstick")
+        if not ys:
+            out.append(f"- `{d['run_id']}`: no yardstick (a run from before it existed)")
+            continue
+        b, a = ys["before"], ys.get("after") or ys["before"]
+        out.append(
+            f"- `{d['run_id']}`: {ys['unit_us']:.2f} µs per reference token (kernel write + read "
+            f"{b['syscall_us']['median']:.2f} → {a['syscall_us']['median']:.2f} µs, Python "
+            f"{b['python_us']['median']:.2f} → {a['python_us']['median']:.2f} µs, before → "
+            f"after); {ys['unit_us'] / ys['reference_unit_us']:.2f}x the reference"
+            + (f"; **the machine changed speed during the run ({ys['drift']:.0%})**"
+               if ys["drifted"] else "")
+        )  # fmt: skip
     return out
 
 
@@ -279,6 +317,10 @@ def _markdown(
     ]
     lines += [f"- `{d['run_id']}` ({d.get('kind', 'bench')}): `{d['machine']['command']}`"
               for d in docs]  # fmt: skip
+    lines += ["", "Yardstick (bench/load/yardstick.py), per run:", "", *_machine_md(docs)]
+    bench_docs = [d for d in docs if d.get("runs")]
+    if bench_docs:
+        lines[1:1] = ["", "## What to ship", "", ship.recommend(bench_docs, faults)["text"]]
     if steps:
         lines += [
             "", "## Capacity and cost", "",
@@ -300,12 +342,12 @@ def _markdown(
                     st["limited_by"] or "-",
                 ]  # fmt: skip
                 lines.append("| " + " | ".join(cells) + " |")
-    bench_docs = [d for d in docs if d.get("runs")]
     if bench_docs:
         lines += _fleet_md(bench_docs)
     if bench_docs or faults:
         lines += ["", "## Verdicts", "",
-                  "Each rule is in `bench/verdicts.py`; rerun and the verdicts follow the numbers.",
+                  "Each rule is in `bench/report/verdicts.py`; rerun and the verdicts follow the "
+                  "numbers. A comparison whose intervals overlap is a tie.",
                   "", "| claim | verdict | the numbers |", "|---|---|---|"]  # fmt: skip
         for v in verdicts.verdicts(bench_docs, faults):
             lines.append(f"| {v['claim']} | **{v['verdict']}** | {v['why']} |")

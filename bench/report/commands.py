@@ -32,29 +32,61 @@ def report(
 
 @app.command("compare")
 def compare_runs(
-    a: Annotated[Path, typer.Argument(help="The baseline run (results.json or its directory).")],
+    a: Annotated[Path, typer.Argument(help="The baseline: results.json, a run directory, or a "
+                                           "make bench run (its knee, hold-50k, faults).")],
     b: Annotated[Path, typer.Argument(help="The run to compare with it.")],
-) -> None:
-    """Two runs side by side: B/A per figure, with changes inside the noise flagged as such."""
+    steps: Annotated[bool, typer.Option(help="Also every figure of every matching step.")] = False,
+) -> None:  # fmt: skip
+    """Two runs side by side: verdicts, rankings and knees, normalised by each run's yardstick,
+    with changes inside the noise flagged as such."""
+    from bench.report import compare as cmp
     from bench.report import results
-    from bench.report.compare import compare
 
     try:
-        doc_a, doc_b = results.load(a), results.load(b)
+        docs_a, docs_b = results.load_all(a), results.load_all(b)
     except results.SchemaError as exc:
         fail(str(exc))
-    rows = compare(doc_a, doc_b)
-    if not rows:
-        fail("no step of B matches a step of A (same transport and user count)")
-    print(f"A: {doc_a['run_id']} ({doc_a['machine']['date']})  B: {doc_b['run_id']} "
-          f"({doc_b['machine']['date']})")  # fmt: skip
-    if doc_a["machine"]["cpu_model"] != doc_b["machine"]["cpu_model"]:
-        print("note: the two runs are from different CPUs; ratios compare machines too")
-    print(f"{'transport':<9} {'users':>6} {'figure':<18} {'A':>12} {'B':>12} {'B/A':>6}  judgement")
-    for r in rows:
-        fmt = lambda v: "-" if v is None else f"{v:,.2f}"  # noqa: E731
-        print(f"{r['transport']:<9} {r['clients']:>6} {r['metric']:<18} {fmt(r['a']):>12} "
-              f"{fmt(r['b']):>12} {r['ratio']:>6}  {r['judgement']}")  # fmt: skip
+    print(f"A: {', '.join(d['run_id'] for d in docs_a)} ({docs_a[0]['machine']['date']})")
+    print(f"B: {', '.join(d['run_id'] for d in docs_b)} ({docs_b[0]['machine']['date']})")
+    if docs_a[0]["machine"]["cpu_model"] != docs_b[0]["machine"]["cpu_model"]:
+        print("note: the two runs are from different CPUs")
+    machine = cmp.machine_ratio(docs_a[0], docs_b[0])
+    if machine is None:
+        print("machine: no yardstick in one of the runs; CPU figures compare machines too")
+    else:
+        print(f"machine: B's reference token cost {machine:.2f}x A's; CPU figures and knees are "
+              f"compared normalised (that factor removed)")  # fmt: skip
+    whole = cmp.whole_runs(docs_a, docs_b)
+    print("\nverdicts:")
+    for c in whole["claims"]:
+        print(f"  {'same     ' if c['same'] else 'DIFFERENT'} {c['claim']}: {c['a']} / {c['b']}")
+    print("\nrankings (best first; a flip is an order both runs are sure of, reversed):")
+    for r in whole["rankings"]:
+        verdict = "FLIPPED " + ", ".join(r["flips"]) if r["flips"] else "same"
+        print(f"  {r['figure']}: A {' > '.join(r['a'])}; B {' > '.join(r['b'])}: {verdict}")
+        for t in r["b"]:
+            ia, ib = r["a_values"].get(t), r["b_values"].get(t)
+            if ia and ib:
+                flag = " (unstable)" if ia["unstable"] or ib["unstable"] else ""
+                print(
+                    f"    {t:<5} A {ia['mean']:>10,.2f} [{ia['lo']:,.2f}, {ia['hi']:,.2f}]  "
+                    f"B {ib['mean']:>10,.2f} [{ib['lo']:,.2f}, {ib['hi']:,.2f}]  "
+                    f"B/A {ib['mean'] / ia['mean'] if ia['mean'] else float('nan'):.2f}{flag}"
+                )
+    if not steps:
+        return
+    pairs = [(x, y) for x in docs_a for y in docs_b if x.get("kind") == y.get("kind")
+             and x["run_id"].split("-")[-1] == y["run_id"].split("-")[-1]]  # fmt: skip
+    for doc_a, doc_b in pairs or [(docs_a[0], docs_b[0])]:
+        rows = cmp.compare(doc_a, doc_b)
+        print(f"\n{doc_a['run_id']} / {doc_b['run_id']}:")
+        print(f"{'transport':<9} {'users':>6} {'figure':<18} {'A':>12} {'B':>12} {'B/A':>6}  "
+              f"judgement")  # fmt: skip
+        for r in rows:
+            fmt = lambda v: "-" if v is None else f"{v:,.2f}"  # noqa: E731
+            print(f"{r['transport']:<9} {r['clients']:>6} {r['metric']:<18} {fmt(r['a']):>12} "
+                  f"{fmt(r['b']):>12} {r['ratio']:>6}  {r['judgement']}"
+                  + (" (normalised)" if r["normalised"] else ""))  # fmt: skip
 
 
 @app.command()

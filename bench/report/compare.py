@@ -1,29 +1,40 @@
 """``tokenbench compare A B``: two runs side by side, B relative to A, noise flagged.
 
 Steps are matched by transport and user count. For each figure the ratio B/A is shown with a
-judgement: better or worse when the change is larger than that figure's noise threshold,
-otherwise "noise". The thresholds come from this project's own repeat runs on a shared 2-core
-VM, where CPU figures moved by up to about 20 % between identical runs and memory by a few
-percent. A p99 backed by fewer than 1,000 tokens, or a p99.9 by fewer than 10,000, is always
-flagged: one slow token moves it.
+judgement: better or worse when the change is larger than that figure's noise, otherwise
+"noise". A figure measured in windows in both runs is noise when the two 95 % intervals overlap
+(bench.report.stats); otherwise a fixed threshold applies, from this project's own repeat runs
+on a shared 2-core VM (CPU figures moved by up to about 20 % between identical runs, memory by a
+few percent). A p99 backed by fewer than 1,000 tokens is always flagged: one slow token moves
+it.
+
+CPU figures are compared on what the code does: each is divided by its run's machine speed
+(bench.load.yardstick) before the ratio is taken, and ``machine_ratio`` says how much slower B's
+machine was than A's, the part of a raw difference that the machine explains.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-# (label, getter, lower is better, noise threshold as a fraction)
-METRICS: tuple[tuple[str, Any, bool, float], ...] = (
-    ("tokens/s", lambda s: s["tokens_per_s"], False, 0.05),
-    ("goodput", lambda s: s["goodput"], False, 0.01),
-    ("p50 ms", lambda s: s["latency_ms"]["p50"], True, 0.25),
-    ("p99 ms", lambda s: s["latency_ms"]["p99"], True, 0.25),
-    ("server ms / 1k tok", lambda s: _ms(s["server"]["cpu_s_per_1k_tokens"]), True, 0.20),
-    ("KiB / conn", lambda s: _kib(s["server"]["mem_per_conn_bytes"]), True, 0.08),
-    ("requests/s", lambda s: s["requests_per_s"], True, 0.10),
-    ("bytes / token", lambda s: s["wire_bytes_per_token"], True, 0.05),
-    ("loadgen µs / tok", lambda s: s["loadgen"]["cpu_us_per_token"], True, 0.20),
-)
+from bench.load.yardstick import speed
+from bench.report import stats
+
+# (label, getter, lower is better, noise threshold as a fraction, window key, CPU figure)
+METRICS: tuple[tuple[str, Any, bool, float, str | None, bool], ...] = (
+    ("tokens/s", lambda s: s["tokens_per_s"], False, 0.05, "tokens_per_s", False),
+    ("goodput", lambda s: s["goodput"], False, 0.01, "goodput", False),
+    ("p50 ms", lambda s: s["latency_ms"]["p50"], True, 0.25, "p50_ms", False),
+    ("p99 ms", lambda s: s["latency_ms"]["p99"], True, 0.25, "p99_ms", False),
+    ("server ms / 1k tok", lambda s: _ms(s["server"]["cpu_s_per_1k_tokens"]), True, 0.20,
+     "cpu_s_per_1k_tokens", True),
+    ("KiB / conn", lambda s: _kib(s["server"]["mem_per_conn_bytes"]), True, 0.08,
+     "mem_per_conn_bytes", False),
+    ("requests/s", lambda s: s["requests_per_s"], True, 0.10, "requests_per_s", False),
+    ("bytes / token", lambda s: s["wire_bytes_per_token"], True, 0.05, None, False),
+    ("loadgen µs / tok", lambda s: s["loadgen"]["cpu_us_per_token"], True, 0.20,
+     "loadgen_cpu_us_per_token", True),
+)  # fmt: skip
 
 
 def _ms(v: float | None) -> float | None:
@@ -50,8 +61,22 @@ def judge(label: str, a: float | None, b: float | None, lower_better: bool, nois
     return f"{ratio:.2f}", "better" if improved else "worse"
 
 
+def _windows(step: dict[str, Any], key: str | None) -> stats.Interval | None:
+    parts = step.get("windows") or []
+    if key is None or len(parts) < 2:
+        return None
+    return stats.of(w.get(key) for w in parts)
+
+
+def machine_ratio(a: dict[str, Any], b: dict[str, Any]) -> float | None:
+    """How much slower B's machine was than A's (their yardsticks), or None without both."""
+    sa, sb = speed(a), speed(b)
+    return None if sa is None or sb is None else sb / sa
+
+
 def compare(a: dict[str, Any], b: dict[str, Any]) -> list[dict[str, Any]]:
     rows = []
+    machine = machine_ratio(a, b)
     runs_a = {r["transport"]: r for r in a.get("runs", [])}
     for run_b in b.get("runs", []):
         run_a = runs_a.get(run_b["transport"])
@@ -63,10 +88,123 @@ def compare(a: dict[str, Any], b: dict[str, Any]) -> list[dict[str, Any]]:
             if sa is None:
                 continue
             samples = min(sa["latency_ms"].get("count", 0), sb["latency_ms"].get("count", 0))
-            for label, get, lower, noise in METRICS:
+            for label, get, lower, noise, key, cpu in METRICS:
                 va, vb = get(sa), get(sb)
-                ratio, verdict = judge(label, va, vb, lower, noise, samples)
+                scale = machine if cpu and machine else 1.0
+                nb = None if vb is None else vb / scale  # B as if on A's machine
+                ratio, verdict = judge(label, va, nb, lower, noise, samples)
+                ia, ib = _windows(sa, key), _windows(sb, key)
+                if ia and ib and verdict in ("better", "worse", "noise"):
+                    ib = stats.Interval(ib.mean / scale, ib.lo / scale, ib.hi / scale, ib.n)
+                    verdict = "noise" if ia.overlaps(ib) else verdict
+                    if verdict == "noise" and abs(float(ratio) - 1) > noise:
+                        verdict = "noise (intervals overlap)"
                 rows.append({"transport": run_b["transport"], "clients": sb["clients"],
                              "metric": label, "a": va, "b": vb, "ratio": ratio,
+                             "normalised": cpu and machine is not None,
                              "judgement": verdict})  # fmt: skip
     return rows
+
+
+def knees(a: dict[str, Any], b: dict[str, Any]) -> list[dict[str, Any]]:
+    """The knees of two --find-knee runs: raw, and normalised by each run's machine speed."""
+    out = []
+    runs_a = {r["transport"]: r for r in a.get("runs", []) if r.get("knee")}
+    sa, sb = speed(a), speed(b)
+    for run_b in b.get("runs", []):
+        ka, kb = (runs_a.get(run_b["transport"]) or {}).get("knee"), run_b.get("knee")
+        if not ka or not kb:
+            continue
+        ia = stats.bracket(ka["clients_per_server_core"], _per_core(ka, "broke_at"))
+        ib = stats.bracket(kb["clients_per_server_core"], _per_core(kb, "broke_at"))
+        row = {
+            "transport": run_b["transport"],
+            "a": ia,
+            "b": ib,
+            "raw": "tie" if ia.overlaps(ib) else ("b higher" if ib.lo > ia.hi else "a higher"),
+        }
+        if sa and sb:
+            na = stats.Interval(ia.mean * sa, ia.lo * sa, ia.hi * sa, 1)
+            nb = stats.Interval(ib.mean * sb, ib.lo * sb, ib.hi * sb, 1)
+            row["normalised"] = (na, nb)
+            row["judgement"] = "tie" if na.overlaps(nb) else (
+                "b higher" if nb.lo > na.hi else "a higher")  # fmt: skip
+        out.append(row)
+    return out
+
+
+def _per_core(k: dict[str, Any], key: str) -> float | None:
+    v = k.get(key)
+    if v is None:
+        return None
+    return v * k["clients_per_server_core"] / k["clients"]
+
+
+# --- two whole runs: verdicts and rankings ------------------------------------------------------
+
+HEADLINES: tuple[tuple[str, bool], ...] = (
+    ("users per core (normalised)", False),
+    ("server CPU per token at the knee (normalised)", True),
+    ("memory per connection", True),
+)
+
+
+def headline_intervals(docs: list[dict[str, Any]]) -> dict[str, dict[str, stats.Interval]]:
+    """Per headline figure, per transport, its interval (normalised where the runs allow)."""
+    from bench.report.figures import knees, memory
+
+    out: dict[str, dict[str, stats.Interval]] = {h: {} for h, _ in HEADLINES}
+    for t, k in knees(docs).items():
+        out[HEADLINES[0][0]][t] = k.normalised_users_per_core() or k.users_per_core
+        cpu = k.normalised_cpu_us() or k.cpu_us_per_token
+        if cpu is not None:
+            out[HEADLINES[1][0]][t] = cpu
+    for t, (_, m) in memory(docs).items():
+        out[HEADLINES[2][0]][t] = m
+    return out
+
+
+def flips(a: dict[str, stats.Interval], b: dict[str, stats.Interval]) -> list[str]:
+    """Pairs that one run orders one way and the other the opposite way, beyond both noises.
+    A tie in either run is no flip."""
+    out = []
+    names = sorted(set(a) & set(b))
+    for i, x in enumerate(names):
+        for y in names[i + 1 :]:
+            ra, rb = stats.compare(a[x], a[y]), stats.compare(b[x], b[y])
+            if "tie" not in (ra, rb) and ra != rb:
+                out.append(f"{x} / {y}")
+    return out
+
+
+def whole_runs(docs_a: list[dict[str, Any]], docs_b: list[dict[str, Any]]) -> dict[str, Any]:
+    """Verdicts side by side, and for each headline figure whether the ranking flipped."""
+    from bench.report.tables import merge_faults
+    from bench.report.verdicts import verdicts
+
+    va = verdicts([d for d in docs_a if d.get("runs")], merge_faults(docs_a))
+    vb = {v["claim"]: v for v in verdicts([d for d in docs_b if d.get("runs")],
+                                          merge_faults(docs_b))}  # fmt: skip
+    claims = [
+        {
+            "claim": v["claim"],
+            "a": v["verdict"],
+            "b": vb.get(v["claim"], {}).get("verdict"),
+            "same": v["verdict"] == vb.get(v["claim"], {}).get("verdict"),
+        }
+        for v in va
+    ]
+    ha, hb = headline_intervals(docs_a), headline_intervals(docs_b)
+    rankings = []
+    for label, lower in HEADLINES:
+        rankings.append({"figure": label, "a": _order(ha[label], lower),
+                         "b": _order(hb[label], lower),
+                         "flips": flips(ha[label], hb[label]),
+                         "a_values": {t: i.doc(2) for t, i in ha[label].items()},
+                         "b_values": {t: i.doc(2) for t, i in hb[label].items()}})  # fmt: skip
+    return {"claims": claims, "rankings": rankings}
+
+
+def _order(figures: dict[str, stats.Interval], lower_is_better: bool) -> list[str]:
+    """Best first."""
+    return sorted(figures, key=lambda t: figures[t].mean, reverse=not lower_is_better)

@@ -173,3 +173,14 @@ def load(path: Path) -> dict[str, Any]:
         raise SchemaError(f"{path} is not JSON: {exc}") from None
     validate(doc)
     return doc
+
+
+def load_all(path: Path) -> list[dict[str, Any]]:
+    """A results.json, a run directory, or a directory of runs (``make bench``'s knee,
+    hold-50k and faults): every document in it, validated."""
+    if path.is_file() or (path / "results.json").exists():
+        return [load(path)]
+    found = sorted(p.parent for p in path.glob("*/results.json"))
+    if not found:
+        raise SchemaError(f"no results.json in {path} or its subdirectories")
+    return [load(p) for p in found]

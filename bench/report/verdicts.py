@@ -1,84 +1,19 @@
-"""What the measurements say about the mission's claims, and what 50,000 users would need.
+"""What the measurements say about the mission's claims.
 
 Everything here is computed from results.json by the rules written next to each claim, never
 typed in: rerun the benchmark and the verdicts follow the new numbers. A claim whose data is
-missing says so instead of guessing.
+missing says so instead of guessing. A comparison knows its noise (bench.report.stats): when
+the two intervals overlap the verdict is a tie, and otherwise it states the margin with its
+interval. The figures and their intervals come from bench.report.figures.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-import transports
-
-USERS = 50_000
-RATE = 40.0
-NAMES = {t.name: t.label for t in transports.all_transports()}
-
-
-def knees(docs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Per transport, the busiest step that held the SLO at the highest token rate run."""
-    out: dict[str, dict[str, Any]] = {}
-    for doc in docs:
-        rate = doc["config"].get("rate")
-        for run in doc.get("runs", []):
-            held = [s for s in run["steps"] if s["slo"]["held"]]
-            if not held or len(run["steps"]) < 2:
-                continue
-            best = max(held, key=lambda s: s["clients"])
-            t = run["transport"]
-            if t not in out or rate > out[t]["_rate"]:
-                out[t] = {**best, "_rate": rate, "_steps": run["steps"]}
-    return out
-
-
-def scale(step: dict[str, Any]) -> int:
-    """A step's scale: the connections the server held in the window, or else its users (a
-    transport that could not connect everyone is measured at what it held, not what was asked)."""
-    return step["server"].get("connections") or step["clients"]
-
-
-def largest(docs: list[dict[str, Any]], key: str) -> dict[str, tuple[int, float]]:
-    """Per transport, a server figure at the most connections measured: (connections, value)."""
-    out: dict[str, tuple[int, float]] = {}
-    for doc in docs:
-        for run in doc.get("runs", []):
-            for s in run["steps"]:
-                v = s["server"].get(key)
-                if v is not None and scale(s) >= out.get(run["transport"], (0, 0))[0]:
-                    out[run["transport"]] = (scale(s), v)
-    return out
-
-
-def fleet(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Server cores and memory for 50,000 users at 40 tok/s, with the points they rest on."""
-    k = knees(docs)
-    mem = largest(docs, "mem_per_conn_bytes")
-    rows = []
-    for t in NAMES:
-        if t not in k:
-            continue
-        knee = k[t]
-        per_core = knee["clients"]  # one server core in the knee runs
-        half = [s for s in knee["_steps"] if s["slo"]["held"] and s["clients"] <= per_core / 2]
-        cpu_knee = knee["server"]["cpu_s_per_1k_tokens"]
-        cpu_half = (
-            max(half, key=lambda s: s["clients"])["server"]["cpu_s_per_1k_tokens"] if half else None
-        )
-        linear = None if cpu_half is None else round(cpu_knee / cpu_half, 2)
-        rows.append({
-            "transport": t,
-            "users_per_core": per_core,
-            "harness_bound": knee["limited_by"] == "loadgen" or any(
-                s["limited_by"] == "loadgen" for s in knee["_steps"] if s["clients"] > per_core),
-            "cores": round(USERS / per_core, 1),
-            "cpu_ms_per_1k_at_knee": round(cpu_knee * 1000, 1),
-            "cpu_ratio_knee_to_half": linear,
-            "memory_gib": round(USERS * mem[t][1] / 2**30, 2) if t in mem else None,
-            "memory_measured_at": mem[t][0] if t in mem else None,
-            "mem_per_conn_kib": round(mem[t][1] / 1024, 1) if t in mem else None,
-        })  # fmt: skip
-    return rows
+from bench.report import stats
+from bench.report.figures import Knee, knees, memory
+from bench.report.stats import Interval
 
 
 def _fault(
@@ -88,48 +23,68 @@ def _fault(
                  (scenario, t, mode)), None)  # fmt: skip
 
 
+def margin(a_name: str, a: Interval, b_name: str, b: Interval, what: str) -> tuple[str, str]:
+    """(outcome, words): "tie", or which is higher, "a" / "b", and by how much (b / a)."""
+    r, lo, hi = stats.ratio(a, b)
+    if a.overlaps(b):
+        return "tie", f"{what}: a tie ({b_name} / {a_name} {r:.2f}, intervals overlap)"
+    top, low = (b_name, a_name) if r > 1 else (a_name, b_name)
+    k, klo, khi = (r, lo, hi) if r > 1 else (1 / r, 1 / hi, 1 / lo)
+    return ("b" if r > 1 else "a"), (f"{what}: {top} {k:.2f}x {low}'s "
+                                     f"(95 % interval {klo:.2f} to {khi:.2f})")  # fmt: skip
+
+
+def _capacity(s: Knee, w: Knee) -> tuple[str, str]:
+    out, words = margin("SSE", s.users_per_core, "WebSocket", w.users_per_core, "users per core")
+    return out, (f"{words}; SSE {s.clients} held ({s.held_runs[0]}/{s.held_runs[1]} runs), "
+                 f"broke at {s.broke_at}; WebSocket {w.clients} "
+                 f"({w.held_runs[0]}/{w.held_runs[1]}), broke at {w.broke_at}")  # fmt: skip
+
+
 def verdicts(docs: list[dict[str, Any]], faults: list[dict[str, Any]]) -> list[dict[str, str]]:
     k = knees(docs)
-    mem = largest(docs, "mem_per_conn_bytes")
+    mem = memory(docs)
     out: list[dict[str, str]] = []
 
     def add(claim: str, verdict: str, why: str) -> None:
         out.append({"claim": claim, "verdict": verdict, "why": why})
 
-    # 1. Rule: SSE holds at least as many users per core as WebSocket, at no more CPU per token.
+    # 1. Rule: SSE holds at least as many users per core as WebSocket and costs no more server
+    # CPU per token. Each comparison is a tie while the intervals overlap: both ties is a tie;
+    # WebSocket ahead on one and behind on none refutes; SSE ahead on one and behind on none
+    # confirms; one each way is nuanced.
     claim = "One-way traffic fits SSE best"
-    if "sse" in k and "ws" in k:
+    if "sse" in k and "ws" in k and k["sse"].cpu_us_per_token and k["ws"].cpu_us_per_token:
         s, w = k["sse"], k["ws"]
-        cs, cw = s["server"]["cpu_s_per_1k_tokens"] * 1e3, w["server"]["cpu_s_per_1k_tokens"] * 1e3
-        why = (f"users per core at 40 tok/s: SSE {s['clients']}, WebSocket {w['clients']} "
-               f"(p99 {s['latency_ms']['p99']:.0f} vs {w['latency_ms']['p99']:.0f} ms); server CPU "
-               f"per 1,000 tokens {cs:.1f} vs {cw:.1f} ms")  # fmt: skip
-        if s["clients"] >= w["clients"] and cs <= cw * 1.05:
-            add(claim, "confirmed", why)
-        elif s["clients"] < w["clients"] and cs > cw * 1.05:
+        cap, cap_words = _capacity(s, w)
+        cpu, cpu_words = margin("SSE", s.cpu_us_per_token, "WebSocket", w.cpu_us_per_token,
+                                "server CPU per token")  # fmt: skip
+        cpu = {"a": "b", "b": "a", "tie": "tie"}[cpu]  # lower CPU is better: flip
+        sse_ahead = [cap == "a", cpu == "a"]
+        ws_ahead = [cap == "b", cpu == "b"]
+        why = (f"{cap_words}; {cpu_words} ({s.cpu_us_per_token.mean:.1f} vs "
+               f"{w.cpu_us_per_token.mean:.1f} µs)")  # fmt: skip
+        if not any(sse_ahead) and not any(ws_ahead):
+            add(claim, "tie", why + "; SSE's edge is the protocol (plain HTTP, EventSource), "
+                "not server cost")  # fmt: skip
+        elif any(ws_ahead) and not any(sse_ahead):
             add(claim, "refuted", why)
+        elif any(sse_ahead) and not any(ws_ahead):
+            add(claim, "confirmed", why)
         else:
-            add(
-                claim,
-                "nuanced",
-                why + "; SSE's edge is the protocol (plain HTTP, EventSource), not server cost",
-            )
+            add(claim, "nuanced", why)
     else:
         add(claim, "not measured", "needs a knee run for SSE and WebSocket")
 
-    # 2. Rule: WebSocket memory per connection above SSE's by more than 10 %.
+    # 2. Rule: WebSocket's memory per connection above SSE's, beyond both intervals.
     claim = "WebSockets cost more memory per connection"
     if "sse" in mem and "ws" in mem:
         (ns, ms_), (nw, mw) = mem["sse"], mem["ws"]
-        why = (
-            f"server RSS per connection: WebSocket {mw / 1024:.1f} KiB ({nw:,} connections), "
-            f"SSE {ms_ / 1024:.1f} KiB ({ns:,})"
-        )
-        add(
-            claim,
-            "confirmed" if mw > ms_ * 1.1 else "refuted" if mw < ms_ * 0.9 else "nuanced",
-            why,
-        )
+        kib = lambda i: Interval(i.mean / 1024, i.lo / 1024, i.hi / 1024, i.n, i.sd / 1024)  # noqa: E731
+        outcome, words = margin("SSE", kib(ms_), "WebSocket", kib(mw), "memory per connection")
+        why = (f"{words}: WebSocket {mw.mean / 1024:.1f} KiB ({nw:,} connections), SSE "
+               f"{ms_.mean / 1024:.1f} KiB ({ns:,})")  # fmt: skip
+        add(claim, {"b": "confirmed", "a": "refuted", "tie": "tie"}[outcome], why)
     else:
         add(claim, "not measured", "needs bench runs for SSE and WebSocket")
 
@@ -153,19 +108,21 @@ def verdicts(docs: list[dict[str, Any]], faults: list[dict[str, Any]]) -> list[d
     else:
         add(claim, "not measured", "needs tokenbench faults --scenario blackhole")
 
-    # 4. Rule: long polling makes at least 0.8 requests per token at its knee.
+    # 4. Rule: long polling makes at least 0.8 requests per token at its knee (requests and
+    # tokens are counted, not sampled: no interval needed).
     claim = "Long polling costs a request per token"
     if "poll" in k:
-        p = k["poll"]
+        p = k["poll"].step
         per_token = p["requests_per_s"] / p["tokens_per_s"] if p["tokens_per_s"] else 0
-        cpu = p["server"]["cpu_s_per_1k_tokens"] * 1e3
-        ref = k.get("sse")
-        extra = (f"; {cpu / (ref['server']['cpu_s_per_1k_tokens'] * 1e3):.1f}x SSE's server CPU "
-                 f"per token" if ref else "")  # fmt: skip
-        why = (
-            f"{per_token:.2f} requests per token at its knee ({p['requests_per_s']:,.0f} req/s "
-            f"for {p['tokens_per_s']:,.0f} tok/s){extra}; knee {p['clients']} users per core"
-        )
+        extra = ""
+        ref, pk = k.get("sse"), k["poll"]
+        if ref and ref.cpu_us_per_token and pk.cpu_us_per_token:
+            _, words = margin("SSE", ref.cpu_us_per_token, "long polling", pk.cpu_us_per_token,
+                              "server CPU per token")  # fmt: skip
+            extra = f"; {words}"
+        why = (f"{per_token:.2f} requests per token at its knee ({p['requests_per_s']:,.0f} "
+               f"req/s for {p['tokens_per_s']:,.0f} tok/s){extra}; knee {pk.clients} users "
+               f"per core")  # fmt: skip
         add(claim, "confirmed" if per_token >= 0.8 else "nuanced", why)
     else:
         add(claim, "not measured", "needs a knee run for long polling")

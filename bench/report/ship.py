@@ -1,0 +1,82 @@
+"""What to ship: the meeting's question answered in one paragraph, by a rule, from the runs.
+
+The rule:
+1. A candidate is a transport with a measured knee whose hardened client lost nothing and
+   recovered every stream in every fault scenario run. A transport without fault runs is a
+   candidate only with that caveat; one that lost tokens even hardened is out.
+2. The cheapest candidate is the one needing the fewest server cores for 50,000 users at
+   40 tok/s (bench.report.figures.fleet). Candidates whose core intervals overlap the cheapest
+   tie with it, and are named with it.
+3. What to build around it is what its out-of-the-box client failed in the fault runs: a
+   watchdog (silence was never noticed), retrying after a 5xx (a 503 ended the stream), and
+   resume from the last seq (every transport needs it to lose nothing).
+4. The caveats are what the runs could not show: a knee bound by the load generator, an
+   unstable figure, scenarios never run, and what no run here measures (a load balancer with
+   several backends, real browsers).
+It never claims more than the runs measured, and it changes when the numbers do.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import transports
+from bench.report.figures import NAMES, fleet, knees
+
+
+def _faults_of(faults: list[dict[str, Any]], t: str, mode: str) -> list[dict[str, Any]]:
+    return [e for e in faults if e["transport"] == t and e["mode"] == mode]
+
+
+def recommend(docs: list[dict[str, Any]], faults: list[dict[str, Any]]) -> dict[str, Any]:
+    rows = {r["transport"]: r for r in fleet(docs)}
+    k = knees(docs)
+    if not rows:
+        return {"text": "Not enough measured to say: no knee run.", "pick": None}
+    out_lost, caveats = [], []
+    candidates = []
+    for t in rows:
+        hardened = _faults_of(faults, t, "hardened")
+        if any(e["lost"] or e["unrecovered"] or e["duplicated"] for e in hardened):
+            out_lost.append(NAMES[t])
+            continue
+        candidates.append(t)
+    if not candidates:
+        return {"text": "No transport kept every token even with a hardened client: ship none "
+                "of them as measured.", "pick": None}  # fmt: skip
+    by_cost = sorted(candidates, key=lambda t: rows[t]["cores"]["mean"])
+    best = by_cost[0]
+    ties = [t for t in by_cost[1:] if rows[t]["cores"]["lo"] <= rows[best]["cores"]["hi"]]
+    build = []
+    default = _faults_of(faults, best, "default")
+    if any(e["scenario"] == "blackhole" and e["unrecovered"] for e in default):
+        hb = transports.get(best).watchdog
+        build.append(f"a watchdog that reconnects after two heartbeats of silence ({hb})")
+    if any("503" in (e.get("user_saw") or "") and e["unrecovered"] for e in default):
+        build.append("a client that retries after a 5xx from the load balancer")
+    build.append(f"resume from the last seq seen ({transports.get(best).resume})")
+    row = rows[best]
+    cores = row["cores"]
+    pick = NAMES[best] + "".join(f" or {NAMES[t]}" for t in ties)
+    text = [
+        f"**Ship {pick}.** {NAMES[best]} needs {cores['mean']:g} server cores for "
+        f"50,000 users at 40 tok/s (interval {cores['lo']:g} to {cores['hi']:g}) "
+        f"and {row['memory_gib'] or '?'} GiB"
+    ]
+    if ties:
+        verb = "ties" if len(ties) == 1 else "tie"
+        text.append(f"; {', '.join(NAMES[t] for t in ties)} {verb} with it on cost (the core "
+                    f"intervals overlap), so choose between them on the client side")  # fmt: skip
+    text.append(f". Build around it: {'; '.join(build)}.")
+    if out_lost:
+        text.append(f" Out: {', '.join(out_lost)} lost tokens even with a hardened client.")
+    if not faults:
+        caveats.append("no fault scenarios were run")
+    if k[best].harness_bound or any(k[t].harness_bound for t in ties):
+        caveats.append("a knee bounded by the load generator is a lower bound")
+    if row["cpu_us_per_token"] and row["cpu_us_per_token"]["unstable"]:
+        caveats.append(f"{NAMES[best]}'s CPU per token is unstable (spread over 10 %)")
+    caveats.append("not measured here: a load balancer with several backends and a shared "
+                   "replay log, real browsers, several load machines")  # fmt: skip
+    text.append(" Caveats: " + "; ".join(caveats) + ".")
+    return {"text": "".join(text), "pick": best, "ties": ties, "build": build}

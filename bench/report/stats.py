@@ -1,0 +1,88 @@
+"""Spread and intervals for the report's figures (pyperf's rules), and how two compare.
+
+- A figure measured in n windows has a mean, a standard deviation and a 95 % interval for the
+  mean (Student's t). It is **unstable** when its standard deviation is over 10 % of its mean
+  (pyperf: "the standard deviation is greater than 10% of the mean").
+- A knee is a bracket, not a sample: capacity lies between the busiest count held (by most of
+  its runs) and the first count broken. Its interval is that bracket.
+- Two figures **tie** when their intervals overlap; otherwise the ratio and its interval say by
+  how much one is above the other.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+# Student's t, two-sided 95 %, by degrees of freedom (beyond 30: 1.96 is close enough).
+_T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306,
+        9: 2.262, 10: 2.228, 12: 2.179, 15: 2.131, 20: 2.086, 30: 2.042}  # fmt: skip
+UNSTABLE = 0.10
+
+
+def t95(df: int) -> float:
+    for k in sorted(_T95):
+        if df <= k:
+            return _T95[k]
+    return 1.96
+
+
+@dataclass(frozen=True)
+class Interval:
+    mean: float
+    lo: float
+    hi: float
+    n: int
+    sd: float = 0.0
+
+    @property
+    def rel_sd(self) -> float:
+        return self.sd / abs(self.mean) if self.mean else 0.0
+
+    @property
+    def unstable(self) -> bool:
+        return self.rel_sd > UNSTABLE
+
+    def overlaps(self, other: Interval) -> bool:
+        return self.lo <= other.hi and other.lo <= self.hi
+
+    def doc(self, digits: int = 4) -> dict[str, float | int | bool]:
+        r = lambda v: round(v, digits)  # noqa: E731
+        return {"mean": r(self.mean), "lo": r(self.lo), "hi": r(self.hi), "n": self.n,
+                "sd": r(self.sd), "unstable": self.unstable}  # fmt: skip
+
+
+def of(values: Iterable[float | None]) -> Interval | None:
+    """The mean of ``values`` (None dropped) with its 95 % interval; None if there are none."""
+    xs = [float(v) for v in values if v is not None and math.isfinite(v)]
+    if not xs:
+        return None
+    mean = statistics.fmean(xs)
+    if len(xs) == 1:
+        return Interval(mean, mean, mean, 1)
+    sd = statistics.stdev(xs)
+    half = t95(len(xs) - 1) * sd / math.sqrt(len(xs))
+    return Interval(mean, mean - half, mean + half, len(xs), sd)
+
+
+def bracket(held: int, broke: int | None) -> Interval:
+    """A knee: capacity is at least ``held`` and below ``broke`` (unknown above: ``held``)."""
+    hi = float(broke) if broke is not None else float(held)
+    return Interval(float(held), float(held), hi, 1)
+
+
+def ratio(a: Interval, b: Interval) -> tuple[float, float, float]:
+    """b / a with the interval its two intervals allow: (ratio, low, high)."""
+    if a.mean == 0 or a.lo <= 0 or a.hi <= 0:
+        return math.nan, math.nan, math.nan
+    return b.mean / a.mean, b.lo / a.hi, b.hi / a.lo
+
+
+def compare(a: Interval, b: Interval, lower_is_better: bool = False) -> str:
+    """ "tie" when the intervals overlap, else which one is better: "a" or "b"."""
+    if a.overlaps(b):
+        return "tie"
+    b_higher = b.lo > a.hi
+    return "a" if b_higher == lower_is_better else "b"
