@@ -96,13 +96,15 @@ def test_error_classes(reason: str, cls: str) -> None:
     assert error_class(reason) == cls
 
 
-def _report(loader: int, tokens: int, expected: int, cpu: float, lat_us: list[int]) -> LoaderReport:
+def _report(
+    loader: int, tokens: int, expected: int, cpu: float, lat_us: list[int], second: int = 0
+) -> LoaderReport:
     h = Histogram()
     for v in lat_us:
         h.record(v)
     empty = Histogram().to_json()
     return {
-        "loader": loader, "t0_ns": T0, "t1_ns": T0 + S, "users": 100, "arrived": 100,
+        "loader": loader, "t0_ns": T0 + second * S, "t1_ns": T0 + (second + 1) * S, "users": 100, "arrived": 100,
         "streaming": 90, "tokens": tokens, "expected": expected, "fast_path": True,
         "requests": 10, "reconnects": 1, "duplicated": 0, "out_of_order": 0, "lost": 0,
         "wrong_text": 0, "streams_done": 2, "streams_failed": 0, "bytes_received": tokens * 80,
@@ -116,8 +118,8 @@ def test_summarize_merges_loaders_and_flags_the_bottleneck() -> None:
     # Two loaders, two seconds each; loader CPU 0.95 s per second on one core: saturated.
     w.add(_report(0, 1000, 1000, 10.0, [1000] * 99 + [300_000]), None)
     w.add(_report(1, 1000, 1000, 20.0, [2000] * 100), None)
-    w.add(_report(0, 1000, 1010, 10.95, [1000] * 100), 10.0, 4.0)
-    w.add(_report(1, 990, 1000, 20.95, [2000] * 100), 20.0, 8.0)
+    w.add(_report(0, 1000, 1010, 10.95, [1000] * 100, second=1), 10.0, 4.0)
+    w.add(_report(1, 990, 1000, 20.95, [2000] * 100, second=1), 20.0, 8.0)
     srv0 = Sample(cpu_s=100.0, rss_bytes=0, open_files=0, alive=1, read_bytes=0, written_bytes=0)
     srv1 = Sample(101.0, 0, 0, 1, 50_000, 350_000)
     cfg = BenchConfig(transports=["sse"], steps=[], slo_ms=250)

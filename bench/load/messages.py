@@ -31,7 +31,7 @@ class LoaderConfig:
     think: float = 5.0
     heartbeat: float = 15.0
     poll_timeout: float = 25.0
-    interval: float = 1.0
+    interval: float = 0.5  # seconds between reports (a window's windows hold several)
     doze_us: int = 0  # see Loader.doze
     fast_path: bool = True  # read SSE and WebSocket through clients/_fastpath.c if it was built
     seed: int = 0

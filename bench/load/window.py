@@ -33,6 +33,13 @@ class Window:
     cpu: dict[int, list[float]] = field(default_factory=dict)  # loader -> [first, last] CPU s
     sys: dict[int, list[float]] = field(default_factory=dict)  # the same, kernel part
     fast_path: dict[int, bool] = field(default_factory=dict)  # loader -> compiled path
+    span: dict[int, list[int]] = field(default_factory=dict)  # loader -> [first t0, last t1] ns
+
+    def span_s(self) -> float:
+        """The time the reports cover (mean over loaders): rates are per this, not per the
+        orchestrator's window, which holds a whole number of reports, one more or less."""
+        spans = [(b - a) / 1e9 for a, b in self.span.values() if b > a]
+        return sum(spans) / len(spans) if spans else 0.0
 
     def add(self, r: LoaderReport, prev_cpu: float | None, prev_sys: float | None = None) -> None:
         """Fold in a report; ``prev_*`` are the loader's cumulative CPU at its previous report
@@ -46,6 +53,7 @@ class Window:
         for cls, n in r["errors"].items():
             self.errors[cls] = self.errors.get(cls, 0) + n
         i = r["loader"]
+        self.span.setdefault(i, [r["t0_ns"], r["t1_ns"]])[1] = r["t1_ns"]
         self.fast_path[i] = r["fast_path"]
         self.users[i] = r["users"]
         self.streaming[i] = r["streaming"]
@@ -141,7 +149,8 @@ def summarize(
     tokens, expected, failed = s["tokens"], s["expected"], s["streams_failed"]
     gen_cpu = sum(last - first for first, last in w.cpu.values())
     gen_sys = sum(last - first for first, last in w.sys.values())
-    gen_util = gen_cpu / seconds / max(loader_cores, 1) if seconds else 0.0
+    span = w.span_s() or seconds  # what the loaders' reports cover
+    gen_util = gen_cpu / span / max(loader_cores, 1) if span else 0.0
     server, wire = _server(cost, w, seconds)
     gen = {
         "cpu_us_per_token": _per(gen_cpu, tokens, 1e6, 2),
@@ -163,7 +172,7 @@ def summarize(
         and s["lost"] == 0
         and failed == 0
     )
-    rate = (lambda n: round(n / seconds, 1)) if seconds else (lambda n: 0.0)
+    rate = (lambda n: round(n / span, 1)) if span else (lambda n: 0.0)
     return {
         "clients": step.clients,
         "users": sum(w.users.values()),
