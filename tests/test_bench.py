@@ -104,7 +104,8 @@ def _report(
         h.record(v)
     empty = Histogram().to_json()
     return {
-        "loader": loader, "t0_ns": T0 + second * S, "t1_ns": T0 + (second + 1) * S, "users": 100, "arrived": 100,
+        "loader": loader, "t0_ns": T0 + second * S, "t1_ns": T0 + (second + 1) * S,
+        "users": 100, "arrived": 100,
         "streaming": 90, "tokens": tokens, "expected": expected, "fast_path": True,
         "requests": 10, "reconnects": 1, "duplicated": 0, "out_of_order": 0, "lost": 0,
         "wrong_text": 0, "streams_done": 2, "streams_failed": 0, "bytes_received": tokens * 80,

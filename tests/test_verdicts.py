@@ -47,7 +47,8 @@ def _doc(seed: int, unit_us: float = 5.0, noise: float = 0.03, ws_cpu: float = 2
     rng = random.Random(seed)
     sk, sb, wk, wb = knees
     ys = yardstick.combine({"unit_us": unit_us, "syscall_us": {"median": unit_us - 1},
-                            "python_us": {"median": 1.0}}, None)  # fmt: skip
+                            "python_us": {"median": 1.0}, "wall_us": {"median": unit_us * 1.2}},
+                           None)  # fmt: skip
     return {"run_id": f"r{seed}", "kind": "bench", "config": {"rate": 40.0},
             "machine": {"yardstick": ys},
             "runs": [_run("sse", sk, sb, 28.0, 38_000, rng, noise),
@@ -112,9 +113,9 @@ def test_normalised_figures_remove_the_machine() -> None:
 
 
 def test_a_yardstick_that_moved_during_the_run_is_flagged() -> None:
-    a = {"unit_us": 5.0}
-    assert not yardstick.combine(a, {"unit_us": 5.2})["drifted"]
-    moved = yardstick.combine(a, {"unit_us": 7.0})
+    a = {"unit_us": 5.0, "wall_us": {"median": 6.0}}
+    assert not yardstick.combine(a, {"unit_us": 5.2, "wall_us": {"median": 6.1}})["drifted"]
+    moved = yardstick.combine(a, {"unit_us": 7.0, "wall_us": {"median": 6.0}})
     assert (
         moved["drifted"]
         and moved["unit_us"] == 6.0

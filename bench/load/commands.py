@@ -129,7 +129,7 @@ def bench(
         parse_steps,
         rates_from,
     )
-    from bench.load.run import TargetError, run_transport
+    from bench.load.run import TargetError, run_transport, server_cores
     from bench.report import results, tables
 
     names = pick(transport)
@@ -189,12 +189,13 @@ def bench(
     )  # fmt: skip
     doc = results.new_doc("bench", out_dir.name, config_doc(cfg))
     say = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731
-    before = ys.measure() if yardstick else None
+    cores = server_cores() if pin else None  # measured where the servers will run
+    before = ys.measure(cores) if yardstick else None
     if before is not None:
         doc["machine"]["yardstick"] = ys.combine(before, None)
-        say(f"yardstick: {before['unit_us']:.2f} us per reference token "
-            f"(kernel {before['syscall_us']['median']:.2f} + python "
-            f"{before['python_us']['median']:.2f})")  # fmt: skip
+        say(f"yardstick: {before['unit_us']:.2f} us of CPU per reference token (kernel "
+            f"{before['syscall_us']['median']:.2f} + python {before['python_us']['median']:.2f}), "
+            f"{before['wall_us']['median']:.2f} us of wall time")  # fmt: skip
     try:
         for name in names:
             plan = (
@@ -215,7 +216,7 @@ def bench(
         results.write(doc, out_dir)
         fail(str(exc), 1)
     if before is not None:
-        doc["machine"]["yardstick"] = ys.combine(before, ys.measure())
+        doc["machine"]["yardstick"] = ys.combine(before, ys.measure(cores))
         if doc["machine"]["yardstick"]["drifted"]:
             say(f"warning: the machine changed speed during the run: yardstick drift "
                 f"{doc['machine']['yardstick']['drift']:.0%}")  # fmt: skip

@@ -50,6 +50,11 @@ def probe(transport: str, url: str, timeout: float = PROBE_TIMEOUT_S) -> None:
         raise TargetError(f"target {url} does not serve {transport}: {why[:300]}") from None
 
 
+def server_cores() -> set[int] | None:
+    """The cores a pinned server runs on (None on one core)."""
+    return _cores()[0]
+
+
 def _cores() -> tuple[set[int] | None, set[int] | None]:
     """Server on the first half of the cores, load generator on the rest (2 cores: 1 and 1)."""
     available = sorted(os.sched_getaffinity(0))

@@ -8,9 +8,14 @@ after its load (a few seconds each):
   messages, one connection, the process's system time);
 - ``python_us``: CPU for the Python a server spends framing one token (``Stream.payload`` and an
   SSE event, encoded), in a hot loop;
-- ``unit_us``: their sum, the cost of a "reference token". A run is normalised by it:
-  ``cpu per token / unit_us`` and ``users per core x unit_us`` compare across machines and days
-  (docs/results-schema.md, ``machine.yardstick``).
+- ``unit_us``: their sum, the CPU cost of a "reference token". CPU per token is normalised by
+  it (``cpu per token / unit_us``);
+- ``wall_us``: the wall time both loops took per token, on the server's cores. It also sees what
+  CPU time cannot: a hypervisor's steal, a slower clock, another process on the same core.
+  Capacity (users per core) is normalised by it (``users per core x wall_us``).
+
+Both are stated against a reference machine (``REFERENCE_*``), so normalised figures look like
+raw ones on a good day (docs/results-schema.md, ``machine.yardstick``).
 
 Each figure is the median of five repeats, with their spread; a yardstick whose before and after
 differ by more than 10 % says the machine changed speed during the run (``drift``).
@@ -18,6 +23,7 @@ differ by more than 10 % says the machine changed speed during the run (``drift`
 
 from __future__ import annotations
 
+import os
 import resource
 import socket
 import statistics
@@ -37,8 +43,8 @@ def _cpu() -> tuple[float, float]:
     return r.ru_utime, r.ru_stime
 
 
-def syscall_us(pairs: int = 20_000) -> float:
-    """Kernel CPU per write + read of a small message on a loopback TCP connection."""
+def syscall_us(pairs: int = 20_000) -> tuple[float, float]:
+    """(kernel CPU, wall time) per write + read of a small message on loopback TCP, µs."""
     server = socket.create_server(("127.0.0.1", 0))
     a = socket.create_connection(server.getsockname())
     b, _ = server.accept()
@@ -48,27 +54,27 @@ def syscall_us(pairs: int = 20_000) -> float:
         for _ in range(200):  # warm
             send(MESSAGE)
             recv(4096)
-        _, s0 = _cpu()
+        (_, s0), w0 = _cpu(), time.perf_counter()
         for _ in range(pairs):
             send(MESSAGE)
             recv(4096)
-        _, s1 = _cpu()
+        (_, s1), w1 = _cpu(), time.perf_counter()
     finally:
         for s in (a, b, server):
             s.close()
-    return (s1 - s0) / pairs * 1e6
+    return (s1 - s0) / pairs * 1e6, (w1 - w0) / pairs * 1e6
 
 
-def python_us(tokens: int = 20_000) -> float:
-    """User CPU per token of the Python a server runs to frame it (payload and SSE event)."""
+def python_us(tokens: int = 20_000) -> tuple[float, float]:
+    """(CPU, wall time) per token of the Python a server runs to frame it, µs."""
     _, stream = Codec().new_stream(100_000, 40.0, 0)
     payload = stream.payload
     for seq in range(500):  # warm
         f"id: {seq}\ndata: {payload(seq)}\n\n".encode()
-    u0 = time.process_time()
+    u0, w0 = time.process_time(), time.perf_counter()
     for seq in range(tokens):
         f"id: {seq}\ndata: {payload(seq)}\n\n".encode()
-    return (time.process_time() - u0) / tokens * 1e6
+    return (time.process_time() - u0) / tokens * 1e6, (time.perf_counter() - w0) / tokens * 1e6
 
 
 def _summary(values: list[float]) -> dict[str, float]:
@@ -81,45 +87,76 @@ def _summary(values: list[float]) -> dict[str, float]:
     }
 
 
-def measure() -> dict[str, Any]:
-    """One calibration: each figure REPEATS times, interleaved (a burst of noise hits both)."""
-    sys_v, py_v = [], []
-    for _ in range(REPEATS):
-        sys_v.append(syscall_us())
-        py_v.append(python_us())
-    sys_s, py_s = _summary(sys_v), _summary(py_v)
+def measure(cores: set[int] | None = None) -> dict[str, Any]:
+    """One calibration, on ``cores`` (the server's, where it will run) if given: each figure
+    REPEATS times, interleaved, so that a burst of noise hits both."""
+    sys_v, py_v, wall_v = [], [], []
+    saved = os.sched_getaffinity(0)
+    if cores:
+        os.sched_setaffinity(0, cores)
+    try:
+        for _ in range(REPEATS):
+            (k, kw), (py, pw) = syscall_us(), python_us()
+            sys_v.append(k)
+            py_v.append(py)
+            wall_v.append(kw + pw)
+    finally:
+        os.sched_setaffinity(0, saved)
+    sys_s, py_s, wall_s = _summary(sys_v), _summary(py_v), _summary(wall_v)
     return {
         "syscall_us": sys_s,
         "python_us": py_s,
         "unit_us": round(sys_s["median"] + py_s["median"], 4),
+        "wall_us": wall_s,
+        "cores": sorted(cores) if cores else None,
         "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
 
 
 def combine(before: dict[str, Any], after: dict[str, Any] | None) -> dict[str, Any]:
-    """``machine.yardstick``: both calibrations, the unit used (their mean), and the drift."""
-    units = [before["unit_us"]] + ([after["unit_us"]] if after else [])
-    unit = sum(units) / len(units)
-    drift = abs(units[-1] - units[0]) / unit if len(units) == 2 else 0.0
+    """``machine.yardstick``: both calibrations, the units used (their means), and the drift."""
+    done = [before] + ([after] if after else [])
+    unit = sum(c["unit_us"] for c in done) / len(done)
+    wall = sum(c["wall_us"]["median"] for c in done) / len(done)
+    drift = 0.0
+    if after:
+        drift = max(
+            abs(after["unit_us"] - before["unit_us"]) / unit,
+            abs(after["wall_us"]["median"] - before["wall_us"]["median"]) / wall,
+        )
     return {
         "version": SCHEMA,
         "before": before,
         "after": after,
         "unit_us": round(unit, 4),
+        "wall_us": round(wall, 4),
         "drift": round(drift, 4),
         "drifted": drift > 0.10,
         "reference_unit_us": REFERENCE_UNIT_US,
-    }
+        "reference_wall_us": REFERENCE_WALL_US,
+    }  # fmt: skip
 
 
-# Normalised figures are stated for a machine whose reference token costs this much: a round
-# number near this project's VM on a good day, so that normalised and raw figures look alike.
+# Normalised figures are stated for a machine whose reference token costs this much (CPU, and
+# wall time on an otherwise idle core): round numbers near this project's VM on a good day, so
+# that normalised and raw figures look alike.
 REFERENCE_UNIT_US = 5.0
+REFERENCE_WALL_US = 6.0
 
 
 def speed(doc: dict[str, Any]) -> float | None:
-    """How much slower this run's machine was than the reference (unit / reference), or None."""
+    """How much more CPU this run's machine spent per unit of work than the reference (CPU per
+    token is divided by it), or None without a yardstick."""
     ys = doc.get("machine", {}).get("yardstick")
     if not ys or not ys.get("unit_us"):
         return None
     return ys["unit_us"] / ys.get("reference_unit_us", REFERENCE_UNIT_US)
+
+
+def pace(doc: dict[str, Any]) -> float | None:
+    """How much longer this run's server cores took per unit of work than the reference's, in
+    wall time (users per core are multiplied by it), or None without a yardstick."""
+    ys = doc.get("machine", {}).get("yardstick")
+    if not ys or not ys.get("wall_us"):
+        return None
+    return ys["wall_us"] / ys.get("reference_wall_us", REFERENCE_WALL_US)

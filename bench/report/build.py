@@ -28,7 +28,7 @@ import matplotlib.pyplot as plt
 
 import transports
 from bench.load.hist import Histogram, bucket_bounds
-from bench.load.yardstick import REFERENCE_UNIT_US
+from bench.load.yardstick import REFERENCE_WALL_US
 from bench.report import figures, results, ship, verdicts
 from bench.report.tables import faults_markdown, merge_faults
 
@@ -244,8 +244,9 @@ def _fleet_md(docs: list[dict[str, Any]]) -> list[str]:
         "", f"## Fleet projection: {figures.USERS:,} users at {figures.RATE:g} tok/s", "",
         "Users per core is the knee at 40 tok/s, a bracket: the busiest count that held the SLO "
         "in most of its runs, and the first that broke. Server cores = users / users per core, "
-        "over that bracket. Normalised: what the reference machine (a reference token of "
-        f"{REFERENCE_UNIT_US:g} µs) would hold, from the run's yardstick. CPU per token at the "
+        "over that bracket. Normalised: what the reference machine (a reference token in "
+        f"{REFERENCE_WALL_US:g} µs of wall time) would hold, from the run's yardstick. CPU per "
+        "token at the "
         "knee is the mean of its windows with a 95 % interval; a figure whose windows spread "
         "over 10 % is flagged unstable. The CPU ratio compares the knee with half the knee: "
         "below 1, fixed costs amortise with load. A knee bounded by the load generator is a "
@@ -280,11 +281,14 @@ def _machine_md(docs: list[dict[str, Any]]) -> list[str]:
             out.append(f"- `{d['run_id']}`: no yardstick (a run from before it existed)")
             continue
         b, a = ys["before"], ys.get("after") or ys["before"]
+        wall = ys.get("wall_us")
         out.append(
-            f"- `{d['run_id']}`: {ys['unit_us']:.2f} µs per reference token (kernel write + read "
-            f"{b['syscall_us']['median']:.2f} → {a['syscall_us']['median']:.2f} µs, Python "
-            f"{b['python_us']['median']:.2f} → {a['python_us']['median']:.2f} µs, before → "
-            f"after); {ys['unit_us'] / ys['reference_unit_us']:.2f}x the reference"
+            f"- `{d['run_id']}`: {ys['unit_us']:.2f} µs of CPU per reference token (kernel write "
+            f"+ read {b['syscall_us']['median']:.2f} → {a['syscall_us']['median']:.2f} µs, "
+            f"Python {b['python_us']['median']:.2f} → {a['python_us']['median']:.2f} µs, before "
+            f"→ after), {ys['unit_us'] / ys['reference_unit_us']:.2f}x the reference"
+            + (f"; {wall:.2f} µs of wall time on the server's cores, "
+               f"{wall / ys['reference_wall_us']:.2f}x the reference" if wall else "")
             + (f"; **the machine changed speed during the run ({ys['drift']:.0%})**"
                if ys["drifted"] else "")
         )  # fmt: skip

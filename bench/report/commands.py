@@ -51,11 +51,13 @@ def compare_runs(
     if docs_a[0]["machine"]["cpu_model"] != docs_b[0]["machine"]["cpu_model"]:
         print("note: the two runs are from different CPUs")
     machine = cmp.machine_ratio(docs_a[0], docs_b[0])
-    if machine is None:
+    paced = cmp.pace_ratio(docs_a[0], docs_b[0])
+    if machine is None or paced is None:
         print("machine: no yardstick in one of the runs; CPU figures compare machines too")
     else:
-        print(f"machine: B's reference token cost {machine:.2f}x A's; CPU figures and knees are "
-              f"compared normalised (that factor removed)")  # fmt: skip
+        print(f"machine: B's reference token cost {machine:.2f}x A's in CPU and took {paced:.2f}x "
+              f"as long on the server's cores; CPU figures and knees are compared with those "
+              f"factors removed (normalised)")  # fmt: skip
     whole = cmp.whole_runs(docs_a, docs_b)
     print("\nverdicts:")
     for c in whole["claims"]:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bench.load.yardstick import speed
+from bench.load.yardstick import pace, speed
 from bench.report import stats
 
 # (label, getter, lower is better, noise threshold as a fraction, window key, CPU figure)
@@ -69,8 +69,15 @@ def _windows(step: dict[str, Any], key: str | None) -> stats.Interval | None:
 
 
 def machine_ratio(a: dict[str, Any], b: dict[str, Any]) -> float | None:
-    """How much slower B's machine was than A's (their yardsticks), or None without both."""
+    """How much more CPU B's machine spent per unit of work than A's (their yardsticks), or
+    None without both."""
     sa, sb = speed(a), speed(b)
+    return None if sa is None or sb is None else sb / sa
+
+
+def pace_ratio(a: dict[str, Any], b: dict[str, Any]) -> float | None:
+    """How much longer B's server cores took per unit of work than A's, in wall time."""
+    sa, sb = pace(a), pace(b)
     return None if sa is None or sb is None else sb / sa
 
 
@@ -110,7 +117,7 @@ def knees(a: dict[str, Any], b: dict[str, Any]) -> list[dict[str, Any]]:
     """The knees of two --find-knee runs: raw, and normalised by each run's machine speed."""
     out = []
     runs_a = {r["transport"]: r for r in a.get("runs", []) if r.get("knee")}
-    sa, sb = speed(a), speed(b)
+    sa, sb = pace(a), pace(b)
     for run_b in b.get("runs", []):
         ka, kb = (runs_a.get(run_b["transport"]) or {}).get("knee"), run_b.get("knee")
         if not ka or not kb:

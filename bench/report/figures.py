@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import transports
+from bench.load.yardstick import pace as machine_pace
 from bench.load.yardstick import speed as machine_speed
 from bench.report import stats
 from bench.report.stats import Interval
@@ -32,12 +33,13 @@ class Knee:
     cpu_us_per_token: Interval | None  # server CPU per token at the knee, over its windows
     p99_ms: Interval | None
     harness_bound: bool  # the load generator saturated at or above the knee
-    speed: float | None  # the machine: unit_us / reference (above 1: slower than reference)
+    speed: float | None  # CPU per unit of work against the reference (above 1: costlier)
+    pace: float | None  # wall time per unit of work on the server's cores, against the reference
     steps: list[dict[str, Any]]
     step: dict[str, Any]  # the knee's (last) step
 
     def normalised_users_per_core(self) -> Interval | None:
-        return None if self.speed is None else _scale(self.users_per_core, self.speed)
+        return None if self.pace is None else _scale(self.users_per_core, self.pace)
 
     def normalised_cpu_us(self) -> Interval | None:
         if self.speed is None or self.cpu_us_per_token is None:
@@ -89,7 +91,7 @@ def knees(docs: list[dict[str, Any]]) -> dict[str, Knee]:
                 stats.of(windows(at, "p99_ms")),
                 kd["limited_by"] == "loadgen" or any(
                     s["limited_by"] == "loadgen" for s in steps if s["clients"] >= kd["clients"]),
-                machine_speed(doc), steps, at[-1],
+                machine_speed(doc), machine_pace(doc), steps, at[-1],
             )  # fmt: skip
             rates[t] = rate
     return out
