@@ -304,3 +304,48 @@ def test_small_run_writes_valid_results(transport: str, tmp_path: Path) -> None:
     assert step["server"]["cpu_s_per_1k_tokens"] > 0
     assert step["loadgen"]["cpu_us_per_token"] > 0
     assert json.loads((out / "results.json").read_text())["schema_version"] == 1
+
+
+class _FakeFleet:
+    def __init__(self) -> None:
+        self.targets: list[int] = []
+
+    def send(self, messages: list) -> None:
+        self.targets.append(sum(m["target"] for m in messages))
+
+    def dead(self) -> list[int]:
+        return []
+
+
+class _FakeDrive:
+    """A server that accepts at most ``accept`` connections per second (simulated time)."""
+
+    def __init__(self, accept: int) -> None:
+        self.fleet, self.accept, self.connected, self.now = _FakeFleet(), accept, 0, 0.0
+
+    def pump(self, seconds: float, step: int, *into: object) -> tuple[int, int]:
+        offered = self.fleet.targets[-1] if self.fleet.targets else 0
+        self.connected = min(offered, self.connected + int(self.accept * seconds))
+        self.now += seconds
+        return 0, 0
+
+    def arrived(self) -> int:
+        return self.connected
+
+
+def test_the_adaptive_ramp_offers_what_the_server_accepts(monkeypatch) -> None:
+    from bench.load import ramp
+
+    drive = _FakeDrive(accept=700)
+    monkeypatch.setattr(ramp.time, "monotonic", lambda: drive.now)
+    got = ramp.adaptive(drive, Step(50_000, 20.0, 5, adaptive=True), 0, 5)  # type: ignore[arg-type]
+    # 20 s at 700/s: at most 14,000 connect (the first second offers 500); the rest is stopped,
+    # not left to time out
+    assert got.limited and 13_000 <= got.users_connected <= 14_000 and got.accept_per_s == 700
+    assert drive.fleet.targets[-1] == got.users_connected  # the last command: stop the rest
+    # the offer never ran far ahead of the server: at most two seconds of accepts, plus a step
+    assert max(drive.fleet.targets[:-1]) - got.users_connected <= 3 * 700 + ramp.FIRST
+    fast = _FakeDrive(accept=20_000)
+    monkeypatch.setattr(ramp.time, "monotonic", lambda: fast.now)
+    got = ramp.adaptive(fast, Step(50_000, 60.0, 5, adaptive=True), 0, 5)  # type: ignore[arg-type]
+    assert not got.limited and got.users_connected >= 49_500 and got.took_s < 60
