@@ -38,14 +38,14 @@ format: $(STAMP)
 	$(BIN)/ruff check --fix .
 
 # The main job, at most 15 minutes on 2 cores. Every run measures the machine first and last
-# (machine.yardstick). 1. The knee at 40 tok/s: each step measured as three 1.5 s windows, the
+# (machine.yardstick). 1. The knee at 40 tok/s: each step measured as three 1 s windows, the
 # knee and the first broken step run three times each. 2. 50,000 users, ramped at the pace the
 # server accepts them (a 60 s budget per transport), each at the token rate that loads the
 # server to a quarter of what it carried at its knee (--rate-from the knee just measured).
 # 3. Three fault scenarios. 4. The report.
 bench: $(STAMP)  ## installs, then knee + 50k hold + faults + report into results/<run-id>/
 	$(TB) bench --transport all --find-knee --knee-start 200 --knee-factor 1.5 --knee-refine 2 \
-		--knee-repeats 3 --clients 3000 --ramp 2s --hold 4.5 --windows 3 --think 0 \
+		--knee-repeats 3 --clients 3000 --ramp 2s --hold 3 --windows 3 --think 0 \
 		--out results/$(RUN)/knee
 	$(TB) bench --transport all --clients 50000 --adaptive-ramp --ramp 60s --cooldown 5 \
 		--hold 15 --windows 3 --rate-from results/$(RUN)/knee --rate-share 0.25 --tokens 30 \
