@@ -119,7 +119,7 @@ def select(spec: str) -> list[Transport]:
 
 register(Transport(
     "sse", "SSE", "#1f77b4", "servers.sse", "clients.sse:SSEReader", fast_path="sse",
-    resume="Last-Event-ID", watchdog="named `ping` events (EventSource hides comments)",
+    resume="Last-Event-ID", watchdog="named `ping` events: EventSource hides comments",
 ))  # fmt: skip
 register(Transport(
     "ws", "WebSocket", "#ff7f0e", "servers.ws", "clients.ws:WSReader", fast_path="ws",

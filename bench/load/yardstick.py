@@ -17,8 +17,11 @@ after its load (a few seconds each):
 Both are stated against a reference machine (``REFERENCE_*``), so normalised figures look like
 raw ones on a good day (docs/results-schema.md, ``machine.yardstick``).
 
-Each figure is the median of five repeats, with their spread; a yardstick whose before and after
-differ by more than 10 % says the machine changed speed during the run (``drift``).
+Each figure is measured five times, interleaved; median, minimum, maximum and spread are kept.
+The units use the minimum: interference only ever adds time, so the fastest repeat is the
+machine's speed (the reasoning of Python's ``timeit``). A yardstick whose before and after
+differ by more than 10 % says the machine changed speed during the run (``drift``), and the
+figures normalised by it are flagged unstable in the report.
 """
 
 from __future__ import annotations
@@ -106,23 +109,31 @@ def measure(cores: set[int] | None = None) -> dict[str, Any]:
     return {
         "syscall_us": sys_s,
         "python_us": py_s,
-        "unit_us": round(sys_s["median"] + py_s["median"], 4),
+        "unit_us": round(sys_s["min"] + py_s["min"], 4),
         "wall_us": wall_s,
         "cores": sorted(cores) if cores else None,
         "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
 
 
+def _unit(c: dict[str, Any]) -> float:
+    """CPU of a reference token from one calibration: the fastest repeats'."""
+    return c["syscall_us"]["min"] + c["python_us"]["min"]
+
+
+def _wall(c: dict[str, Any]) -> float:
+    return c["wall_us"]["min"]
+
+
 def combine(before: dict[str, Any], after: dict[str, Any] | None) -> dict[str, Any]:
     """``machine.yardstick``: both calibrations, the units used (their means), and the drift."""
     done = [before] + ([after] if after else [])
-    unit = sum(c["unit_us"] for c in done) / len(done)
-    wall = sum(c["wall_us"]["median"] for c in done) / len(done)
+    unit = sum(map(_unit, done)) / len(done)
+    wall = sum(map(_wall, done)) / len(done)
     drift = 0.0
     if after:
         drift = max(
-            abs(after["unit_us"] - before["unit_us"]) / unit,
-            abs(after["wall_us"]["median"] - before["wall_us"]["median"]) / wall,
+            abs(_unit(after) - _unit(before)) / unit, abs(_wall(after) - _wall(before)) / wall
         )
     return {
         "version": SCHEMA,
@@ -137,6 +148,18 @@ def combine(before: dict[str, Any], after: dict[str, Any] | None) -> dict[str, A
     }  # fmt: skip
 
 
+def of(doc: dict[str, Any]) -> dict[str, Any] | None:
+    """A document's yardstick, recomputed from its recorded calibrations (so every run is read
+    by the same rule, whenever it was written), or None."""
+    ys = doc.get("machine", {}).get("yardstick")
+    if not ys or not ys.get("before"):
+        return None
+    try:
+        return combine(ys["before"], ys.get("after"))
+    except (KeyError, TypeError):
+        return None
+
+
 # Normalised figures are stated for a machine whose reference token costs this much (CPU, and
 # wall time on an otherwise idle core): round numbers near this project's VM on a good day, so
 # that normalised and raw figures look alike.
@@ -147,16 +170,17 @@ REFERENCE_WALL_US = 6.0
 def speed(doc: dict[str, Any]) -> float | None:
     """How much more CPU this run's machine spent per unit of work than the reference (CPU per
     token is divided by it), or None without a yardstick."""
-    ys = doc.get("machine", {}).get("yardstick")
-    if not ys or not ys.get("unit_us"):
-        return None
-    return ys["unit_us"] / ys.get("reference_unit_us", REFERENCE_UNIT_US)
+    ys = of(doc)
+    return None if ys is None else ys["unit_us"] / REFERENCE_UNIT_US
 
 
 def pace(doc: dict[str, Any]) -> float | None:
     """How much longer this run's server cores took per unit of work than the reference's, in
     wall time (users per core are multiplied by it), or None without a yardstick."""
-    ys = doc.get("machine", {}).get("yardstick")
-    if not ys or not ys.get("wall_us"):
-        return None
-    return ys["wall_us"] / ys.get("reference_wall_us", REFERENCE_WALL_US)
+    ys = of(doc)
+    return None if ys is None else ys["wall_us"] / REFERENCE_WALL_US
+
+
+def drifted(doc: dict[str, Any]) -> bool:
+    ys = of(doc)
+    return bool(ys and ys["drifted"])

@@ -27,6 +27,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 import transports
+from bench.load import yardstick
 from bench.load.hist import Histogram, bucket_bounds
 from bench.load.yardstick import REFERENCE_WALL_US
 from bench.report import figures, results, ship, verdicts
@@ -250,7 +251,9 @@ def _fleet_md(docs: list[dict[str, Any]]) -> list[str]:
         "knee is the mean of its windows with a 95 % interval; a figure whose windows spread "
         "over 10 % is flagged unstable. The CPU ratio compares the knee with half the knee: "
         "below 1, fixed costs amortise with load. A knee bounded by the load generator is a "
-        "lower bound, so its core count is an upper bound.",
+        "lower bound, so its core count is an upper bound. A knee is unstable when its edges "
+        "were not unanimous (it held in only some of its runs, or its first break held in "
+        "some): its capacity is then within one step's noise.",
         "",
         "| transport | users per core (knee) | held | normalised | server cores | server CPU µs "
         "/ token at knee | CPU ratio knee : half | memory | memory per connection (at) |",
@@ -265,9 +268,11 @@ def _fleet_md(docs: list[dict[str, Any]]) -> list[str]:
         at = "-" if r["mem_per_conn_kib"] is None else (
             f"{r['mem_per_conn_kib']} KiB ({r['memory_measured_at']:,})"
             + (" (unstable)" if r["mem_unstable"] else ""))  # fmt: skip
-        held = f"{r['held_runs'][0]}/{r['held_runs'][1]}"
+        held = f"{r['held_runs'][0]}/{r['held_runs'][1]}" + (
+            " (unstable)" if r["knee_unstable"] else "")  # fmt: skip
         out.append(f"| {NAMES[r['transport']]} | {bound}{_iv(r['users_per_core'])} | {held} | "
-                   f"{_iv(r['users_per_core_normalised'])} | {cores_txt} | "
+                   f"{_iv(r['users_per_core_normalised'])}"
+                   f"{' (machine drifted)' if r['machine_drifted'] else ''} | {cores_txt} | "
                    f"{_iv(r['cpu_us_per_token'], 1)} | {r['cpu_ratio_knee_to_half'] or '-'} | "
                    f"{mem} | {at} |")  # fmt: skip
     return out
@@ -276,7 +281,7 @@ def _fleet_md(docs: list[dict[str, Any]]) -> list[str]:
 def _machine_md(docs: list[dict[str, Any]]) -> list[str]:
     out = []
     for d in docs:
-        ys = d["machine"].get("yardstick")
+        ys = yardstick.of(d)
         if not ys:
             out.append(f"- `{d['run_id']}`: no yardstick (a run from before it existed)")
             continue

@@ -50,14 +50,14 @@ def compare_runs(
     print(f"B: {', '.join(d['run_id'] for d in docs_b)} ({docs_b[0]['machine']['date']})")
     if docs_a[0]["machine"]["cpu_model"] != docs_b[0]["machine"]["cpu_model"]:
         print("note: the two runs are from different CPUs")
-    machine = cmp.machine_ratio(docs_a[0], docs_b[0])
-    paced = cmp.pace_ratio(docs_a[0], docs_b[0])
+    machine = cmp.mean_ratio(docs_a, docs_b, cmp.speed)
+    paced = cmp.mean_ratio(docs_a, docs_b, cmp.pace)
     if machine is None or paced is None:
         print("machine: no yardstick in one of the runs; CPU figures compare machines too")
     else:
         print(f"machine: B's reference token cost {machine:.2f}x A's in CPU and took {paced:.2f}x "
-              f"as long on the server's cores; CPU figures and knees are compared with those "
-              f"factors removed (normalised)")  # fmt: skip
+              f"as long on the server's cores (means over the runs); each figure is compared "
+              f"normalised by its own run's yardstick")  # fmt: skip
     whole = cmp.whole_runs(docs_a, docs_b)
     print("\nverdicts:")
     for c in whole["claims"]:
@@ -69,7 +69,9 @@ def compare_runs(
         for t in r["b"]:
             ia, ib = r["a_values"].get(t), r["b_values"].get(t)
             if ia and ib:
-                flag = " (unstable)" if ia["unstable"] or ib["unstable"] else ""
+                ratio = ib["mean"] / ia["mean"] if ia["mean"] else float("nan")
+                noisy = t in r["unstable"] or ia["unstable"] or ib["unstable"]
+                flag = " (unstable)" if noisy else "" if abs(ratio - 1) <= 0.10 else " (over 10 %)"
                 print(
                     f"    {t:<5} A {ia['mean']:>10,.2f} [{ia['lo']:,.2f}, {ia['hi']:,.2f}]  "
                     f"B {ib['mean']:>10,.2f} [{ib['lo']:,.2f}, {ib['hi']:,.2f}]  "

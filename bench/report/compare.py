@@ -75,6 +75,17 @@ def machine_ratio(a: dict[str, Any], b: dict[str, Any]) -> float | None:
     return None if sa is None or sb is None else sb / sa
 
 
+def mean_ratio(docs_a: list[dict[str, Any]], docs_b: list[dict[str, Any]],
+               of: Any = speed) -> float | None:  # fmt: skip
+    """``machine_ratio`` (or, with ``of=pace``, ``pace_ratio``) over whole runs: the mean over
+    each run's documents, each measured before and after its own load."""
+    va = [v for v in map(of, docs_a) if v is not None]
+    vb = [v for v in map(of, docs_b) if v is not None]
+    if not va or not vb:
+        return None
+    return (sum(vb) / len(vb)) / (sum(va) / len(va))
+
+
 def pace_ratio(a: dict[str, Any], b: dict[str, Any]) -> float | None:
     """How much longer B's server cores took per unit of work than A's, in wall time."""
     sa, sb = pace(a), pace(b)
@@ -151,24 +162,54 @@ def _per_core(k: dict[str, Any], key: str) -> float | None:
 
 HEADLINES: tuple[tuple[str, bool], ...] = (
     ("users per core (normalised)", False),
-    ("server CPU per token at the knee (normalised)", True),
+    ("server CPU per token at the same load (normalised)", True),
     ("memory per connection", True),
 )
 
 
-def headline_intervals(docs: list[dict[str, Any]]) -> dict[str, dict[str, stats.Interval]]:
-    """Per headline figure, per transport, its interval (normalised where the runs allow)."""
-    from bench.report.figures import knees, memory
+def headline_intervals(
+    docs_a: list[dict[str, Any]], docs_b: list[dict[str, Any]]
+) -> tuple[dict[str, dict[str, stats.Interval]], dict[str, dict[str, stats.Interval]],
+           dict[str, bool]]:  # fmt: skip
+    """Per headline figure, per transport, its interval in A and in B (normalised where the runs
+    allow), and which figures are flagged unstable. CPU per token is taken at the same load in
+    both runs (the most users both held), since it falls with load and two knees differ."""
+    from bench.report.figures import cpu_at, held_counts, knees, memory
 
-    out: dict[str, dict[str, stats.Interval]] = {h: {} for h, _ in HEADLINES}
-    for t, k in knees(docs).items():
-        out[HEADLINES[0][0]][t] = k.normalised_users_per_core() or k.users_per_core
-        cpu = k.normalised_cpu_us() or k.cpu_us_per_token
-        if cpu is not None:
-            out[HEADLINES[1][0]][t] = cpu
-    for t, (_, m) in memory(docs).items():
-        out[HEADLINES[2][0]][t] = m
-    return out
+    ka, kb = knees(docs_a), knees(docs_b)
+    out_a: dict[str, dict[str, stats.Interval]] = {h: {} for h, _ in HEADLINES}
+    out_b: dict[str, dict[str, stats.Interval]] = {h: {} for h, _ in HEADLINES}
+    unstable: dict[str, bool] = {}
+    users, cpu, mem = (h for h, _ in HEADLINES)
+    for out, k in ((out_a, ka), (out_b, kb)):
+        for t, knee in k.items():
+            out[users][t] = knee.normalised_users_per_core() or knee.users_per_core
+            flag = knee.unstable or knee.drifted
+            unstable[f"{users}/{t}"] = unstable.get(f"{users}/{t}", False) or flag
+    for t in set(ka) & set(kb):
+        common = held_counts(ka[t].steps) & held_counts(kb[t].steps)
+        if not common:
+            continue
+        c = max(common)
+        for out, k in ((out_a, ka[t]), (out_b, kb[t])):
+            iv = cpu_at(k.steps, c)
+            if iv is not None:
+                out[cpu][t] = _scale(iv, 1 / k.speed) if k.speed else iv
+                if k.drifted:
+                    unstable[f"{cpu}/{t}"] = True
+    for out, docs in ((out_a, docs_a), (out_b, docs_b)):
+        for t, (_, m) in memory(docs).items():
+            out[mem][t] = m
+    for label, _ in HEADLINES[1:]:
+        for t in set(out_a[label]) | set(out_b[label]):
+            ivs = [d[label][t] for d in (out_a, out_b) if t in d[label]]
+            unstable[f"{label}/{t}"] = unstable.get(f"{label}/{t}") or any(
+                i.unstable for i in ivs)  # fmt: skip
+    return out_a, out_b, unstable
+
+
+def _scale(i: stats.Interval, k: float) -> stats.Interval:
+    return stats.Interval(i.mean * k, i.lo * k, i.hi * k, i.n, i.sd * k)
 
 
 def flips(a: dict[str, stats.Interval], b: dict[str, stats.Interval]) -> list[str]:
@@ -201,12 +242,13 @@ def whole_runs(docs_a: list[dict[str, Any]], docs_b: list[dict[str, Any]]) -> di
         }
         for v in va
     ]
-    ha, hb = headline_intervals(docs_a), headline_intervals(docs_b)
+    ha, hb, unstable = headline_intervals(docs_a, docs_b)
     rankings = []
     for label, lower in HEADLINES:
         rankings.append({"figure": label, "a": _order(ha[label], lower),
                          "b": _order(hb[label], lower),
                          "flips": flips(ha[label], hb[label]),
+                         "unstable": {t for t in ha[label] if unstable.get(f"{label}/{t}")},
                          "a_values": {t: i.doc(2) for t, i in ha[label].items()},
                          "b_values": {t: i.doc(2) for t, i in hb[label].items()}})  # fmt: skip
     return {"claims": claims, "rankings": rankings}

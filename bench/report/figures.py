@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import transports
+from bench.load.yardstick import drifted as machine_drifted
 from bench.load.yardstick import pace as machine_pace
 from bench.load.yardstick import speed as machine_speed
 from bench.report import stats
@@ -29,6 +30,7 @@ class Knee:
     clients: int
     broke_at: int | None
     held_runs: tuple[int, int]
+    broke_runs: tuple[int, int]  # (runs held, runs) of the first broken count
     users_per_core: Interval  # a bracket
     cpu_us_per_token: Interval | None  # server CPU per token at the knee, over its windows
     p99_ms: Interval | None
@@ -37,6 +39,13 @@ class Knee:
     pace: float | None  # wall time per unit of work on the server's cores, against the reference
     steps: list[dict[str, Any]]
     step: dict[str, Any]  # the knee's (last) step
+    drifted: bool = False  # the machine changed speed during the run: normalising is unsure
+
+    @property
+    def unstable(self) -> bool:
+        """The edges were not unanimous: the knee held in only some of its runs, or the first
+        break held in some of its. The capacity is then within a step's noise."""
+        return self.held_runs[0] < self.held_runs[1] or self.broke_runs[0] > 0
 
     def normalised_users_per_core(self) -> Interval | None:
         return None if self.pace is None else _scale(self.users_per_core, self.pace)
@@ -84,17 +93,49 @@ def knees(docs: list[dict[str, Any]]) -> dict[str, Knee]:
             cores = kd.get("server_cores") or round(kd["clients"] / kd["clients_per_server_core"])
             per_core = stats.bracket(kd["clients"], kd["broke_at"])
             held = tuple(kd.get("held_runs") or (1, 1))
+            broke = tuple(kd.get("broke_runs") or (0, 1))
             out[t] = Knee(
-                t, kd["clients"], kd["broke_at"], held,  # type: ignore[arg-type]
+                t, kd["clients"], kd["broke_at"], held, broke,  # type: ignore[arg-type]
                 _scale(per_core, 1 / cores),
                 stats.of(windows(at, "cpu_s_per_1k_tokens", 1000.0)),  # s per 1k = ms/tok
                 stats.of(windows(at, "p99_ms")),
                 kd["limited_by"] == "loadgen" or any(
                     s["limited_by"] == "loadgen" for s in steps if s["clients"] >= kd["clients"]),
-                machine_speed(doc), machine_pace(doc), steps, at[-1],
+                machine_speed(doc), machine_pace(doc), steps, at[-1], machine_drifted(doc),
             )  # fmt: skip
             rates[t] = rate
     return out
+
+
+def cpu_at_common_load(a: Knee, b: Knee) -> tuple[int, Interval, Interval] | None:
+    """Server CPU per token (µs) of two transports at the same load: the most users both held
+    (by most of their runs) at or below both knees, over every window of every run there.
+    Two knees sit at different loads, and CPU per token falls with load, so comparing knee
+    with knee compares loads as much as transports."""
+
+    common = [c for c in held_counts(a.steps) & held_counts(b.steps)
+              if c <= min(a.clients, b.clients)]  # fmt: skip
+    if not common:
+        return None
+    c = max(common)
+    ia, ib = cpu_at(a.steps, c), cpu_at(b.steps, c)
+    if ia is None or ib is None:
+        return None
+    return c, ia, ib
+
+
+def held_counts(steps: list[dict[str, Any]]) -> set[int]:
+    """The user counts that held the SLO in most of their runs."""
+    runs: dict[int, list[bool]] = {}
+    for st in steps:
+        runs.setdefault(st["clients"], []).append(st["slo"]["held"])
+    return {c for c, h in runs.items() if 2 * sum(h) > len(h)}
+
+
+def cpu_at(steps: list[dict[str, Any]], clients: int) -> Interval | None:
+    """Server CPU per token (µs) over every window of every run at ``clients`` users."""
+    at = [s for s in steps if s["clients"] == clients]
+    return stats.of(windows(at, "cpu_s_per_1k_tokens", 1e3))
 
 
 def scale_of(step: dict[str, Any]) -> int:
@@ -141,6 +182,9 @@ def fleet(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "users_per_core": per_core.doc(1),
             "users_per_core_normalised": norm.doc(1) if norm else None,
             "held_runs": list(knee.held_runs),
+            "broke_runs": list(knee.broke_runs),
+            "knee_unstable": knee.unstable,
+            "machine_drifted": knee.drifted,
             "harness_bound": knee.harness_bound,
             "cores": {"mean": round(USERS / per_core.mean, 1), "lo": round(USERS / per_core.hi, 1),
                       "hi": round(USERS / per_core.lo, 1)},

@@ -51,7 +51,9 @@ def recommend(docs: list[dict[str, Any]], faults: list[dict[str, Any]]) -> dict[
     default = _faults_of(faults, best, "default")
     if any(e["scenario"] == "blackhole" and e["unrecovered"] for e in default):
         hb = transports.get(best).watchdog
-        build.append(f"a watchdog that reconnects after two heartbeats of silence ({hb})")
+        build.append(
+            f"a watchdog that reconnects after two heartbeats of silence (listening for {hb})"
+        )
     if any("503" in (e.get("user_saw") or "") and e["unrecovered"] for e in default):
         build.append("a client that retries after a 5xx from the load balancer")
     build.append(f"resume from the last seq seen ({transports.get(best).resume})")
