@@ -80,7 +80,7 @@ bench-quick: $(STAMP)  ## a first look: every transport at 200 and 400 users, wi
 	$(TB) report results/$(RUN)-quick --out results/$(RUN)-quick/report
 	@echo "report: results/$(RUN)-quick/report/REPORT.md"
 
-BASELINE := results/20261201-211858
+BASELINE := results/20261201-222029
 
 report: $(STAMP)  ## rebuild the committed baseline's REPORT.md and charts from its JSON
 	$(TB) report $(BASELINE)/knee $(BASELINE)/hold-50k $(BASELINE)/faults --out $(BASELINE)/report

@@ -167,3 +167,10 @@ def test_the_50k_rate_follows_the_knee() -> None:
                     {"transport": "poll", "steps": [{"clients": 200, "tokens_per_s": 6000.0}],
                      "knee": None}]}  # fmt: skip
     assert rates_from(doc, 50_000, 0.25) == {"sse": 0.16, "poll": 0.03}
+
+
+def test_a_tie_is_named_in_one_order_whichever_is_cheaper() -> None:
+    for knees in ((747, 826, 800, 880), (800, 880, 747, 826)):  # either one a hair ahead
+        got = ship.recommend([_doc(1, knees=knees)], [])
+        assert got["group"] == ["sse", "ws"] and got["text"].startswith("**Ship SSE or WebSocket.")
+        assert "They tie on cost" in got["text"]

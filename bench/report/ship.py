@@ -47,38 +47,47 @@ def recommend(docs: list[dict[str, Any]], faults: list[dict[str, Any]]) -> dict[
     by_cost = sorted(candidates, key=lambda t: rows[t]["cores"]["mean"])
     best = by_cost[0]
     ties = [t for t in by_cost[1:] if rows[t]["cores"]["lo"] <= rows[best]["cores"]["hi"]]
-    build = []
-    default = _faults_of(faults, best, "default")
-    if any(e["scenario"] == "blackhole" and e["unrecovered"] for e in default):
-        hb = transports.get(best).watchdog
-        build.append(
-            f"a watchdog that reconnects after two heartbeats of silence (listening for {hb})"
-        )
-    if any("503" in (e.get("user_saw") or "") and e["unrecovered"] for e in default):
-        build.append("a client that retries after a 5xx from the load balancer")
-    build.append(f"resume from the last seq seen ({transports.get(best).resume})")
-    row = rows[best]
-    cores = row["cores"]
-    pick = NAMES[best] + "".join(f" or {NAMES[t]}" for t in ties)
-    text = [
-        f"**Ship {pick}.** {NAMES[best]} needs {cores['mean']:g} server cores for "
-        f"50,000 users at 40 tok/s (interval {cores['lo']:g} to {cores['hi']:g}) "
-        f"and {row['memory_gib'] or '?'} GiB"
-    ]
+    order = list(NAMES)  # a tie is named in the registry's order, so the headline cannot flip
+    group = sorted([best, *ties], key=order.index)
+
+    def cost(t: str) -> str:
+        c = rows[t]["cores"]
+        return (f"{NAMES[t]} needs {c['mean']:g} server cores (interval {c['lo']:g} to "
+                f"{c['hi']:g}) and {rows[t]['memory_gib'] or '?'} GiB")  # fmt: skip
+
+    builds = {t: _build(t, faults) for t in group}
+    text = [f"**Ship {' or '.join(NAMES[t] for t in group)}.** "]
     if ties:
-        verb = "ties" if len(ties) == 1 else "tie"
-        text.append(f"; {', '.join(NAMES[t] for t in ties)} {verb} with it on cost (the core "
-                    f"intervals overlap), so choose between them on the client side")  # fmt: skip
-    text.append(f". Build around it: {'; '.join(build)}.")
+        text.append("They tie on cost for 50,000 users at 40 tok/s (the core intervals "
+                    f"overlap): {'; '.join(cost(t) for t in group)}. Choose between them on the "
+                    "client side. ")  # fmt: skip
+    else:
+        text.append(f"{cost(best)} for 50,000 users at 40 tok/s. ")
+    text.append(" ".join(f"Build around {NAMES[t]}: {'; '.join(builds[t])}." for t in group))
     if out_lost:
         text.append(f" Out: {', '.join(out_lost)} lost tokens even with a hardened client.")
     if not faults:
         caveats.append("no fault scenarios were run")
-    if k[best].harness_bound or any(k[t].harness_bound for t in ties):
+    if any(k[t].harness_bound for t in group):
         caveats.append("a knee bounded by the load generator is a lower bound")
-    if row["cpu_us_per_token"] and row["cpu_us_per_token"]["unstable"]:
-        caveats.append(f"{NAMES[best]}'s CPU per token is unstable (spread over 10 %)")
+    unstable = [NAMES[t] for t in group if rows[t]["knee_unstable"]]
+    if unstable:
+        caveats.append(f"the knee of {' and '.join(unstable)} is unstable (its edges split "
+                       f"between runs): capacity is known to one bracket step")  # fmt: skip
     caveats.append("not measured here: a load balancer with several backends and a shared "
                    "replay log, real browsers, several load machines")  # fmt: skip
     text.append(" Caveats: " + "; ".join(caveats) + ".")
-    return {"text": "".join(text), "pick": best, "ties": ties, "build": build}
+    return {"text": "".join(text), "pick": group[0], "group": group, "build": builds}
+
+
+def _build(t: str, faults: list[dict[str, Any]]) -> list[str]:
+    """What ``t``'s client as it comes failed in the fault runs, and the resume it needs."""
+    build = []
+    default = _faults_of(faults, t, "default")
+    if any(e["scenario"] == "blackhole" and e["unrecovered"] for e in default):
+        build.append(f"a watchdog that reconnects after two heartbeats of silence (listening "
+                     f"for {transports.get(t).watchdog})")  # fmt: skip
+    if any("503" in (e.get("user_saw") or "") and e["unrecovered"] for e in default):
+        build.append("a client that retries after a 5xx from the load balancer")
+    build.append(f"resume from the last seq seen ({transports.get(t).resume})")
+    return build
