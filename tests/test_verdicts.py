@@ -174,3 +174,11 @@ def test_a_tie_is_named_in_one_order_whichever_is_cheaper() -> None:
         got = ship.recommend([_doc(1, knees=knees)], [])
         assert got["group"] == ["sse", "ws"] and got["text"].startswith("**Ship SSE or WebSocket.")
         assert "They tie on cost" in got["text"]
+
+
+def test_no_pick_when_a_capacity_was_never_reached() -> None:
+    doc = _doc(1)
+    for run in doc["runs"]:
+        run["knee"]["broke_at"] = None  # every step held: capacities are lower bounds
+    got = ship.recommend([doc], [])
+    assert got["pick"] is None and "Not enough measured" in got["text"]

@@ -10,6 +10,8 @@ The rule:
 3. What to build around it is what its out-of-the-box client failed in the fault runs: a
    watchdog (silence was never noticed), retrying after a 5xx (a 503 ended the stream), and
    resume from the last seq (every transport needs it to lose nothing).
+   A candidate whose knee never broke (its capacity is above what was tried) leaves the cost
+   comparison open when it could be the cheapest: then the paragraph says so and names none.
 4. The caveats are what the runs could not show: a knee bound by the load generator, an
    unstable figure, scenarios never run, and what no run here measures (a load balancer with
    several backends, real browsers).
@@ -46,6 +48,14 @@ def recommend(docs: list[dict[str, Any]], faults: list[dict[str, Any]]) -> dict[
                 "of them as measured.", "pick": None}  # fmt: skip
     by_cost = sorted(candidates, key=lambda t: rows[t]["cores"]["mean"])
     best = by_cost[0]
+    open_ended = [t for t in candidates if k[t].broke_at is None]
+    if open_ended and (best in open_ended or rows[best]["cores"]["hi"] >= min(
+            rows[t]["cores"]["lo"] for t in open_ended)):  # fmt: skip
+        names = ", ".join(NAMES[t] for t in open_ended)
+        return {"text": f"**Not enough measured to name one.** No step broke the SLO for "
+                f"{names}: their capacity is above what was tried, so the cost comparison is "
+                f"open. A knee search settles it (`make bench`).", "pick": None,
+                "group": [], "build": {}}  # fmt: skip
     ties = [t for t in by_cost[1:] if rows[t]["cores"]["lo"] <= rows[best]["cores"]["hi"]]
     order = list(NAMES)  # a tie is named in the registry's order, so the headline cannot flip
     group = sorted([best, *ties], key=order.index)
