@@ -14,7 +14,7 @@
  *   one. Anything else (other events, control frames, odd JSON, a gap or a duplicate) goes to
  *   the Python callbacks, in order, so behaviour stays defined in one place.
  * - Accounting (latency against the due time t, gap, time to first token, text check) goes
- *   into a Tally shared by the process; histogram layout as bench/hist.py.
+ *   into a Tally shared by the process; histogram layout as bench/load/hist.py.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -22,7 +22,7 @@
 #include <string.h>
 #include <time.h>
 
-/* ---- histogram (bench/hist.py) ---- */
+/* ---- histogram (bench/load/hist.py) ---- */
 #define SUB_BITS 6
 #define LINEAR 128
 #define MAX_VALUE ((((int64_t)1) << 40) - 1)
