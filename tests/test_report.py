@@ -142,3 +142,17 @@ def test_memory_per_connection_is_placed_at_the_connections_held() -> None:
     # gRPC asked for 50,000 but held 15,000: the 20,000-connection figure is the larger scale.
     got = {t: (n, i.mean) for t, (n, i) in figures.memory([doc]).items()}
     assert got == {"grpc": (20_000, 1), "sse": (50_000, 4)}
+
+
+def test_compare_runs_from_the_command_line(tmp_path: Path) -> None:
+    doc = json.loads((FIXTURES / "bench.json").read_text())
+    (tmp_path / "a" / "knee").mkdir(parents=True)
+    (tmp_path / "a" / "knee" / "results.json").write_text(json.dumps(doc))
+    proc = subprocess.run([sys.executable, "-m", "bench.cli", "compare", str(tmp_path / "a"),
+                           str(FIXTURES / "bench.json"), "--steps"],
+                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert (
+        "verdicts:" in proc.stdout and "rankings" in proc.stdout and "Traceback" not in proc.stderr
+    )
+    assert "DIFFERENT" not in proc.stdout and "FLIPPED" not in proc.stdout  # a run against itself

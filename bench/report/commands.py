@@ -39,6 +39,7 @@ def compare_runs(
 ) -> None:  # fmt: skip
     """Two runs side by side: verdicts, rankings and knees, normalised by each run's yardstick,
     with changes inside the noise flagged as such."""
+    from bench.load import yardstick
     from bench.report import compare as cmp
     from bench.report import results
 
@@ -50,8 +51,8 @@ def compare_runs(
     print(f"B: {', '.join(d['run_id'] for d in docs_b)} ({docs_b[0]['machine']['date']})")
     if docs_a[0]["machine"]["cpu_model"] != docs_b[0]["machine"]["cpu_model"]:
         print("note: the two runs are from different CPUs")
-    machine = cmp.mean_ratio(docs_a, docs_b, cmp.speed)
-    paced = cmp.mean_ratio(docs_a, docs_b, cmp.pace)
+    machine = cmp.mean_ratio(docs_a, docs_b, yardstick.speed)
+    paced = cmp.mean_ratio(docs_a, docs_b, yardstick.pace)
     if machine is None or paced is None:
         print("machine: no yardstick in one of the runs; CPU figures compare machines too")
     else:

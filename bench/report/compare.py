@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bench.load.yardstick import pace, speed
+from bench.load.yardstick import speed
 from bench.report import stats
 
 # (label, getter, lower is better, noise threshold as a fraction, window key, CPU figure)
@@ -77,19 +77,13 @@ def machine_ratio(a: dict[str, Any], b: dict[str, Any]) -> float | None:
 
 def mean_ratio(docs_a: list[dict[str, Any]], docs_b: list[dict[str, Any]],
                of: Any = speed) -> float | None:  # fmt: skip
-    """``machine_ratio`` (or, with ``of=pace``, ``pace_ratio``) over whole runs: the mean over
+    """``machine_ratio`` (with ``of=yardstick.pace``: its wall-time twin) over whole runs, the mean over
     each run's documents, each measured before and after its own load."""
     va = [v for v in map(of, docs_a) if v is not None]
     vb = [v for v in map(of, docs_b) if v is not None]
     if not va or not vb:
         return None
     return (sum(vb) / len(vb)) / (sum(va) / len(va))
-
-
-def pace_ratio(a: dict[str, Any], b: dict[str, Any]) -> float | None:
-    """How much longer B's server cores took per unit of work than A's, in wall time."""
-    sa, sb = pace(a), pace(b)
-    return None if sa is None or sb is None else sb / sa
 
 
 def compare(a: dict[str, Any], b: dict[str, Any]) -> list[dict[str, Any]]:
@@ -122,40 +116,6 @@ def compare(a: dict[str, Any], b: dict[str, Any]) -> list[dict[str, Any]]:
                              "normalised": cpu and machine is not None,
                              "judgement": verdict})  # fmt: skip
     return rows
-
-
-def knees(a: dict[str, Any], b: dict[str, Any]) -> list[dict[str, Any]]:
-    """The knees of two --find-knee runs: raw, and normalised by each run's machine speed."""
-    out = []
-    runs_a = {r["transport"]: r for r in a.get("runs", []) if r.get("knee")}
-    sa, sb = pace(a), pace(b)
-    for run_b in b.get("runs", []):
-        ka, kb = (runs_a.get(run_b["transport"]) or {}).get("knee"), run_b.get("knee")
-        if not ka or not kb:
-            continue
-        ia = stats.bracket(ka["clients_per_server_core"], _per_core(ka, "broke_at"))
-        ib = stats.bracket(kb["clients_per_server_core"], _per_core(kb, "broke_at"))
-        row = {
-            "transport": run_b["transport"],
-            "a": ia,
-            "b": ib,
-            "raw": "tie" if ia.overlaps(ib) else ("b higher" if ib.lo > ia.hi else "a higher"),
-        }
-        if sa and sb:
-            na = stats.Interval(ia.mean * sa, ia.lo * sa, ia.hi * sa, 1)
-            nb = stats.Interval(ib.mean * sb, ib.lo * sb, ib.hi * sb, 1)
-            row["normalised"] = (na, nb)
-            row["judgement"] = "tie" if na.overlaps(nb) else (
-                "b higher" if nb.lo > na.hi else "a higher")  # fmt: skip
-        out.append(row)
-    return out
-
-
-def _per_core(k: dict[str, Any], key: str) -> float | None:
-    v = k.get(key)
-    if v is None:
-        return None
-    return v * k["clients_per_server_core"] / k["clients"]
 
 
 # --- two whole runs: verdicts and rankings ------------------------------------------------------
