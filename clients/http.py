@@ -289,3 +289,26 @@ async def create_stream(
     if status != 201:
         raise error_from(status, data)
     return json.loads(data)
+
+
+async def time_exchange(
+    url: str, n: int, clock: Callable[[], int], timeout: float = 5.0, local_addr: str | None = None
+) -> list[tuple[int, int, int]]:
+    """``n`` reads of ``GET /v1/time`` on one keep-alive connection (docs/protocol.md, "Time"):
+    (sent, server's ``t_ns``, answered) per exchange, ``clock`` giving the local times."""
+    host, port, prefix = split_url(url)
+    conn = await open_connection(host, port, timeout, local_addr)
+    out = []
+    try:
+        for _ in range(n):
+            a = clock()
+            conn.send("GET", f"{prefix}/v1/time", f"{host}:{port}", {})
+            status = await conn.head(timeout)
+            data = await asyncio.wait_for(conn.body(), timeout)
+            b = clock()
+            if status != 200:
+                raise error_from(status, data)
+            out.append((a, int(json.loads(data)["t_ns"]), b))
+    finally:
+        conn.abort()
+    return out

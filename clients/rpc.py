@@ -15,6 +15,7 @@ a reader that stopped reading. ``ClientOptions.grpc_window`` fixes the window in
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import grpc
@@ -142,3 +143,20 @@ async def create_stream(
         "rate": reply.rate,
         "created_ns": reply.created_ns,
     }
+
+
+async def time_exchange(
+    url: str, n: int, clock: Callable[[], int], timeout: float = 5.0, local_addr: str | None = None
+) -> list[tuple[int, int, int]]:
+    """``n`` unary ``Time`` calls on one channel (docs/protocol.md, "Time"): (sent, server's
+    ``t_ns``, answered) each. ``local_addr`` is accepted and unused (see ``create_stream``)."""
+    out = []
+    async with open_channel(url) as channel:
+        stub = pb_grpc.TokenStreamStub(channel)
+        await channel.channel_ready()  # the connection's set-up is not a round trip to time
+        for _ in range(n):
+            a = clock()
+            reply = await stub.Time(pb.TimeRequest(), timeout=timeout)
+            b = clock()
+            out.append((a, reply.t_ns, b))
+    return out

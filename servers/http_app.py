@@ -102,6 +102,10 @@ def build_app(
     async def healthz() -> Response:
         return JSONResponse({"status": "ok", "transport": ctx.cfg.transport})
 
+    @app.get("/v1/time")
+    async def server_time() -> Response:
+        return JSONResponse({"t_ns": time.time_ns()})  # for a loader's clock (bench/load/clock.py)
+
     @app.get("/metrics")
     async def prometheus() -> Response:
         return PlainTextResponse(metrics.render(), media_type="text/plain; version=0.0.4")

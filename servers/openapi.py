@@ -90,6 +90,24 @@ COMMON: dict[str, Any] = {
             },
         }
     },
+    "/v1/time": {
+        "get": {
+            "responses": {
+                "200": {
+                    "description": "the server's wall clock, ns since the Unix epoch",
+                    "content": {
+                        JSON: {
+                            "schema": {
+                                "type": "object",
+                                "required": ["t_ns"],
+                                "properties": {"t_ns": {"type": "integer"}},
+                            }
+                        }
+                    },
+                }
+            }
+        }
+    },
     "/healthz": {
         "get": {
             "responses": {

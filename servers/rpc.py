@@ -116,6 +116,11 @@ class TokenStreamServicer(pb_grpc.TokenStreamServicer):
             id=sid, tokens=tokens, rate=rate, created_ns=stream.created_ns
         )
 
+    async def Time(
+        self, request: pb.TimeRequest, context: grpc.aio.ServicerContext
+    ) -> pb.TimeResponse:
+        return pb.TimeResponse(t_ns=time.time_ns())
+
     async def StreamTokens(
         self, request: pb.StreamRequest, context: grpc.aio.ServicerContext
     ) -> None:

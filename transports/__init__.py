@@ -33,6 +33,7 @@ class Transport:
     server: str  # module providing servers.base.TransportServer
     reader: str  # "module:Class", a clients.base.Reader subclass
     create: str = "clients.http:create_stream"  # the prompt POST, or its equivalent
+    clock: str = "clients.http:time_exchange"  # reads the server's clock (docs/protocol.md)
     scheme: str = "http"  # URL scheme of its servers
     server_loop: str = "uvloop"  # "uvloop" or "asyncio" (what the server library supports)
     # False: the client cannot bind a source address (grpcio), so the server listens on several
@@ -56,6 +57,9 @@ class Transport:
 
     def create_fn(self) -> Callable[..., Any]:
         return _attr(self.create)
+
+    def clock_fn(self) -> Callable[..., Any]:
+        return _attr(self.clock)
 
     def url(self, host: str, port: int) -> str:
         host = f"[{host}]" if ":" in host else host
@@ -127,7 +131,8 @@ register(Transport(
 ))  # fmt: skip
 register(Transport(
     "grpc", "gRPC", "#2ca02c", "servers.rpc", "clients.rpc:GrpcReader",
-    create="clients.rpc:create_stream", scheme="grpc", server_loop="asyncio",
+    create="clients.rpc:create_stream", clock="clients.rpc:time_exchange", scheme="grpc",
+    server_loop="asyncio",
     binds_source=False, batched_reads=False,  # grpc.aio stalls when its loop sleeps
     resume="StreamRequest.after", watchdog="HTTP/2 keepalive pings",
 ))  # fmt: skip
