@@ -75,10 +75,14 @@ static inline int64_t floordiv(int64_t a, int64_t b) {
     return (a % b != 0 && (a < 0) != (b < 0)) ? q - 1 : q;
 }
 
+/* Added to every wall-clock reading: the load process's offset to the server's clock
+   (bench/load/clock.py), so latencies count on the clock that stamped each token's t. */
+static int64_t clock_correction_ns = 0;
+
 static inline int64_t now_ns(void) {
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+    return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec + clock_correction_ns;
 }
 
 static inline double monotonic(void) {
@@ -834,7 +838,16 @@ static PyObject *py_bucket_index(PyObject *self, PyObject *arg) {
     return PyLong_FromLongLong(hist_index(v));
 }
 
+static PyObject *set_clock(PyObject *m, PyObject *args) {
+    long long ns;
+    if (!PyArg_ParseTuple(args, "L", &ns)) return NULL;
+    clock_correction_ns = (int64_t)ns;
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef module_methods[] = {
+    {"set_clock", set_clock, METH_VARARGS,
+     "set_clock(ns): add ns to every wall-clock reading (the offset to the server's clock)."},
     {"bucket_index", py_bucket_index, METH_O,
      "bucket_index(value): the histogram bucket the compiled path records value in."},
     {"set_texts", set_texts, METH_VARARGS, "set_texts(plain, multi, newline): texts.py's pools."},

@@ -37,6 +37,12 @@ def tally() -> Any:
     return _fastpath.Tally()
 
 
+def set_clock(correction_ns: int) -> None:
+    """Every wall-clock reading of the compiled path adds ``correction_ns`` (bench.load.clock)."""
+    if _fastpath is not None:
+        _fastpath.set_clock(correction_ns)
+
+
 def tap_for(reader: Any, mode: str, tally: Any, seed: int | None, t_post_ns: int) -> Any:
     """Attach a tap to ``reader``: its tokens are then accounted in ``tally`` (``on_token``).
     ``mode`` is the parser, ``"sse"`` (chunked event stream) or ``"ws"`` (RFC 6455 frames): the

@@ -11,9 +11,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from bench.load import procstat
+from bench.load.clock import ClockDoc
 from bench.load.config import BenchConfig
-from bench.load.fleet import Fleet
+from bench.load.fleet import LoadFleet
 from bench.load.hist import Histogram
+from bench.load.messages import LoaderReport
 from bench.load.window import Window
 from servers import metrics as server_metrics
 from servers.supervisor import Supervisor
@@ -27,13 +29,22 @@ class Driver:
 
     transport: str
     cfg: BenchConfig
-    fleet: Fleet
+    fleet: LoadFleet
     sup: Supervisor | None
     say: ProgressFn
     started: float = field(default_factory=time.monotonic)
     last_cpu: dict[int, float] = field(default_factory=dict)  # loader -> last cumulative CPU
     last_arrived: dict[int, int] = field(default_factory=dict)  # loader -> users connected
     last_sys: dict[int, float] = field(default_factory=dict)  # loader -> last system CPU
+    clocks: dict[int, ClockDoc] = field(default_factory=dict)  # loader -> its latest clock
+
+    def note(self, r: LoaderReport) -> None:
+        """What the run keeps from every report, measured or not."""
+        self.last_cpu[r["loader"]] = r["cpu_s"]
+        self.last_arrived[r["loader"]] = r.get("arrived", 0)
+        self.last_sys[r["loader"]] = r.get("sys_s", 0.0)
+        if "clock" in r:
+            self.clocks[r["loader"]] = r["clock"]
 
     def arrived(self) -> int:
         """Users (over all loaders) whose first stream has connected, as last reported."""
@@ -67,9 +78,7 @@ class Driver:
             for r in fleet.poll(min(left, 0.25)):
                 for w in into:
                     w.add(r, self.last_cpu.get(r["loader"]), self.last_sys.get(r["loader"]))
-                self.last_cpu[r["loader"]] = r["cpu_s"]
-                self.last_arrived[r["loader"]] = r.get("arrived", 0)
-                self.last_sys[r["loader"]] = r.get("sys_s", 0.0)
+                self.note(r)
                 second_tokens += r["tokens"]
                 second_hist.merge(Histogram.from_json(r["latency"]))
             if fleet.dead():

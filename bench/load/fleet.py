@@ -6,11 +6,15 @@ import contextlib
 import json
 import os
 import select
+import socket
 import subprocess
 import sys
 import time
+from typing import Any, Protocol
 
 from bench.load.messages import LoaderCommand, LoaderConfig, LoaderReport, as_report, config_json
+
+STOP_S = 15.0  # for load processes to end their users and read the server's clock once more
 
 
 def pin(pids: list[int], cores: set[int] | None) -> None:
@@ -19,6 +23,16 @@ def pin(pids: list[int], cores: set[int] | None) -> None:
     for pid in pids:
         with contextlib.suppress(OSError):  # a process that already exited
             os.sched_setaffinity(pid, cores)
+
+
+class LoadFleet(Protocol):
+    """What a run needs of its load processes, wherever they run (here, or bench.load.cluster)."""
+
+    def send(self, messages: list[LoaderCommand]) -> None: ...
+    def poll(self, timeout: float) -> list[LoaderReport]: ...
+    def dead(self) -> list[int]: ...
+    def stop(self) -> list[LoaderReport]: ...
+    def nodes(self) -> list[dict[str, Any]]: ...
 
 
 class Fleet:
@@ -61,12 +75,35 @@ class Fleet:
     def dead(self) -> list[int]:
         return [i for i, p in enumerate(self.procs) if p.poll() not in (None, 0)]
 
-    def stop(self) -> None:
+    def nodes(self) -> list[dict[str, Any]]:
+        """Where each load process runs: all on this machine."""
+        host = socket.gethostname()
+        return [{"node_id": None, "host": host, "pid": p.pid} for p in self.procs]
+
+    def stop(self) -> list[LoaderReport]:
+        """End every load process; returns the reports they wrote while ending (the last ones
+        carry each process's clock reading after the run)."""
         self.send([{"stop": True}] * len(self.procs))
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + STOP_S
+        final: list[LoaderReport] = []
+        while any(p.poll() is None for p in self.procs) and time.monotonic() < deadline:
+            final += self.poll(0.2)
         for proc in self.procs:
-            try:
-                proc.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
+            if proc.poll() is None:
                 proc.kill()
-                proc.wait()
+            proc.wait()
+        final += self._rest()
+        return final
+
+    def _rest(self) -> list[LoaderReport]:
+        """What exited processes left in their pipes."""
+        out: list[LoaderReport] = []
+        for proc in self.procs:
+            if proc.stdout is None:
+                continue
+            fd = proc.stdout.fileno()
+            while chunk := os.read(fd, 1 << 20):
+                self._buf[fd] += chunk.decode()
+            lines, self._buf[fd] = self._buf[fd].split("\n"), ""
+            out += [as_report(json.loads(line)) for line in lines if line.strip()]
+        return out

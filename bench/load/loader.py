@@ -25,6 +25,7 @@ from typing import Any
 
 import transports
 from bench.load.accumulator import Accumulator, error_class
+from bench.load.clock import Clock
 from bench.load.messages import LoaderCommand, LoaderConfig
 from bench.load.procstat import self_cpu_s, self_sys_s
 from clients import ClientOptions, GaveUp, StreamError, fast
@@ -37,7 +38,8 @@ class Loader:
         self.cfg = cfg
         self.record = transports.get(cfg.transport)
         self.fast = cfg.fast_path and fast.enabled() and self.record.fast_path is not None
-        self.acc = Accumulator(tally=fast.tally() if self.fast else None)
+        self.clock = Clock(cfg.clock_shift_ns)  # on the server's clock once synced
+        self.acc = Accumulator(clock=self.clock.now, tally=fast.tally() if self.fast else None)
         self.users: list[asyncio.Task[None]] = []
         self.codec = Codec()
         self.rng = random.Random(cfg.seed)
@@ -59,7 +61,8 @@ class Loader:
 
     async def conversation(self, session: Any, arrive: Callable[[], None] | None) -> None:
         acc, cfg = self.acc, self.cfg
-        t_post = time.time_ns()
+        now_ns = self.clock.now
+        t_post = now_ns()
         acc.posts += 1
         try:
             info = await self.create(session)
@@ -80,7 +83,7 @@ class Loader:
         prev = [0]
 
         def on_token(seq: int, t: int, text: str) -> None:
-            now = time.time_ns()
+            now = now_ns()
             a = self.acc  # the accumulator of the current interval
             a.latency.record((now - t) // 1000)
             if prev[0]:
@@ -111,7 +114,7 @@ class Loader:
             cancelled = True  # the user was stopped (ramp down): nothing was lost
             raise
         finally:
-            now = time.time_ns()
+            now = now_ns()
             a = self.acc
             a.expected_done += timing.due_count(now) - timing.due_count(entry[1])
             if not cancelled:
@@ -158,9 +161,11 @@ class Loader:
                 commands.put_nowait(json.loads(line))
             commands.put_nowait({"stop": True})  # the orchestrator went away
 
+        await self.sync_clock()
         command_task = asyncio.ensure_future(read_commands())
         doze_task = asyncio.ensure_future(self.doze()) if self.cfg.doze_us > 0 else None
-        next_report = time.monotonic() + self.cfg.interval
+        cfg = self.cfg
+        next_report = time.monotonic() + cfg.interval
         stopping = False
         while not stopping:
             timeout = max(0.0, next_report - time.monotonic())
@@ -174,17 +179,32 @@ class Loader:
                     self.set_target(0, 0)
                 else:
                     self.set_target(int(cmd["target"]), float(cmd.get("ramp_s", 0)))
-            if time.monotonic() >= next_report or stopping:
+            if time.monotonic() >= next_report and not stopping:
                 next_report += self.cfg.interval
-                doc = self.acc.report(len(self.users), self_cpu_s(), self_sys_s())
-                doc["loader"] = self.cfg.index
-                doc["arrived"] = self.arrived
-                sys.stdout.write(json.dumps(doc, separators=(",", ":")) + "\n")
-                sys.stdout.flush()
+                self.write_report()
         await asyncio.gather(*self.users, return_exceptions=True)
-        command_task.cancel()
         if doze_task is not None:
-            doze_task.cancel()
+            doze_task.cancel()  # its sleeps would lengthen the round trips read next
+        await self.clock.check(cfg.transport, cfg.url, cfg.local_addr)
+        self.write_report()  # the last one: the clock's reading after the run in it
+        command_task.cancel()
+
+    async def sync_clock(self) -> None:
+        """Read the server's clock (bench.load.clock); from then on, every reading, the
+        compiled path's too, is on it."""
+        cfg = self.cfg
+        if cfg.clock_sync:
+            await self.clock.sync(cfg.transport, cfg.url, cfg.local_addr)
+        fast.set_clock(self.clock.correction_ns)
+        self.acc.last_ns = self.clock.now()
+
+    def write_report(self) -> None:
+        doc = self.acc.report(len(self.users), self_cpu_s(), self_sys_s())
+        doc["loader"] = self.cfg.index
+        doc["arrived"] = self.arrived
+        doc["clock"] = self.clock.doc()
+        sys.stdout.write(json.dumps(doc, separators=(",", ":")) + "\n")
+        sys.stdout.flush()
 
     async def doze(self) -> None:
         """Read in batches: between loop turns, sleep ``doze_us`` so that each turn finds many

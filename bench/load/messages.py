@@ -12,6 +12,8 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any, TypedDict
 
+from bench.load.clock import ClockDoc
+
 ERROR_CLASSES = ("connect", "read", "timeout", "status")  # wrk's error classes
 COUNTS = (
     "tokens", "expected", "requests", "reconnects", "duplicated", "out_of_order", "lost",
@@ -34,6 +36,8 @@ class LoaderConfig:
     interval: float = 0.5  # seconds between reports (a window's windows hold several)
     doze_us: int = 0  # see Loader.doze
     fast_path: bool = True  # read SSE and WebSocket through clients/_fastpath.c if it was built
+    clock_sync: bool = True  # put latencies on the server's clock (bench.load.clock)
+    clock_shift_ns: int = 0  # tests: this process's clock reads wrong by this much
     seed: int = 0
     options: dict[str, Any] = field(default_factory=dict)
 
@@ -85,6 +89,7 @@ class LoaderReport(TypedDict):
     latency: HistogramDoc
     ttft: HistogramDoc
     gap: HistogramDoc
+    clock: ClockDoc  # its offset to the server's clock; the last report has the reading after
 
 
 def report_fields() -> tuple[str, ...]:
