@@ -13,7 +13,7 @@ TB     := $(BIN)/tokenbench
 $(STAMP): pyproject.toml setup.py clients/_fastpath.c
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	$(BIN)/python -m pip install --quiet -e ".[dev,cluster]"
 	$(BIN)/python -c "import proto; proto.build(force=True)"
 	@touch $(STAMP)
 

@@ -59,6 +59,13 @@ def bench(
     target: Annotated[
         str | None, typer.Option(help="URL of a running server to use instead of starting one.")
     ] = None,
+    cluster: Annotated[
+        str | None,
+        typer.Option(
+            help="Run the load processes on a Ray cluster: auto, host:port, ray://host:port, "
+            "or local (start one here). See docs/cluster.md."
+        ),
+    ] = None,
     out: Annotated[
         str | None, typer.Option(help="Output directory (default results/<run-id>).")
     ] = None,
@@ -182,13 +189,22 @@ def bench(
     out_dir = Path(out) if out else Path("results") / run_id
     cfg = BenchConfig(
         transports=names, steps=steps, rate=rate, tokens=tokens, think=think, workers=workers,
-        loaders=loaders, target=target, out=out_dir, find_knee=find_knee, slo_ms=slo_ms,
-        heartbeat=heartbeat, pin=pin, quiet=quiet, settle_s=settle, cooldown_s=cooldown,
-        knee_refine=knee_refine, doze_us=doze_us, fast_path=fast_path, windows=windows,
-        knee_repeats=knee_repeats, rates=rates,
+        loaders=loaders, target=target, cluster=cluster, out=out_dir, find_knee=find_knee,
+        slo_ms=slo_ms, heartbeat=heartbeat, pin=pin, quiet=quiet, settle_s=settle,
+        cooldown_s=cooldown, knee_refine=knee_refine, doze_us=doze_us, fast_path=fast_path,
+        windows=windows, knee_repeats=knee_repeats, rates=rates,
     )  # fmt: skip
     doc = results.new_doc("bench", out_dir.name, config_doc(cfg))
     say = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731
+    if cluster is not None:
+        from bench.load import cluster as cl
+
+        try:
+            doc["cluster"] = cl.connect(cluster)
+        except cl.ClusterError as exc:
+            fail(str(exc))
+        say(f"cluster {cluster}: {len(doc['cluster']['nodes'])} node(s), Ray "
+            f"{doc['cluster']['ray_version']}")  # fmt: skip
     cores = server_cores() if pin else None  # measured where the servers will run
     before = ys.measure(cores) if yardstick else None
     if before is not None:
@@ -211,10 +227,15 @@ def bench(
         doc["interrupted"] = True
     except TargetError as exc:
         fail(str(exc), 1)
-    except (RuntimeError, OSError) as exc:
+    except (RuntimeError, OSError) as exc:  # a ClusterError too
         doc["error"] = str(exc)
         results.write(doc, out_dir)
         fail(str(exc), 1)
+    finally:
+        if cluster is not None:
+            from bench.load import cluster as cl
+
+            cl.shutdown()
     if before is not None:
         doc["machine"]["yardstick"] = ys.combine(before, ys.measure(cores))
         if doc["machine"]["yardstick"]["drifted"]:

@@ -30,6 +30,7 @@ class BenchConfig:
     workers: int | None = None
     loaders: int | None = None
     target: str | None = None
+    cluster: str | None = None  # a Ray cluster's address: load processes run there (cluster.py)
     out: Path = Path("results/run")
     find_knee: bool = False
     slo_ms: float = 250.0

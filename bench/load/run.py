@@ -17,10 +17,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import transports
-from bench.load import knee, procstat, ramp
+from bench.load import clock, knee, procstat, ramp
 from bench.load.config import BenchConfig, Step
 from bench.load.driver import Driver, ProgressFn
-from bench.load.fleet import Fleet, pin
+from bench.load.fleet import Fleet, LoadFleet, pin
 from bench.load.messages import LoaderConfig
 from bench.load.window import ServerCost, StepSummary, Window, summarize
 from servers.base import ServerConfig
@@ -95,6 +95,15 @@ def _topology(transport: str, cfg: BenchConfig, n_loaders: int) -> Topology:
     return Topology(sup, sup.url, urls, [None] * n_loaders, settings)
 
 
+def _fleet(configs: list[LoaderConfig], cores: set[int] | None, cfg: BenchConfig) -> LoadFleet:
+    """The load processes: here, or as Ray actors on the cluster's nodes (``--cluster``)."""
+    if cfg.cluster is None:
+        return Fleet(configs, cores)
+    from bench.load.cluster import RayFleet
+
+    return RayFleet(configs, cores, local_only=cfg.target is None)
+
+
 def run_transport(transport: str, cfg: BenchConfig, say: ProgressFn) -> dict[str, Any]:
     record = transports.get(transport)
     server_cores, loader_cores = _cores() if cfg.pin else (None, None)
@@ -116,7 +125,7 @@ def run_transport(transport: str, cfg: BenchConfig, say: ProgressFn) -> dict[str
         for k in range(n_loaders)
     ]  # fmt: skip
     try:
-        fleet = Fleet(loader_cfgs, loader_cores)
+        fleet = _fleet(loader_cfgs, loader_cores, cfg)
     except BaseException:
         if sup is not None:
             sup.stop()
@@ -152,7 +161,8 @@ def run_transport(transport: str, cfg: BenchConfig, say: ProgressFn) -> dict[str
             say(_step_line(transport, i, 0 if cfg.find_knee else len(cfg.steps), doc))
             i += 1
     finally:
-        fleet.stop()
+        for r in fleet.stop():
+            drive.note(r)
         if sup is not None:
             sup.stop()
     steps_out.sort(key=lambda d: d["clients"])  # bisection steps in their place on the axis
@@ -166,6 +176,9 @@ def run_transport(transport: str, cfg: BenchConfig, say: ProgressFn) -> dict[str
         "baseline_rss_bytes": base_rss,
         "server_settings": topo.settings,
         "steps": steps_out,
+        "load_nodes": fleet.nodes(),
+        "clocks": [drive.clocks[k] for k in sorted(drive.clocks)],
+        "clock": clock.summarize(list(drive.clocks.values()), cfg.slo_ms),
     }
     if cfg.find_knee or len(cfg.steps) > 1:
         cores = len(server_cores) if server_cores else os.cpu_count() or 1
