@@ -35,6 +35,13 @@ def faults(
         bool,
         typer.Option(help="Run the transports of a connection fault side by side (not restarts)."),
     ] = False,
+    cluster: Annotated[
+        str | None,
+        typer.Option(
+            help="Run each run's clients on a Ray cluster's node on this machine: auto, "
+            "host:port, ray://host:port, or local. See docs/cluster.md."
+        ),
+    ] = None,
     out: Annotated[str | None, typer.Option(help="Output directory.")] = None,
 ) -> None:
     """Reconnect recovery under faults: detection, reconnect and catch-up times, lost tokens."""
@@ -66,8 +73,16 @@ def faults(
         "window_s": window,
         "tokens": tokens,
         "parallel": parallel,
+        "cluster": cluster,
     }
     doc = results.new_doc("faults", out_dir.name, config)
+    if cluster is not None:
+        from bench.load import cluster as cl
+
+        try:
+            doc["cluster"] = cl.connect(cluster)
+        except cl.ClusterError as exc:
+            fail(str(exc))
     doc["faults"] = []
     before = ys.measure()
     doc["machine"]["yardstick"] = ys.combine(before, None)
@@ -76,7 +91,7 @@ def faults(
             print(f"== {name}: {fl.SCENARIOS[name].description}", file=sys.stderr, flush=True)
             entries = fl.run(
                 name, names, modes, clients, tokens=tokens, heartbeat=heartbeat,
-                window_s=window, parallel=parallel,
+                window_s=window, parallel=parallel, on_cluster=cluster is not None,
             )  # fmt: skip
             doc["faults"].extend(entries)
             results.write(doc, out_dir)
@@ -84,6 +99,15 @@ def faults(
                 print(tables.fault_line(e), file=sys.stderr, flush=True)
     except KeyboardInterrupt:
         doc["interrupted"] = True
+    except RuntimeError as exc:  # a ClusterError: what is done is kept
+        doc["error"] = str(exc)
+        results.write(doc, out_dir)
+        fail(str(exc), 1)
+    finally:
+        if cluster is not None:
+            from bench.load import cluster as cl
+
+            cl.shutdown()
     doc["machine"]["yardstick"] = ys.combine(before, ys.measure())
     path = results.write(doc, out_dir)
     tables.print_fault_table(doc["faults"])

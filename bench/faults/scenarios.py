@@ -26,15 +26,13 @@ import asyncio
 import itertools
 import statistics
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-import transports
-from bench.faults.proxy import Fault, FaultProxy
+from bench.faults.clientside import ClientsResult, FaultClients, Timeline, call
+from bench.faults.proxy import Fault
 from bench.load.hist import Histogram
-from clients import ClientOptions, GaveUp, StreamError, create_stream, reader_class
 from servers.base import ServerConfig
-from servers.core import Codec
 from servers.supervisor import Supervisor
 
 MODES = ("default", "hardened")
@@ -71,28 +69,6 @@ SCENARIOS: dict[str, Scenario] = {
         Scenario("kill", "the server is killed (-9) and comes back 1 s later", server="kill"),
     )
 }  # fmt: skip
-
-
-@dataclass
-class Timeline:
-    """One client's events, in time.monotonic() seconds."""
-
-    retries: list[tuple[float, str]] = field(default_factory=list)
-    connects: list[float] = field(default_factory=list)
-    tokens: list[tuple[float, int, int]] = field(default_factory=list)  # (recv, seq, latency ns)
-    wrong: int = 0
-    error: str | None = None
-    done: bool = False
-
-
-def client_options(transport: str, mode: str, heartbeat: float) -> ClientOptions:
-    if mode == "default":
-        return ClientOptions(
-            heartbeat=heartbeat, watchdog=False,
-            retry_server_errors=reader_class(transport).stock_retries_server_errors,
-            grpc_tuned=False, give_up_after=40.0,
-        )  # fmt: skip
-    return ClientOptions(heartbeat=heartbeat, poll_timeout=2 * heartbeat, give_up_after=40.0)
 
 
 def _percentiles(values: list[float]) -> dict[str, Any]:
@@ -158,82 +134,54 @@ def summarize(
     }  # fmt: skip
 
 
+def _plans(scenario: Scenario) -> list[Fault | None]:
+    """Each client's connection attempts' faults, in order: the first ``faulty`` get one."""
+    fault = scenario.fault
+    if fault is None:
+        return []
+    if scenario.name == "reconnect-storm":  # then cuts before any data arrives
+        return [fault] + [Fault("close", after_bytes=0)] * (scenario.faulty - 1)
+    return [fault] * scenario.faulty
+
+
 async def _run(
     scenario: Scenario, transport: str, mode: str, clients: int, tokens: int, rate: float,
-    heartbeat: float, window_s: float,
+    heartbeat: float, window_s: float, on_cluster: bool = False,
 ) -> dict[str, Any]:  # fmt: skip
+    """One run: the server here, its clients here or (``on_cluster``) on a Ray node."""
     cfg = ServerConfig(transport=transport, port=0, heartbeat=heartbeat, grace=2.0, retry_ms=1000)
     sup = Supervisor(cfg)
     loop = asyncio.get_running_loop()
     await loop.run_in_executor(None, sup.start)  # runs side by side must not stall each other
-    proxies: list[FaultProxy] = []
+    args = (transport, mode, clients, tokens, rate, heartbeat, _plans(scenario))
+    side: Any = FaultClients(*args)
+    if on_cluster:
+        from bench.load import cluster
+
+        side = await loop.run_in_executor(None, cluster.fault_clients, args)
     try:
-        port = cfg.port
-        record = transports.get(transport)
-        fault = scenario.fault
-        for _ in range(clients):
-
-            def plan(n: int) -> Fault | None:
-                if fault is None or n >= scenario.faulty:
-                    return None
-                if scenario.name == "reconnect-storm" and n > 0:
-                    return Fault("close", after_bytes=0)  # cut before any data arrives
-                return fault
-
-            # Behind a load balancer: while the server is down, HTTP clients get 503.
-            proxy = FaultProxy(("127.0.0.1", port), plan, unavailable_503=True)
-            await proxy.start()
-            proxies.append(proxy)
-        opts = client_options(transport, mode, heartbeat)
-        codec = Codec()
-        lines = [Timeline() for _ in range(clients)]
-        tasks = []
-        for i, proxy in enumerate(proxies):
-            info = await create_stream(transport, sup.url, tokens=tokens, rate=rate)
-            stream = codec.decode(info["id"])
-            tasks.append(asyncio.ensure_future(
-                _read(transport, record.url("127.0.0.1", proxy.port), info["id"], stream,
-                      opts, lines[i])
-            ))  # fmt: skip
-        start = time.monotonic()
-        fault_times: list[float | None] = [None] * clients
+        await call(side, "start", sup.url, "127.0.0.1", cfg.port)
+        fault_at: float | None = None
         if scenario.server is not None:
             await asyncio.sleep(2.0)
-            fault_times = [time.monotonic()] * clients
+            fault_at = await call(side, "now")  # on the clients' clock
             await loop.run_in_executor(None, _server_fault, sup, scenario.server)
-        _, pending = await asyncio.wait(tasks, timeout=window_s)
-        for task in pending:
-            task.cancel()
-        if scenario.server is None:
-            for i, proxy in enumerate(proxies):
-                fault_times[i] = proxy.fired_at[0] if proxy.fired_at else None
-        return summarize(
-            scenario.name, transport, mode, lines, fault_times, tokens,
+        got: ClientsResult = await call(side, "finish", window_s)
+        fault = scenario.fault
+        entry = summarize(
+            scenario.name, transport, mode, got.lines,
+            [fault_at] * clients if fault_at is not None else got.fault_times, tokens,
             live_ms=max(250.0, (fault.latency_ms + fault.jitter_ms) * 2 if fault else 250.0),
-            window_s=round(time.monotonic() - start, 1),
+            window_s=got.window_s,
         )  # fmt: skip
+        entry["clock"] = got.clock
+        return entry
     finally:
-        for proxy in proxies:
-            await proxy.stop()
+        if on_cluster:
+            from bench.load import cluster
+
+            cluster.release(side)
         await loop.run_in_executor(None, sup.stop)
-
-
-async def _read(
-    transport: str, url: str, sid: str, stream: Any, opts: ClientOptions, line: Timeline
-) -> None:
-    def on_token(seq: int, t: int, text: str) -> None:
-        line.tokens.append((time.monotonic(), seq, time.time_ns() - t))
-        if text != stream.text(seq):
-            line.wrong += 1
-
-    reader = reader_class(transport)(url, sid, on_token, None, opts)
-    reader.on_retry = lambda reason: line.retries.append((time.monotonic(), reason))
-    reader.on_connected = lambda: line.connects.append(time.monotonic())
-    try:
-        await reader.run()
-        line.done = True
-    except (StreamError, GaveUp) as exc:
-        line.error = str(exc)
 
 
 def _server_fault(sup: Supervisor, kind: str) -> None:
@@ -249,6 +197,7 @@ def _server_fault(sup: Supervisor, kind: str) -> None:
 def run(
     scenario: str, transports: list[str], modes: list[str], clients: int = 5, tokens: int = 400,
     rate: float = 40.0, heartbeat: float = 2.0, window_s: float = 40.0, parallel: bool = False,
+    on_cluster: bool = False,
 ) -> list[dict[str, Any]]:  # fmt: skip
     """One scenario for each transport and mode. ``parallel``: the transports of one mode run
     side by side (each with its own server and proxies; a few streams each, so they barely
@@ -259,7 +208,7 @@ def run(
     sc = SCENARIOS[scenario]
 
     def one(transport: str, mode: str) -> Any:
-        return _run(sc, transport, mode, clients, tokens, rate, heartbeat, window_s)
+        return _run(sc, transport, mode, clients, tokens, rate, heartbeat, window_s, on_cluster)
 
     async def side_by_side(mode: str) -> list[dict[str, Any]]:
         return list(await asyncio.gather(*(one(t, mode) for t in transports)))
