@@ -17,6 +17,7 @@ import contextlib
 import json
 import os
 import select
+import socket
 import subprocess
 import sys
 import time
@@ -53,6 +54,7 @@ def connect(address: str) -> dict[str, Any]:
         kwargs: dict[str, Any] = {
             "include_dashboard": False, "log_to_driver": True, "configure_logging": False,
         }  # fmt: skip
+        _reachable(address)
         if address == "local":
             # Actors ask for one logical CPU each; a local cluster offers enough of them, as
             # load processes sleep most of the time and the OS spreads them over the cores.
@@ -73,6 +75,22 @@ def connect(address: str) -> dict[str, Any]:
         "coordinator_node": ray.get_runtime_context().get_node_id(),
     }
     return _joined
+
+
+def _reachable(address: str) -> None:
+    """A ``host:port`` (or ``ray://host:port``) that does not answer TCP fails here at once;
+    Ray itself retries for minutes."""
+    if address in ("local", "auto"):
+        return
+    hostport = address.removeprefix("ray://")
+    host, sep, port = hostport.rpartition(":")
+    if not sep or not port.isdigit():
+        raise ClusterError(f"--cluster {address}: not auto, local, host:port or ray://host:port")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=5).close()
+    except OSError as exc:
+        why = exc.strerror or str(exc) or type(exc).__name__
+        raise ClusterError(f"--cluster {address}: no Ray cluster answers there ({why})") from None
 
 
 def _node(n: dict[str, Any]) -> dict[str, Any]:
@@ -124,8 +142,6 @@ class LoaderHost:
         self.buf = ""
 
     def where(self) -> dict[str, Any]:
-        import socket
-
         return {"node_id": self.node, "ip": self.ip, "host": socket.gethostname(),
                 "pid": self.proc.pid}  # fmt: skip
 
