@@ -154,7 +154,10 @@ def bench(
         (0 <= knee_refine <= 10, "--knee-refine must be 0..10"),
         (0 <= doze_us <= 20_000, "--doze-us must be 0..20000"),
         (workers is None or 1 <= workers <= 64, "--workers must be 1..64"),
-        (loaders is None or 1 <= loaders <= 64, "--loaders must be 1..64"),
+        (
+            loaders is None or 1 <= loaders <= (4096 if cluster else 64),
+            "--loaders must be 1..64 (1..4096 with --cluster)",
+        ),
         (1 <= windows <= 20, "--windows must be 1..20"),
         (1 <= knee_repeats <= 9, "--knee-repeats must be 1..9"),
         (0 < rate_share <= 1, "--rate-share must be 0 < share <= 1"),

@@ -133,3 +133,40 @@ def faults_table(
     if not rows:
         fail("no fault results in those files (run tokenbench faults first)")
     print(tables.faults_markdown(rows))
+
+
+@app.command()
+def plan(
+    run: Annotated[Path, typer.Argument(help="A make bench run (its knee, hold-50k, faults), a "
+                                             "run directory or a results.json.")],
+    users: Annotated[int, typer.Option(help="Concurrent users to plan for.")] = 50_000,
+    rate: Annotated[float, typer.Option(help="Tokens per second per user.")] = 40.0,
+    node_cpus: Annotated[int, typer.Option(help="CPUs per load-generator node.")] = 8,
+    pod_cores: Annotated[float, typer.Option(help="Server cores per pod.")] = 2.0,
+    json_out: Annotated[bool, typer.Option("--json", help="The plan as JSON.")] = False,
+) -> None:  # fmt: skip
+    """The fleet for --users at --rate: server cores and pods, load nodes, memory, load
+    balancer and Redis, from a run's measured costs; projected figures say so."""
+    import dataclasses
+    import json
+
+    from bench.report import plan as pl
+    from bench.report import results
+
+    if not (1 <= users <= 100_000_000 and 0 < rate <= 1000 and 1 <= node_cpus <= 1024
+            and 0 < pod_cores <= 1024):  # fmt: skip
+        fail("--users 1..100,000,000, --rate 0 < rate <= 1000, --node-cpus 1..1024, "
+             "--pod-cores 0 < cores <= 1024")  # fmt: skip
+    try:
+        docs = results.load_all(run)
+    except results.SchemaError as exc:
+        fail(str(exc))
+    p = pl.plan(docs, users, rate, node_cpus, pod_cores)
+    if not p["transports"]:
+        fail(f"{run} has no --find-knee run: the plan sizes servers from a knee")
+    if json_out:
+        print(json.dumps(p, default=dataclasses.asdict, indent=1))
+        return
+    print(f"from {', '.join(d['run_id'] for d in docs)} ({docs[0]['machine']['date']}, "
+          f"{docs[0]['machine']['cpu_model']})")  # fmt: skip
+    print("\n".join(pl.lines(p)))
