@@ -224,6 +224,8 @@ def bench(
             )
             say(f"== {name}: {plan} at {cfg.rate_for(name):g} tok/s ==")
             doc["runs"].append(run_transport(name, cfg, say))
+            if warning := doc["runs"][-1]["clock"]["warning"]:
+                say(f"warning: {name}: {warning}")
             results.write(doc, out_dir)  # keep what is done if a later transport fails
     except KeyboardInterrupt:
         say("interrupted: servers and load processes stopped; partial results kept")

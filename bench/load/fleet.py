@@ -78,7 +78,7 @@ class Fleet:
     def nodes(self) -> list[dict[str, Any]]:
         """Where each load process runs: all on this machine."""
         host = socket.gethostname()
-        return [{"node_id": None, "host": host, "pid": p.pid} for p in self.procs]
+        return [{"node_id": None, "ip": None, "host": host, "pid": p.pid} for p in self.procs]
 
     def stop(self) -> list[LoaderReport]:
         """End every load process; returns the reports they wrote while ending (the last ones

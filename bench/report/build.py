@@ -299,6 +299,29 @@ def _machine_md(docs: list[dict[str, Any]]) -> list[str]:
     return out
 
 
+def _clocks_md(docs: list[dict[str, Any]]) -> list[str]:
+    """Where the load ran and how sure its clocks were (bench/load/clock.py)."""
+    out = []
+    for d in docs:
+        runs = [r for r in d.get("runs", []) if r.get("clock")]
+        if not runs:
+            continue
+        worst = [r["clock"]["uncertainty_ms"] for r in runs if r["clock"]["uncertainty_ms"]]
+        nodes = {n.get("node_id") or n.get("host") for r in runs for n in r.get("load_nodes", [])}
+        where = (f"on a Ray cluster ({d['cluster']['address']}, {len(nodes)} node(s))"
+                 if d.get("cluster") else "on this machine")  # fmt: skip
+        line = (
+            f"- `{d['run_id']}`: load {where}; latencies on the server's clock, to within "
+            f"{max(worst):.2f} ms"
+            if worst
+            else f"- `{d['run_id']}`: load {where}"
+        )
+        warnings = [f"{r['transport']}: {r['clock']['warning']}" for r in runs
+                    if r["clock"]["warning"]]  # fmt: skip
+        out.append(line + ("; **" + "; ".join(warnings) + "**" if warnings else ""))
+    return ["", "Clocks (bench/load/clock.py), per run:", "", *out] if out else []
+
+
 def _ms(seconds: float | None) -> float | None:
     return None if seconds is None else seconds * 1000
 
@@ -326,6 +349,7 @@ def _markdown(
     lines += [f"- `{d['run_id']}` ({d.get('kind', 'bench')}): `{d['machine']['command']}`"
               for d in docs]  # fmt: skip
     lines += ["", "Yardstick (bench/load/yardstick.py), per run:", "", *_machine_md(docs)]
+    lines += _clocks_md(docs)
     bench_docs = [d for d in docs if d.get("runs")]
     if bench_docs:
         lines[1:1] = ["", "## What to ship", "", ship.recommend(bench_docs, faults)["text"]]
