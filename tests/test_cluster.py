@@ -51,6 +51,7 @@ def test_a_small_bench_runs_through_the_cluster(cluster: Cluster, tmp_path: Path
         assert step["tokens"] > 1000 and step["lost"] == 0 and step["goodput"] > 0.9, run
         # one load process per node, each on the server's clock
         assert len({n["node_id"] for n in run["load_nodes"]}) == 2
+        assert all(n["nice"] == 0 for n in run["load_nodes"])  # not Ray's worker niceness
         assert len(run["clocks"]) == 2 and all(c["synced"] for c in run["clocks"])
         assert run["clock"]["warning"] is None
 

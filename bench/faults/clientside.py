@@ -70,9 +70,15 @@ class FaultClients:
         return time.monotonic()
 
     def where(self) -> str:
-        """This process's node address (Ray's), to tell whether it shares the server's machine."""
+        """This process's node address (Ray's), to tell whether it shares the server's machine.
+        Called on a Ray actor, which also puts itself back at normal priority."""
+        import os
+
         import ray
 
+        from bench.load.cluster import normal_priority
+
+        normal_priority(os.getpid())
         return str(ray.util.get_node_ip_address())
 
     async def start(self, server_url: str, host: str, port: int) -> None:

@@ -99,7 +99,7 @@ def _fleet(configs: list[LoaderConfig], cores: set[int] | None, cfg: BenchConfig
     """The load processes: here, or as Ray actors on the cluster's nodes (``--cluster``)."""
     if cfg.cluster is None:
         return Fleet(configs, cores)
-    from bench.load.cluster import RayFleet
+    from bench.load.rayfleet import RayFleet
 
     return RayFleet(configs, cores, local_only=cfg.target is None)
 
