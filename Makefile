@@ -8,6 +8,7 @@ RUN    := $(shell date -u +%Y%m%d-%H%M%S)
 TB     := $(BIN)/tokenbench
 
 .PHONY: install proto test fuzz lint format bench bench-full bench-knee bench-50k bench-faults bench-quick \
+	bench-cluster \
 	idle-memory report clean
 
 $(STAMP): pyproject.toml setup.py clients/_fastpath.c
@@ -79,6 +80,12 @@ bench-quick: $(STAMP)  ## a first look: every transport at 200 and 400 users, wi
 		--out results/$(RUN)-quick
 	$(TB) report results/$(RUN)-quick --out results/$(RUN)-quick/report
 	@echo "report: results/$(RUN)-quick/report/REPORT.md"
+
+bench-cluster: $(STAMP)  ## make bench's knee job, its load processes on a local Ray cluster (docs/cluster.md)
+	$(TB) bench --transport all --find-knee --knee-start 200 --knee-factor 1.5 --knee-refine 2 \
+		--knee-repeats 3 --clients 3000 --ramp 2s --hold 3 --windows 3 --think 0 --cluster local \
+		--out results/$(RUN)-cluster-knee
+	@echo "compare: tokenbench compare results/latest/knee results/$(RUN)-cluster-knee"
 
 BASELINE := results/20261201-222029
 

@@ -156,3 +156,27 @@ def test_compare_runs_from_the_command_line(tmp_path: Path) -> None:
         "verdicts:" in proc.stdout and "rankings" in proc.stdout and "Traceback" not in proc.stderr
     )
     assert "DIFFERENT" not in proc.stdout and "FLIPPED" not in proc.stdout  # a run against itself
+
+
+def test_the_report_says_where_the_load_ran_and_how_sure_its_clocks_were(tmp_path: Path) -> None:
+    from bench.report import ship
+
+    docs, faults = _docs()
+    doc = docs[0]
+    nodes = [{"node_id": "a", "ip": "10.0.0.1"}, {"node_id": "b", "ip": "10.0.0.2"}]
+    doc["cluster"] = {"address": "ray://head:10001", "nodes": nodes}
+    for run in doc["runs"]:
+        run["load_nodes"] = nodes
+        run["clock"] = {"uncertainty_ms": 0.4, "limit_ms": 25.0, "max_abs_offset_ms": 3.0,
+                        "warning": None}  # fmt: skip
+    doc["runs"][0]["clock"]["warning"] = "clock uncertainty 40.0 ms is over a tenth of the SLO"
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "results.json").write_text(json.dumps(doc))
+    text = report.build([tmp_path / "run"], tmp_path / "out").read_text()
+    assert "load on a Ray cluster (ray://head:10001, 2 node(s))" in text
+    assert "to within 0.40 ms" in text and "over a tenth of the SLO" in text
+    # load from two machines: the caveat no longer says it was not measured
+    assert "several load machines" not in ship.recommend(docs, faults)["text"]
+    for run in doc["runs"]:
+        run["load_nodes"] = nodes[:1]
+    assert "several load machines" in ship.recommend(docs, faults)["text"]

@@ -84,10 +84,21 @@ def recommend(docs: list[dict[str, Any]], faults: list[dict[str, Any]]) -> dict[
     if unstable:
         caveats.append(f"the knee of {' and '.join(unstable)} is unstable (its edges split "
                        f"between runs): capacity is known to one bracket step")  # fmt: skip
-    caveats.append("not measured here: a load balancer with several backends and a shared "
-                   "replay log, real browsers, several load machines")  # fmt: skip
+    unmeasured = ["a load balancer with several backends and a shared replay log",
+                  "real browsers"]  # fmt: skip
+    if not _several_load_machines(docs):
+        unmeasured.append("several load machines")
+    caveats.append("not measured here: " + ", ".join(unmeasured))
     text.append(" Caveats: " + "; ".join(caveats) + ".")
     return {"text": "".join(text), "pick": group[0], "group": group, "build": builds}
+
+
+def _several_load_machines(docs: list[dict[str, Any]]) -> bool:
+    """Some run's load processes ran on more than one machine (``--cluster``)."""
+    return any(
+        len({n.get("ip") for n in run.get("load_nodes", [])} - {None}) > 1
+        for d in docs for run in d.get("runs", [])
+    )  # fmt: skip
 
 
 def _build(t: str, faults: list[dict[str, Any]]) -> list[str]:
