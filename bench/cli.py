@@ -37,6 +37,16 @@ def serve(
         bool, typer.Option(help="Offer WebSocket per-message deflate (uvicorn's default: on).")
     ] = False,
     access_log: Annotated[bool, typer.Option(help="uvicorn access log (its default: on).")] = False,
+    stack: Annotated[
+        str, typer.Option(help="stock (FastAPI, sse-starlette, grpc.aio) or lean (raw ASGI).")
+    ] = "stock",
+    gc: Annotated[
+        str,
+        typer.Option(help="Garbage collector: stock, or tuned (gc.freeze; servers/gcpolicy.py)."),
+    ] = "stock",
+    flush_ms: Annotated[
+        float, typer.Option(help="Write every token due within this many ms in one write.")
+    ] = 0.0,
 ) -> None:
     """Serve one transport until Ctrl-C or SIGTERM; prints one JSON line when ready."""
     from servers.base import ServerConfig
@@ -46,7 +56,8 @@ def serve(
         cfg = ServerConfig(
             transport=transport.value, host=host, port=port, workers=workers,
             replay_ttl=replay_ttl, heartbeat=heartbeat, retry_ms=retry_ms, grace=grace,
-            ws_compression=ws_compression, access_log=access_log,
+            ws_compression=ws_compression, access_log=access_log, stack=stack, gc=gc,
+            flush_ms=flush_ms,
         )  # fmt: skip
     except ValueError as exc:
         fail(str(exc))

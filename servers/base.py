@@ -36,12 +36,22 @@ class ServerConfig:
     ws_compression: bool = False  # permessage-deflate (RFC 7692); uvicorn's default is on
     access_log: bool = False  # uvicorn's default is on
     backlog: int = 4096
+    stack: str = "stock"  # the server stack (transports.Transport.stacks)
+    gc: str = "stock"  # the cyclic collector's policy (servers/gcpolicy.py)
+    flush_ms: float = 0.0  # write every token due within this window in one write (pacing.py)
     secret: str = field(default_factory=lambda: os.environ.get("TOKENBENCH_SECRET", _SECRET))
     metrics_path: str | None = None  # shared counter table, set by the supervisor
     slot: int = 0  # this worker's row in it
 
     def __post_init__(self) -> None:
-        transports.get(self.transport)  # ValueError naming the choices
+        record = transports.get(self.transport)  # ValueError naming the choices
+        if self.stack not in record.stacks:
+            raise ValueError(f"{self.transport} has no {self.stack!r} stack: "
+                             f"{', '.join(record.stacks)}")  # fmt: skip
+        if self.gc not in ("stock", "tuned"):
+            raise ValueError(f"gc must be stock or tuned, not {self.gc!r}")
+        if not 0 <= self.flush_ms <= 1000:
+            raise ValueError(f"flush-ms must be 0..1000, not {self.flush_ms:g}")
         if not 0 <= self.port <= 65535:
             raise ValueError(f"port {self.port} outside 0..65535")
         if not 1 <= self.workers <= 64:
@@ -91,5 +101,5 @@ class TransportServer(Protocol):
         ...
 
 
-def load(transport: str) -> TransportServer:
-    return transports.get(transport).server_module()
+def load(transport: str, stack: str = "stock") -> TransportServer:
+    return transports.get(transport).server_module(stack)

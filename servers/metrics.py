@@ -18,7 +18,16 @@ COUNTERS: tuple[tuple[str, str, str], ...] = (
     ("errors_total", "counter", "Requests answered with an error status."),
     ("requests_total", "counter", "Stream reads, polls and stream creations handled."),
     ("streams_created_total", "counter", "Streams created by the prompt POST or CreateStream."),
+    ("gc_pauses_under_1ms_total", "counter", "Garbage collections that took under 1 ms."),
+    ("gc_pauses_under_10ms_total", "counter", "Garbage collections of 1 to 10 ms."),
+    ("gc_pauses_under_100ms_total", "counter", "Garbage collections of 10 to 100 ms."),
+    ("gc_pauses_under_1s_total", "counter", "Garbage collections of 100 ms to 1 s."),
+    ("gc_pauses_over_1s_total", "counter", "Garbage collections of 1 s or more."),
+    ("gc_pause_us_total", "counter", "Time spent in garbage collections, microseconds."),
+    ("gc_full_total", "counter", "Full (generation 2) collections."),
+    ("gc_frozen", "gauge", "Objects in the permanent generation (--gc tuned: gc.freeze)."),
 )
+PAUSE_BUCKETS_MS = (1, 10, 100, 1000)  # the gc_pauses_* counters' upper edges
 NAMES = tuple(c[0] for c in COUNTERS)
 MAX_WORKERS = 256
 _ROW = len(COUNTERS) * 8
@@ -53,6 +62,10 @@ class Metrics:
     def add(self, index: int, n: int = 1) -> None:
         self._all[self._base + index] += n
 
+    def get(self, index: int) -> int:
+        """This worker's own value of a counter."""
+        return self._all[self._base + index]
+
     def total(self, name: str) -> int:
         i = NAMES.index(name)
         n = len(COUNTERS)
@@ -70,7 +83,9 @@ class Metrics:
 
 
 # Indices for the hot path: ``metrics.add(TOKENS, n)``.
-OPEN, TOKENS, RESUMES, ERRORS, REQUESTS, CREATED = range(len(COUNTERS))
+OPEN, TOKENS, RESUMES, ERRORS, REQUESTS, CREATED = range(6)
+GC_PAUSES = 6  # the first of len(PAUSE_BUCKETS_MS) + 1 pause buckets
+GC_PAUSE_US, GC_FULL, GC_FROZEN = range(GC_PAUSES + len(PAUSE_BUCKETS_MS) + 1, len(COUNTERS))
 
 
 def reset_slot(path: Path, slot: int) -> None:

@@ -16,6 +16,7 @@ import signal
 import sys
 
 import transports
+from servers import gcpolicy
 from servers.base import Context, ServerConfig, load
 
 
@@ -53,14 +54,16 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
     if os.environ.get("TOKENBENCH_GC_LOG"):
         _log_slow_gc()
-    module = load(cfg.transport)
+    module = load(cfg.transport, cfg.stack)
 
     def on_ready() -> None:
         os.write(ready_fd, f"{os.getpid()}\n".encode())
         os.close(ready_fd)
 
     async def run() -> None:
-        await module.serve(Context(cfg), on_ready)
+        ctx = Context(cfg)
+        gcpolicy.apply(cfg.gc, ctx.metrics)
+        await module.serve(ctx, on_ready)
 
     if transports.get(cfg.transport).server_loop == "uvloop":
         import uvloop
