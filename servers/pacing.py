@@ -11,6 +11,10 @@ Rules of this module:
 - ``idle_s``: a heartbeat frame when nothing was written for that long (SSE's comment, or a
   long poll's empty answer at its timeout). None: the transport keeps alive by itself (WebSocket
   ping, HTTP/2 PING).
+- ``--flush-ms F`` (``ServerConfig.flush_ms``): a reader waits for the next multiple of F ms
+  after its next due time, so each write carries every token that fell due in the last F ms
+  (and every connection of the process wakes on the same grid). A token then waits at most F ms;
+  latency, measured against ``t``, shows it.
 - On shutdown (``Draining``) the loop stops without the end frame and sets ``drained``, so the
   transport can end the stream its own way (WebSocket 1001, gRPC UNAVAILABLE, SSE end of
   response); the client resumes elsewhere.
@@ -75,10 +79,12 @@ class Pacer(Generic[F]):
         self.on_wait = on_wait  # called once, before the first wait for a due time
         self.drained = False
         self.ended = False  # the end frame was handed out
+        self.flush_ns = int(ctx.cfg.flush_ms * 1e6)
 
     async def frames(self) -> AsyncIterator[F]:
         ctx, stream, cursor, framing = self.ctx, self.stream, self.cursor, self.framing
         hub, metrics, limit, idle_ns = ctx.hub, ctx.metrics, self.limit, self.idle_ns
+        flush_ns = self.flush_ns
         metrics.add(m.OPEN)
         try:
             first = framing.start()
@@ -105,6 +111,8 @@ class Pacer(Generic[F]):
                     self.on_wait()
                     self.on_wait = None
                 wake = cursor.next_due_ns()
+                if flush_ns:
+                    wake = -(-wake // flush_ns) * flush_ns
                 if idle_ns is not None:
                     wake = min(wake, last_write + idle_ns)
                 await hub.sleep_until(wake)
