@@ -30,7 +30,7 @@ class Transport:
     name: str  # in the CLI, results.json, report rows
     label: str  # how reports name it
     color: str  # its colour in the charts
-    server: str  # module providing servers.base.TransportServer
+    server: str  # module providing servers.base.TransportServer (the stock stack)
     reader: str  # "module:Class", a clients.base.Reader subclass
     create: str = "clients.http:create_stream"  # the prompt POST, or its equivalent
     clock: str = "clients.http:time_exchange"  # reads the server's clock (docs/protocol.md)
@@ -43,14 +43,23 @@ class Transport:
     batched_reads: bool = True  # load processes may doze between loop turns (--doze-us)
     resume: str = "?after="  # how its client resumes (what the report tells a team to build)
     watchdog: str = "heartbeats"  # what its client's silence watchdog listens for
+    lean: str | None = None  # the lean stack's server module (servers/lean.py), if it has one
 
     @property
     def http(self) -> bool:
         """Plain HTTP/1.1 underneath: raw HTTP requests, load-balancer 503s and the like apply."""
         return self.scheme == "http"
 
-    def server_module(self) -> TransportServer:
-        return importlib.import_module(self.server)  # type: ignore[return-value]
+    @property
+    def stacks(self) -> tuple[str, ...]:
+        """Its server stacks: ``stock`` (what a FastAPI team writes first), ``lean`` if any."""
+        return ("stock", "lean") if self.lean else ("stock",)
+
+    def server_module(self, stack: str = "stock") -> TransportServer:
+        if stack not in self.stacks:
+            raise ValueError(f"{self.name} has no {stack!r} stack: {', '.join(self.stacks)}")
+        module = self.server if stack == "stock" else self.lean
+        return importlib.import_module(module)  # type: ignore[arg-type,return-value]
 
     def reader_class(self) -> type[Reader]:
         return _attr(self.reader)
@@ -123,10 +132,12 @@ def select(spec: str) -> list[Transport]:
 
 register(Transport(
     "sse", "SSE", "#1f77b4", "servers.sse", "clients.sse:SSEReader", fast_path="sse",
+    lean="servers.sse_lean",
     resume="Last-Event-ID", watchdog="named `ping` events: EventSource hides comments",
 ))  # fmt: skip
 register(Transport(
     "ws", "WebSocket", "#ff7f0e", "servers.ws", "clients.ws:WSReader", fast_path="ws",
+    lean="servers.ws_lean",
     watchdog="protocol pings",
 ))  # fmt: skip
 register(Transport(
@@ -138,5 +149,6 @@ register(Transport(
 ))  # fmt: skip
 register(Transport(
     "poll", "long polling", "#d62728", "servers.poll", "clients.poll:PollReader",
+    lean="servers.poll_lean",
     watchdog="the poll timeout",
 ))  # fmt: skip
