@@ -38,23 +38,36 @@ format: $(STAMP)
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-# The main job, at most 15 minutes on 2 cores. Every run measures the machine first and last
+# The main job, about 20 minutes on 2 cores. Every run measures the machine first and last
 # (machine.yardstick). 1. The knee at 40 tok/s: each step measured as three 1 s windows, the
-# knee and the first broken step run three times each. 2. 50,000 users, ramped at the pace the
-# server accepts them (a 60 s budget per transport), each at the token rate that loads the
-# server to a quarter of what it carried at its knee (--rate-from the knee just measured).
-# 3. Three fault scenarios. 4. The report.
-bench: $(STAMP)  ## installs, then knee + 50k hold + faults + report into results/<run-id>/
-	$(TB) bench --transport all --find-knee --knee-start 200 --knee-factor 1.5 --knee-refine 2 \
-		--knee-repeats 3 --clients 3000 --ramp 2s --hold 3 --windows 3 --think 0 \
-		--out results/$(RUN)/knee
+# knee and the first broken step run three times each; then the same for the lean stacks.
+# 2. Tokens per write: 150 users at 40 tok/s with write windows of 0 to 250 ms, on the lean
+# stacks (gRPC: stock, it has no other). 3. Collector pauses at 10,000 connections in one
+# worker, stock and tuned. 4. 50,000 users, ramped at the pace the server accepts them (a 60 s
+# budget per transport), each at the token rate that loads the server to a quarter of what it
+# carried at its knee (--rate-from the knee just measured). 5. Three fault scenarios. 6. The
+# report.
+KNEE := --find-knee --knee-start 200 --knee-factor 1.5 --knee-refine 2 --knee-repeats 3 \
+	--clients 3000 --ramp 2s --hold 3 --windows 3 --think 0
+
+bench: $(STAMP)  ## installs, then knees (stock, lean) + write windows + GC + 50k + faults + report
+	$(TB) bench --transport all $(KNEE) --out results/$(RUN)/knee
+	$(TB) bench --transport all --stack lean $(KNEE) --out results/$(RUN)/knee-lean
+	$(TB) bench --transport sse,ws,poll --stack lean --flush-ms 0,25,50,100,250 --clients 150 \
+		--ramp 2s --hold 4 --windows 2 --think 0 --out results/$(RUN)/flush
+	$(TB) bench --transport grpc --flush-ms 0,25,50,100,250 --clients 150 \
+		--ramp 2s --hold 4 --windows 2 --think 0 --out results/$(RUN)/flush-grpc
+	$(TB) bench --transport sse --stack lean --gc stock,tuned --clients 10000 --workers 1 \
+		--rate 1 --tokens 60 --think 5 --adaptive-ramp --ramp 40s --hold 15 --windows 3 \
+		--no-pin --out results/$(RUN)/gc
 	$(TB) bench --transport all --clients 50000 --adaptive-ramp --ramp 60s --cooldown 5 \
 		--hold 15 --windows 3 --rate-from results/$(RUN)/knee --rate-share 0.25 --tokens 30 \
 		--think 5 --no-pin --out results/$(RUN)/hold-50k
 	$(TB) faults --transport all --scenario close,blackhole,restart --mode both --tokens 200 \
 		--window 15 --parallel --out results/$(RUN)/faults
-	$(TB) report results/$(RUN)/knee results/$(RUN)/hold-50k results/$(RUN)/faults \
-		--out results/$(RUN)/report
+	$(TB) report results/$(RUN)/knee results/$(RUN)/knee-lean results/$(RUN)/flush \
+		results/$(RUN)/flush-grpc results/$(RUN)/gc results/$(RUN)/hold-50k \
+		results/$(RUN)/faults --out results/$(RUN)/report
 	ln -sfn $(RUN) results/latest
 	@echo "report: results/$(RUN)/report/REPORT.md (results/latest points there)"
 
@@ -82,9 +95,7 @@ bench-quick: $(STAMP)  ## a first look: every transport at 200 and 400 users, wi
 	@echo "report: results/$(RUN)-quick/report/REPORT.md"
 
 bench-cluster: $(STAMP)  ## make bench's knee job, its load processes on a local Ray cluster (docs/cluster.md)
-	$(TB) bench --transport all --find-knee --knee-start 200 --knee-factor 1.5 --knee-refine 2 \
-		--knee-repeats 3 --clients 3000 --ramp 2s --hold 3 --windows 3 --think 0 --cluster local \
-		--out results/$(RUN)-cluster-knee
+	$(TB) bench --transport all $(KNEE) --cluster local --out results/$(RUN)-cluster-knee
 	@echo "compare: tokenbench compare results/latest/knee results/$(RUN)-cluster-knee"
 
 BASELINE := results/20261201-222029

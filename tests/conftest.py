@@ -32,6 +32,9 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 # a plugin in TOKENBENCH_PLUGINS is tested too).
 TRANSPORTS = transports.names()
 HTTP_TRANSPORTS = tuple(t.name for t in transports.all_transports() if t.http)
+# The server stacks: a module that overrides the ``stack`` fixture with ``params=STACKS`` runs
+# every test on both (the contract and resilience suites do); the default is stock alone.
+STACKS = ("stock", "lean")
 
 
 @dataclass
@@ -95,7 +98,12 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def start_server(transport: str, *args: str, workers: int = 1) -> ServerHandle:
+def start_server(
+    transport: str, *args: str, workers: int = 1, stack: str = "stock"
+) -> ServerHandle:
+    """``tokenbench serve`` on a free port; ``stack`` where the transport has it (else stock)."""
+    if stack != "stock" and stack in transports.get(transport).stacks and "--stack" not in args:
+        args = (*args, "--stack", stack)
     err = Path(tempfile.mkstemp(prefix=f"tokenbench-{transport}-", suffix=".log")[1])
     cmd = [sys.executable, "-m", "bench.cli", "serve", transport, "--port", "0",
            "--workers", str(workers), *args]  # fmt: skip
@@ -114,12 +122,21 @@ def start_server(transport: str, *args: str, workers: int = 1) -> ServerHandle:
     )  # fmt: skip
 
 
+@pytest.fixture(scope="module")
+def stack() -> str:
+    return "stock"
+
+
 @pytest.fixture
-def server_factory() -> Iterator[Callable[..., ServerHandle]]:
+def server_factory(stack: str) -> Iterator[Callable[..., ServerHandle]]:
+    """Servers started on demand, on the module's ``stack``; a transport without that stack is
+    skipped (its stock server runs in the stock pass)."""
     started: list[ServerHandle] = []
 
     def factory(transport: str, *args: str, workers: int = 1) -> ServerHandle:
-        handle = start_server(transport, *args, workers=workers)
+        if stack not in transports.get(transport).stacks:
+            pytest.skip(f"{transport} has no {stack} stack")
+        handle = start_server(transport, *args, workers=workers, stack=stack)
         started.append(handle)
         return handle
 
@@ -130,9 +147,10 @@ def server_factory() -> Iterator[Callable[..., ServerHandle]]:
 
 
 @pytest.fixture(scope="module")
-def servers() -> Iterator[dict[str, ServerHandle]]:
-    """One server per transport (two workers each), shared by a module's tests."""
-    handles = {t: start_server(t, "--retry-ms", "100", workers=2) for t in TRANSPORTS}
+def servers(stack: str) -> Iterator[dict[str, ServerHandle]]:
+    """One server per transport (two workers each, on the module's ``stack`` where the transport
+    has it), shared by a module's tests."""
+    handles = {t: start_server(t, "--retry-ms", "100", workers=2, stack=stack) for t in TRANSPORTS}
     yield handles
     for handle in handles.values():
         handle.stop()

@@ -12,6 +12,7 @@ import pytest
 import transports
 from bench.load import knee
 from bench.load.accumulator import Accumulator, error_class
+from bench.load.clock import Clock
 from bench.load.config import BenchConfig, Step, parse_duration, parse_steps
 from bench.load.hist import Histogram
 from bench.load.messages import LoaderReport, as_report, report_fields
@@ -233,6 +234,7 @@ def test_a_held_step_above_a_break_is_not_the_knee() -> None:
 def test_loader_reports_carry_every_field() -> None:
     acc = Accumulator(FakeClock(T0))
     doc = acc.report(users=3, cpu_s=1.5, sys_s=0.5)
+    doc["clock"] = Clock().doc()  # the loader adds its clock (bench.load.loader.write_report)
     assert set(doc) == set(report_fields())
     assert as_report(json.loads(json.dumps(doc))) == doc
     with pytest.raises(ValueError, match="without tokens"):

@@ -21,9 +21,15 @@ from clients import StreamError, create_stream, reader_class, stream
 from proto import tokens_pb2 as pb
 from proto import tokens_pb2_grpc as pb_grpc
 from servers.core import Codec
-from tests.conftest import HTTP_TRANSPORTS, TRANSPORTS, ServerHandle
+from tests.conftest import HTTP_TRANSPORTS, STACKS, TRANSPORTS, ServerHandle
 
 pytestmark = pytest.mark.timeout(60)
+
+
+@pytest.fixture(scope="module", params=STACKS)
+def stack(request: pytest.FixtureRequest) -> str:
+    """Every test here runs on both server stacks."""
+    return request.param
 
 
 async def read_all(transport: str, srv: ServerHandle, sid: str, after: int | None = None) -> list:

@@ -30,7 +30,7 @@ from schemathesis.specs.openapi.checks import (
 
 from clients import create_stream, stream
 from servers.core import Codec
-from tests.conftest import HTTP_TRANSPORTS, TRANSPORTS, ServerHandle
+from tests.conftest import HTTP_TRANSPORTS, STACKS, TRANSPORTS, ServerHandle
 
 pytestmark = pytest.mark.timeout(180)
 BUDGET = settings().max_examples  # the hypothesis profile's: small in make test, large in fuzz
@@ -39,6 +39,12 @@ CHECKS = [
     not_a_server_error, status_code_conformance, content_type_conformance,
     response_headers_conformance, response_schema_conformance,
 ]  # fmt: skip
+
+
+@pytest.fixture(scope="module", params=STACKS)
+def stack(request: pytest.FixtureRequest) -> str:
+    """Every test here runs on both server stacks."""
+    return request.param
 
 
 def _with_live_examples(doc: dict, sid: str) -> dict:

@@ -22,7 +22,7 @@ from clients import ClientOptions, create_stream, reader_class
 from proto import tokens_pb2 as pb
 from proto import tokens_pb2_grpc as pb_grpc
 from servers.core import Codec
-from tests.conftest import HTTP_TRANSPORTS, TRANSPORTS, ServerHandle, wait_for
+from tests.conftest import HTTP_TRANSPORTS, STACKS, TRANSPORTS, ServerHandle, wait_for
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -31,6 +31,12 @@ WS_HEADERS = (
     "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
 )
 ERROR_MARKS = ("Traceback", "ERROR", "Exception", "exception")
+
+
+@pytest.fixture(scope="module", params=STACKS)
+def stack(request: pytest.FixtureRequest) -> str:
+    """Every test here runs on both server stacks."""
+    return request.param
 
 
 def raw_request(port: int, transport: str, sid: str, after: int = -1) -> socket.socket:

@@ -35,6 +35,9 @@ def faults(
         bool,
         typer.Option(help="Run the transports of a connection fault side by side (not restarts)."),
     ] = False,
+    stack: Annotated[
+        str, typer.Option(help="The servers' stack: stock, or lean (where a transport has one).")
+    ] = "stock",
     cluster: Annotated[
         str | None,
         typer.Option(
@@ -58,6 +61,15 @@ def faults(
     for name in modes:
         if name not in fl.MODES:
             fail(f"unknown mode {name!r}: default, hardened or both")
+    if stack not in ("stock", "lean"):
+        fail(f"--stack: stock or lean, not {stack!r}")
+    import transports
+
+    if skipped := [n for n in names if stack not in transports.get(n).stacks]:
+        print(f"== no {stack} stack for {', '.join(skipped)}: skipped", file=sys.stderr)
+        names = [n for n in names if n not in skipped]
+        if not names:
+            fail(f"no transport here has a {stack} stack")
     if not (1 <= clients <= 200 and heartbeat > 0 and window >= 5):
         fail("--clients 1..200, --heartbeat > 0, --window >= 5")
     if not 100 <= tokens <= 100_000:
@@ -74,6 +86,7 @@ def faults(
         "tokens": tokens,
         "parallel": parallel,
         "cluster": cluster,
+        "stack": stack,
     }
     doc = results.new_doc("faults", out_dir.name, config)
     if cluster is not None:
@@ -91,7 +104,7 @@ def faults(
             print(f"== {name}: {fl.SCENARIOS[name].description}", file=sys.stderr, flush=True)
             entries = fl.run(
                 name, names, modes, clients, tokens=tokens, heartbeat=heartbeat,
-                window_s=window, parallel=parallel, on_cluster=cluster is not None,
+                window_s=window, parallel=parallel, on_cluster=cluster is not None, stack=stack,
             )  # fmt: skip
             doc["faults"].extend(entries)
             results.write(doc, out_dir)

@@ -146,10 +146,11 @@ def _plans(scenario: Scenario) -> list[Fault | None]:
 
 async def _run(
     scenario: Scenario, transport: str, mode: str, clients: int, tokens: int, rate: float,
-    heartbeat: float, window_s: float, on_cluster: bool = False,
+    heartbeat: float, window_s: float, on_cluster: bool = False, stack: str = "stock",
 ) -> dict[str, Any]:  # fmt: skip
     """One run: the server here, its clients here or (``on_cluster``) on a Ray node."""
-    cfg = ServerConfig(transport=transport, port=0, heartbeat=heartbeat, grace=2.0, retry_ms=1000)
+    cfg = ServerConfig(transport=transport, port=0, heartbeat=heartbeat, grace=2.0, retry_ms=1000,
+                       stack=stack)  # fmt: skip
     sup = Supervisor(cfg)
     loop = asyncio.get_running_loop()
     await loop.run_in_executor(None, sup.start)  # runs side by side must not stall each other
@@ -197,7 +198,7 @@ def _server_fault(sup: Supervisor, kind: str) -> None:
 def run(
     scenario: str, transports: list[str], modes: list[str], clients: int = 5, tokens: int = 400,
     rate: float = 40.0, heartbeat: float = 2.0, window_s: float = 40.0, parallel: bool = False,
-    on_cluster: bool = False,
+    on_cluster: bool = False, stack: str = "stock",
 ) -> list[dict[str, Any]]:  # fmt: skip
     """One scenario for each transport and mode. ``parallel``: the transports of one mode run
     side by side (each with its own server and proxies; a few streams each, so they barely
@@ -208,7 +209,8 @@ def run(
     sc = SCENARIOS[scenario]
 
     def one(transport: str, mode: str) -> Any:
-        return _run(sc, transport, mode, clients, tokens, rate, heartbeat, window_s, on_cluster)
+        return _run(sc, transport, mode, clients, tokens, rate, heartbeat, window_s, on_cluster,
+                    stack)  # fmt: skip
 
     async def side_by_side(mode: str) -> list[dict[str, Any]]:
         return list(await asyncio.gather(*(one(t, mode) for t in transports)))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -16,24 +16,32 @@ from bench.cliapp import CHOICES, app, fail, pick
 def idle_memory(
     transport: Annotated[str, typer.Option(help=CHOICES)] = "all",
     connections: Annotated[int, typer.Option(help="Idle readers to hold open.")] = 2000,
+    stack: Annotated[str, typer.Option(help="stock, lean, or both (stock,lean).")] = "stock",
 ) -> None:
     """Server RSS per idle open connection (one worker; readers wait between tokens)."""
     from bench.load import idle
 
     if connections < 1 or connections > 15000:
         fail("--connections must be 1..15000 (one process holds at most ~15,000 sockets)")
+    import transports
+
     names = pick(transport)
+    stacks = [s.strip() for s in stack.split(",") if s.strip()]
+    if not stacks or any(s not in ("stock", "lean") for s in stacks):
+        fail(f"--stack: stock, lean or both, not {stack!r}")
     print(f"# {idle.machine_line()}, {connections} idle connections, 1 server worker")
-    print(f"{'transport':<10}{'KiB/conn':>10}{'RSS before':>14}{'RSS held':>12}{'after close':>13}")
-    for name in names:
-        r = idle.measure(name, connections)
+    print(f"{'transport':<16}{'KiB/conn':>10}{'RSS before':>14}{'RSS held':>12}{'after close':>13}")
+    runs = [(n, s) for n in names for s in stacks if s in transports.get(n).stacks]
+    for name, st in runs:
+        r = idle.measure(name, connections, stack=st)
         if r.open_after_close:
             print(f"warning: {name}: {r.open_after_close} connections still open after close")
         mib = [
             x / 2**20 for x in (r.rss_before_bytes, r.rss_connected_bytes, r.rss_after_close_bytes)
         ]
+        label = name if st == "stock" else f"{name} {st}"
         print(
-            f"{name:<10}{r.bytes_per_connection / 1024:>10.1f}"
+            f"{label:<16}{r.bytes_per_connection / 1024:>10.1f}"
             f"{mib[0]:>11.1f} MiB{mib[1]:>8.1f} MiB{mib[2]:>9.1f} MiB"
         )
 
@@ -124,6 +132,23 @@ def bench(
     yardstick: Annotated[
         bool, typer.Option(help="Measure the machine before and after (machine.yardstick).")
     ] = True,
+    stack: Annotated[
+        str,
+        typer.Option(
+            help="Server stacks, a comma list: stock (FastAPI, sse-starlette, "
+            "grpc.aio), lean (raw ASGI read routes). A transport without one is skipped."
+        ),
+    ] = "stock",
+    gc: Annotated[
+        str, typer.Option(help="Server GC policies, a comma list: stock, tuned (gc.freeze).")
+    ] = "stock",
+    flush_ms: Annotated[
+        str,
+        typer.Option(
+            help="Write windows, ms, a comma list (a sweep): every token due within "
+            "the window goes out in one write; 0 writes each when due."
+        ),
+    ] = "0",
 ) -> None:
     """Drive transports with simulated users and write results.json (see docs/results-schema.md)."""
     from bench.load import knee
@@ -166,6 +191,10 @@ def bench(
         if not ok:
             fail(message)
     try:
+        stacks, gcs, flushes = _lists(stack, gc, flush_ms)
+    except ValueError as exc:
+        fail(str(exc))
+    try:
         if find_knee:
             step_ramp = min(parse_duration(ramp) if ":" not in ramp else 5.0, 10.0)
             ladder = knee.ladder(knee_start, clients, knee_factor)
@@ -195,7 +224,8 @@ def bench(
         loaders=loaders, target=target, cluster=cluster, out=out_dir, find_knee=find_knee,
         slo_ms=slo_ms, heartbeat=heartbeat, pin=pin, quiet=quiet, settle_s=settle,
         cooldown_s=cooldown, knee_refine=knee_refine, doze_us=doze_us, fast_path=fast_path,
-        windows=windows, knee_repeats=knee_repeats, rates=rates,
+        windows=windows, knee_repeats=knee_repeats, rates=rates, stacks=stacks, gcs=gcs,
+        flushes=flushes,
     )  # fmt: skip
     doc = results.new_doc("bench", out_dir.name, config_doc(cfg))
     say = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731
@@ -216,14 +246,15 @@ def bench(
             f"kernel {before['syscall_us']['min']:.2f} + python {before['python_us']['min']:.2f}),"
             f" {before['wall_us']['min']:.2f} us of wall time")  # fmt: skip
     try:
-        for name in names:
+        for name, variant in _runs(names, cfg, say):
             plan = (
                 f"knee search from {steps[0].clients} clients, x{knee_factor:g} per step"
                 if find_knee
                 else f"{len(steps)} step(s) up to {top} clients"
             )
-            say(f"== {name}: {plan} at {cfg.rate_for(name):g} tok/s ==")
-            doc["runs"].append(run_transport(name, cfg, say))
+            what = f"{name} ({variant.label})" if variant.label else name
+            say(f"== {what}: {plan} at {cfg.rate_for(name):g} tok/s ==")
+            doc["runs"].append(run_transport(name, cfg, say, variant))
             if warning := doc["runs"][-1]["clock"]["warning"]:
                 say(f"warning: {name}: {warning}")
             results.write(doc, out_dir)  # keep what is done if a later transport fails
@@ -249,6 +280,40 @@ def bench(
     path = results.write(doc, out_dir)
     tables.print_summary(doc)
     print(f"results: {path}")
+
+
+def _lists(stack: str, gc: str, flush_ms: str) -> tuple[list[str], list[str], list[float]]:
+    """--stack, --gc and --flush-ms as lists; ``ValueError`` with a one-line reason."""
+    from servers.gcpolicy import POLICIES
+
+    stacks = [s.strip() for s in stack.split(",") if s.strip()]
+    if not stacks or any(s not in ("stock", "lean") for s in stacks):
+        raise ValueError(f"--stack: stock, lean or both (stock,lean), not {stack!r}")
+    gcs = [g.strip() for g in gc.split(",") if g.strip()]
+    if not gcs or any(g not in POLICIES for g in gcs):
+        raise ValueError(f"--gc: {', '.join(POLICIES)} or both, not {gc!r}")
+    try:
+        flushes = [float(f) for f in flush_ms.split(",") if f.strip()]
+    except ValueError:
+        raise ValueError(f"--flush-ms: numbers of ms, comma-separated, not {flush_ms!r}") from None
+    if not flushes or any(not 0 <= f <= 1000 for f in flushes):
+        raise ValueError("--flush-ms: each 0..1000")
+    return stacks, gcs, flushes
+
+
+def _runs(names: list[str], cfg: Any, say: Any) -> list[tuple[str, Any]]:
+    """Every (transport, variant) to run, in order; a transport without a stack is skipped."""
+    import transports
+
+    out = []
+    for name in names:
+        record = transports.get(name)
+        for variant in cfg.variants():
+            if variant.stack not in record.stacks:
+                say(f"== {name}: no {variant.stack} stack ({', '.join(record.stacks)}): skipped")
+                continue
+            out.append((name, variant))
+    return out
 
 
 @app.command()

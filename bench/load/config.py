@@ -20,6 +20,39 @@ class Step:
     adaptive: bool = False  # ramp at the pace the server accepts (bench.load.ramp)
 
 
+@dataclass(frozen=True)
+class Variant:
+    """What a run's server is, beyond its transport: its stack, GC policy and write window."""
+
+    stack: str = "stock"
+    gc: str = "stock"
+    flush_ms: float = 0.0
+
+    @property
+    def label(self) -> str:
+        """ "" for the stock server as it comes; else what differs, e.g. "lean, flush 100 ms"."""
+        parts = [self.stack] if self.stack != "stock" else []
+        if self.gc != "stock":
+            parts.append(f"gc {self.gc}")
+        if self.flush_ms:
+            parts.append(f"flush {self.flush_ms:g} ms")
+        return ", ".join(parts)
+
+
+def variant_of(run: dict[str, Any]) -> Variant:
+    return Variant(run.get("stack", "stock"), run.get("gc", "stock"), run.get("flush_ms", 0.0))
+
+
+def runs_of(doc: dict[str, Any], variant: Variant) -> list[dict[str, Any]]:
+    return [r for r in doc.get("runs", []) if variant_of(r) == variant]
+
+
+def headline_runs(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    """The runs of stock servers as they come: what the headline figures and verdicts read.
+    Other variants (lean stacks, tuned GC, a write window) are reported beside them."""
+    return runs_of(doc, Variant())
+
+
 @dataclass
 class BenchConfig:
     transports: list[str]
@@ -50,6 +83,12 @@ class BenchConfig:
     label: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
     rates: dict[str, float] = field(default_factory=dict)  # per-transport --rate (--rate-from)
+    stacks: list[str] = field(default_factory=lambda: ["stock"])  # --stack
+    gcs: list[str] = field(default_factory=lambda: ["stock"])  # --gc
+    flushes: list[float] = field(default_factory=lambda: [0.0])  # --flush-ms
+
+    def variants(self) -> list[Variant]:
+        return [Variant(s, g, f) for s in self.stacks for g in self.gcs for f in self.flushes]
 
     def rate_for(self, transport: str) -> float:
         return self.rates.get(transport, self.rate)
@@ -108,7 +147,7 @@ def rates_from(doc: dict[str, Any], clients: int, share: float) -> dict[str, flo
     ``share`` of the tokens per second it held at its knee in ``doc`` (a --find-knee run).
     A transport with no knee (it broke at its first step) gets ``share`` of that step's rate."""
     out = {}
-    for run in doc.get("runs", []):
+    for run in headline_runs(doc):
         knee = run.get("knee")
         steps = sorted(run["steps"], key=lambda s: s["clients"])
         tokens_per_s = knee["tokens_per_s"] if knee else (steps[0]["tokens_per_s"] if steps else 0)

@@ -86,8 +86,10 @@ async def _measure(transport: str, sup: Supervisor, n: int, settle: float) -> Id
     return IdleResult(transport, n, before, connected, after, (connected - before) / n, _open(sup))
 
 
-def measure(transport: str, connections: int = 2000, settle: float = 2.0) -> IdleResult:
-    sup = Supervisor(ServerConfig(transport=transport, port=0, workers=1))
+def measure(
+    transport: str, connections: int = 2000, settle: float = 2.0, stack: str = "stock"
+) -> IdleResult:
+    sup = Supervisor(ServerConfig(transport=transport, port=0, workers=1, stack=stack))
     sup.start()
     try:
         return asyncio.run(_measure(transport, sup, connections, settle))

@@ -18,11 +18,13 @@ from typing import Any
 
 import transports
 from bench.load import clock, knee, procstat, ramp
-from bench.load.config import BenchConfig, Step
+from bench.load.config import BenchConfig, Step, Variant
 from bench.load.driver import Driver, ProgressFn
 from bench.load.fleet import Fleet, LoadFleet, pin
 from bench.load.messages import LoaderConfig
 from bench.load.window import ServerCost, StepSummary, Window, summarize
+from servers import gcpolicy
+from servers import metrics as server_metrics
 from servers.base import ServerConfig
 from servers.supervisor import Supervisor
 
@@ -75,7 +77,7 @@ class Topology:
     settings: dict[str, Any] | None
 
 
-def _topology(transport: str, cfg: BenchConfig, n_loaders: int) -> Topology:
+def _topology(transport: str, cfg: BenchConfig, n_loaders: int, variant: Variant) -> Topology:
     record = transports.get(transport)
     sources = [f"127.0.0.{10 + k}" for k in range(n_loaders)]
     if cfg.target:  # someone else's server, maybe not on loopback: no source addresses
@@ -84,9 +86,12 @@ def _topology(transport: str, cfg: BenchConfig, n_loaders: int) -> Topology:
     # A client that cannot bind a source address spreads over destination addresses instead.
     hosts = "127.0.0.1" if record.binds_source else ",".join(["127.0.0.1", *sources])
     scfg = ServerConfig(
-        transport=transport, host=hosts, port=0, workers=cfg.workers_for(), heartbeat=cfg.heartbeat
-    )
-    settings = record.server_module().settings(scfg)
+        transport=transport, host=hosts, port=0, workers=cfg.workers_for(), heartbeat=cfg.heartbeat,
+        stack=variant.stack, gc=variant.gc, flush_ms=variant.flush_ms,
+    )  # fmt: skip
+    settings = record.server_module(variant.stack).settings(scfg)
+    settings["effective"] = {**settings["effective"], **gcpolicy.settings(variant.gc),
+                             "flush_ms": variant.flush_ms}  # fmt: skip
     sup = Supervisor(scfg)
     sup.start()
     if record.binds_source:
@@ -104,11 +109,14 @@ def _fleet(configs: list[LoaderConfig], cores: set[int] | None, cfg: BenchConfig
     return RayFleet(configs, cores, local_only=cfg.target is None)
 
 
-def run_transport(transport: str, cfg: BenchConfig, say: ProgressFn) -> dict[str, Any]:
+def run_transport(
+    transport: str, cfg: BenchConfig, say: ProgressFn, variant: Variant | None = None
+) -> dict[str, Any]:
+    variant = variant or Variant()
     record = transports.get(transport)
     server_cores, loader_cores = _cores() if cfg.pin else (None, None)
     n_loaders = cfg.loaders_for()
-    topo = _topology(transport, cfg, n_loaders)
+    topo = _topology(transport, cfg, n_loaders, variant)
     sup = topo.sup
     if sup is not None:
         pin(sup.pids, server_cores)
@@ -168,6 +176,9 @@ def run_transport(transport: str, cfg: BenchConfig, say: ProgressFn) -> dict[str
     steps_out.sort(key=lambda d: d["clients"])  # bisection steps in their place on the axis
     run: dict[str, Any] = {
         "transport": transport,
+        "stack": variant.stack,
+        "gc": variant.gc,
+        "flush_ms": variant.flush_ms,
         "url": topo.url,
         "server_workers": None if cfg.target else cfg.workers_for(),
         "loaders": n_loaders,
@@ -248,6 +259,7 @@ def _measure_step(
                  server_cores)  # fmt: skip
     doc = summarize(step, w, seconds, cost, cfg, loader_cores)
     doc["windows"] = parts
+    doc["server"]["gc"] = _gc_doc(counts_start, counts_prev)
     if cost is None:  # a --target server: its connections are what our users hold
         doc["server"]["connections"] = None
     doc["ramp"] = {**ramped.doc(), "cooldown_s": cfg.cooldown_s}
@@ -266,6 +278,23 @@ def _cost(
         sent = counts_b["tokens_sent_total"] - counts_a["tokens_sent_total"]
     conns = counts_b["connections_open"] if counts_b else None
     return ServerCost(a, b, rss_max, files_max, base_rss, conns, sent, cores)
+
+
+def _gc_doc(a: dict[str, int] | None, b: dict[str, int] | None) -> dict[str, Any] | None:
+    """The server's garbage collections in the window, summed over its workers
+    (servers/gcpolicy.py): how many paused how long, their total, the full ones."""
+    if not a or not b:
+        return None
+    d = {k: b[k] - a.get(k, 0) for k in b if k.startswith("gc_")}
+    names = [n for n in server_metrics.NAMES if n.startswith("gc_pauses_")]
+    edges = [f"<{e} ms" for e in server_metrics.PAUSE_BUCKETS_MS] + [
+        f">={server_metrics.PAUSE_BUCKETS_MS[-1]} ms"]  # fmt: skip
+    return {
+        "pauses": {edge: d[n] for edge, n in zip(edges, names, strict=True)},
+        "pause_ms_total": round(d["gc_pause_us_total"] / 1000, 1),
+        "full": d["gc_full_total"],
+        "frozen": b["gc_frozen"],
+    }
 
 
 # What a sub-window keeps: the headline figures whose spread the report states.

@@ -28,9 +28,10 @@ import matplotlib.pyplot as plt
 
 import transports
 from bench.load import yardstick
+from bench.load.config import headline_runs
 from bench.load.hist import Histogram, bucket_bounds
 from bench.load.yardstick import REFERENCE_WALL_US
-from bench.report import figures, results, ship, verdicts
+from bench.report import figures, results, ship, variants, verdicts
 from bench.report.tables import faults_markdown, merge_faults
 
 COLORS = {t.name: t.color for t in transports.all_transports()}
@@ -43,7 +44,7 @@ def _steps(docs: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
     out: dict[str, list[dict[str, Any]]] = {}
     for k, doc in enumerate(docs):
         rate = doc["config"].get("rate")
-        for run in doc.get("runs", []):
+        for run in headline_runs(doc):
             for st in run["steps"]:
                 out.setdefault(run["transport"], []).append({**st, "_run": k, "_rate": rate})
     return {t: sorted(s, key=lambda st: (st["_run"], st["clients"])) for t, s in out.items()}
@@ -223,6 +224,8 @@ def build(paths: list[Path], out: Path) -> Path:
         ]  # fmt: skip
     if faults:
         charts.append(("reconnect recovery", _faults_chart(faults, out / "faults.png")))
+    if (flush := variants.flush_chart(variants.flush_points(bench_docs), out)) is not None:
+        charts.append(("tokens per write", flush))
     report = out / "REPORT.md"
     report.write_text(_markdown(docs, steps, faults, charts, out))
     return report
@@ -383,6 +386,10 @@ def _markdown(
                   "", "| claim | verdict | the numbers |", "|---|---|---|"]  # fmt: skip
         for v in verdicts.verdicts(bench_docs, faults):
             lines.append(f"| {v['claim']} | **{v['verdict']}** | {v['why']} |")
+    if bench_docs:
+        lines += variants.stacks_md(bench_docs)
+        lines += variants.flush_md(variants.flush_points(bench_docs))
+        lines += variants.gc_md(bench_docs)
     if faults:
         lines += ["", "## Reconnect recovery", "", "Times in ms as p50 / max over the clients.", "",
                   faults_markdown(faults)]  # fmt: skip

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from bench.load.config import headline_runs
 from bench.load.yardstick import speed
 from bench.report import stats
 
@@ -89,8 +90,8 @@ def mean_ratio(docs_a: list[dict[str, Any]], docs_b: list[dict[str, Any]],
 def compare(a: dict[str, Any], b: dict[str, Any]) -> list[dict[str, Any]]:
     rows = []
     machine = machine_ratio(a, b)
-    runs_a = {r["transport"]: r for r in a.get("runs", [])}
-    for run_b in b.get("runs", []):
+    runs_a = {r["transport"]: r for r in headline_runs(a)}
+    for run_b in headline_runs(b):
         run_a = runs_a.get(run_b["transport"])
         if run_a is None:
             continue

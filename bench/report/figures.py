@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import transports
+from bench.load.config import Variant, runs_of
 from bench.load.yardstick import drifted as machine_drifted
 from bench.load.yardstick import pace as machine_pace
 from bench.load.yardstick import speed as machine_speed
@@ -22,6 +23,7 @@ from bench.report.stats import Interval
 USERS = 50_000
 RATE = 40.0
 NAMES = {t.name: t.label for t in transports.all_transports()}
+HEADLINE = Variant()  # the stock servers as they come
 
 
 @dataclass
@@ -78,13 +80,14 @@ def _step_value(st: dict[str, Any], key: str) -> float | None:
     return st.get(key)
 
 
-def knees(docs: list[dict[str, Any]]) -> dict[str, Knee]:
-    """Per transport, the knee of the --find-knee run at the highest token rate."""
+def knees(docs: list[dict[str, Any]], variant: Variant = HEADLINE) -> dict[str, Knee]:
+    """Per transport, the knee of the --find-knee run at the highest token rate (of the stock
+    servers as they come, unless ``variant`` names another)."""
     out: dict[str, Knee] = {}
     rates: dict[str, float] = {}
     for doc in docs:
         rate = doc["config"].get("rate") or 0
-        for run in doc.get("runs", []):
+        for run in runs_of(doc, variant):
             steps, kd = run["steps"], run.get("knee")
             t = run["transport"]
             if not kd or len(steps) < 2 or (t in rates and rate <= rates[t]):
@@ -144,11 +147,13 @@ def scale_of(step: dict[str, Any]) -> int:
     return step["server"].get("connections") or step["clients"]
 
 
-def memory(docs: list[dict[str, Any]]) -> dict[str, tuple[int, Interval]]:
+def memory(
+    docs: list[dict[str, Any]], variant: Variant = HEADLINE
+) -> dict[str, tuple[int, Interval]]:
     """Per transport, server memory per connection (bytes) at the most connections measured."""
     best: dict[str, tuple[int, dict[str, Any]]] = {}
     for doc in docs:
-        for run in doc.get("runs", []):
+        for run in runs_of(doc, variant):
             for st in run["steps"]:
                 if st["server"].get("mem_per_conn_bytes") is None:
                     continue

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from bench.load.config import Variant
 from bench.report import stats
 from bench.report.figures import Knee, cpu_at_common_load, knees, memory
 from bench.report.stats import Interval
@@ -164,4 +165,17 @@ def verdicts(docs: list[dict[str, Any]], faults: list[dict[str, Any]]) -> list[d
         "not measured",
         "tokenbench has no browser gRPC-Web client; its gRPC figures are for native clients",
     )
+    # 7. Rule: SSE against WebSocket in users per core, once with the stock libraries and once
+    # with the lean stacks. The same outcome with both is the protocol's; a different one (a
+    # tie on one side, a margin on the other) is the libraries'.
+    claim = "The SSE / WebSocket cost difference is the protocol's, not the library's"
+    lean = knees(docs, Variant("lean"))
+    if "sse" in k and "ws" in k and "sse" in lean and "ws" in lean:
+        stock_out, stock_words = _capacity(k["sse"], k["ws"])
+        lean_out, lean_words = _capacity(lean["sse"], lean["ws"])
+        why = (f"stock (sse-starlette, FastAPI WebSocket): {stock_words}; lean (raw ASGI): "
+               f"{lean_words}")  # fmt: skip
+        add(claim, "confirmed" if stock_out == lean_out else "refuted", why)
+    else:
+        add(claim, "not measured", "needs knee runs of SSE and WebSocket on both stacks")
     return out
