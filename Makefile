@@ -58,7 +58,7 @@ bench: $(STAMP)  ## installs, then knees (stock, lean) + write windows + GC + 50
 	$(TB) bench --transport grpc --flush-ms 0,25,50,100,250 --clients 150 \
 		--ramp 2s --hold 4 --windows 2 --think 0 --out results/$(RUN)/flush-grpc
 	$(TB) bench --transport sse --stack lean --gc stock,tuned --clients 10000 --workers 1 \
-		--rate 1 --tokens 60 --think 5 --adaptive-ramp --ramp 40s --hold 15 --windows 3 \
+		--rate 1 --tokens 60 --think 5 --adaptive-ramp --ramp 40s --hold 30 --windows 3 \
 		--no-pin --out results/$(RUN)/gc
 	$(TB) bench --transport all --clients 50000 --adaptive-ramp --ramp 60s --cooldown 5 \
 		--hold 15 --windows 3 --rate-from results/$(RUN)/knee --rate-share 0.25 --tokens 30 \
