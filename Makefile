@@ -43,7 +43,7 @@ format: $(STAMP)
 # knee and the first broken step run three times each; then the same for the lean stacks.
 # 2. Tokens per write: 150 users at 40 tok/s with write windows of 0 to 250 ms, on the lean
 # stacks (gRPC: stock, it has no other). 3. Collector pauses at 10,000 connections in one
-# worker, stock and tuned. 4. 50,000 users, ramped at the pace the server accepts them (a 60 s
+# worker, stock and tuned (lean SSE, and long polling, whose requests churn the heap). 4. 50,000 users, ramped at the pace the server accepts them (a 60 s
 # budget per transport), each at the token rate that loads the server to a quarter of what it
 # carried at its knee (--rate-from the knee just measured). 5. Three fault scenarios. 6. The
 # report.
@@ -60,13 +60,16 @@ bench: $(STAMP)  ## installs, then knees (stock, lean) + write windows + GC + 50
 	$(TB) bench --transport sse --stack lean --gc stock,tuned --clients 10000 --workers 1 \
 		--rate 1 --tokens 60 --think 5 --adaptive-ramp --ramp 40s --hold 30 --windows 3 \
 		--no-pin --out results/$(RUN)/gc
+	$(TB) bench --transport poll --gc stock,tuned --clients 10000 --workers 1 --rate 0.2 \
+		--tokens 30 --think 5 --adaptive-ramp --ramp 40s --hold 30 --windows 3 --no-pin \
+		--out results/$(RUN)/gc-poll
 	$(TB) bench --transport all --clients 50000 --adaptive-ramp --ramp 60s --cooldown 5 \
 		--hold 15 --windows 3 --rate-from results/$(RUN)/knee --rate-share 0.25 --tokens 30 \
 		--think 5 --no-pin --out results/$(RUN)/hold-50k
 	$(TB) faults --transport all --scenario close,blackhole,restart --mode both --tokens 200 \
 		--window 15 --parallel --out results/$(RUN)/faults
 	$(TB) report results/$(RUN)/knee results/$(RUN)/knee-lean results/$(RUN)/flush \
-		results/$(RUN)/flush-grpc results/$(RUN)/gc results/$(RUN)/hold-50k \
+		results/$(RUN)/flush-grpc results/$(RUN)/gc results/$(RUN)/gc-poll results/$(RUN)/hold-50k \
 		results/$(RUN)/faults --out results/$(RUN)/report
 	ln -sfn $(RUN) results/latest
 	@echo "report: results/$(RUN)/report/REPORT.md (results/latest points there)"

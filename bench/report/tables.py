@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from bench.faults.scenarios import SCENARIOS
+from bench.load.config import variant_of
 
 
 def merge_faults(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -46,6 +47,8 @@ def print_summary(doc: dict[str, Any]) -> None:
             f"{'gen us/tok':>10} {'limit':>7}")  # fmt: skip
     print(head)
     for run in doc["runs"]:
+        if label := variant_of(run).label:
+            print(f"{run['transport']} ({label}):")
         for st in run["steps"]:
             srv, gen = st["server"], st["loadgen"]
             per_k = srv["cpu_s_per_1k_tokens"]
