@@ -55,16 +55,32 @@ def test_a_write_window_puts_several_tokens_in_one_write(server_factory, stack: 
     assert sum(four) / len(four) >= 2.5, four
 
 
-def test_collections_are_counted_and_tuned_freezes(server_factory) -> None:
-    for policy in ("stock", "tuned"):
-        srv = server_factory("ws", "--gc", policy)
-        assert wait_for(lambda s=srv: sum(s.counters()[k] for k in s.counters()
-                                          if k.startswith("gc_pauses_")) > 0, 10)  # fmt: skip
-        if policy == "tuned":
-            assert wait_for(lambda s=srv: s.counters()["gc_frozen"] > 1000, 10)
-        else:
-            time.sleep(0.5)
-            assert srv.counters()["gc_frozen"] == 0
+def test_every_collection_is_counted_by_its_pause() -> None:
+    import gc
+
+    from servers import gcpolicy
+    from servers import metrics as m
+
+    metrics = m.Metrics("sse")
+    before = len(gc.callbacks)
+    gcpolicy.count_pauses(metrics)
+    try:
+        gc.collect()
+        assert sum(metrics.get(m.GC_PAUSES + i) for i in range(5)) >= 1
+        assert metrics.get(m.GC_FULL) >= 1 and metrics.get(m.GC_PAUSE_US) > 0
+    finally:
+        del gc.callbacks[before:]
+    assert (
+        gcpolicy.pause_bucket(0.5) == m.GC_PAUSES and gcpolicy.pause_bucket(5000) == m.GC_PAUSES + 4
+    )
+
+
+def test_tuned_freezes_and_stock_does_not(server_factory) -> None:
+    tuned = server_factory("ws", "--gc", "tuned")
+    stock = server_factory("ws")
+    assert wait_for(lambda: tuned.counters()["gc_frozen"] > 1000, 10)
+    time.sleep(0.5)
+    assert stock.counters()["gc_frozen"] == 0
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
