@@ -29,7 +29,7 @@ from servers.pacing import Pacer
 
 NAME = "poll"
 _END = b'{"tokens":[],"end":true}'
-_EMPTY = b'{"tokens":[],"end":false}'
+EMPTY = b'{"tokens":[],"end":false}'
 
 
 class Answers:
@@ -44,7 +44,7 @@ class Answers:
         return b'{"tokens":[' + body + b'],"end":' + end + b"}"
 
     def heartbeat(self) -> bytes:
-        return _EMPTY  # the poll's timeout passed with nothing due
+        return EMPTY  # the poll's timeout passed with nothing due
 
     def end(self, stream: Stream) -> bytes:
         return _END
@@ -78,7 +78,7 @@ def routes(ctx: Context) -> list[BaseRoute]:
                 async for body in frames:
                     return Response(body, media_type="application/json")
             # Drained: answer, and close the connection so the next poll goes elsewhere.
-            return Response(_EMPTY, media_type="application/json", headers={"Connection": "close"})
+            return Response(EMPTY, media_type="application/json", headers={"Connection": "close"})
         except asyncio.CancelledError:
             if not watcher or not watcher[0].done():
                 raise

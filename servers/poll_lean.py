@@ -60,7 +60,7 @@ def handler(ctx: Context) -> lean.Handler:
                     await _answer(send, body)
                     return True
             # Drained: answer, and close the connection so the next poll goes elsewhere.
-            await _answer(send, stock._EMPTY, close=True)
+            await _answer(send, stock.EMPTY, close=True)
         except asyncio.CancelledError:
             if not watcher or not watcher[0].done():
                 raise  # nobody is there to read an answer

@@ -49,6 +49,7 @@ def faults(
 ) -> None:
     """Reconnect recovery under faults: detection, reconnect and catch-up times, lost tokens."""
     from bench.faults import scenarios as fl
+    from bench.load import cluster as cl
     from bench.load import yardstick as ys
     from bench.report import results, tables
 
@@ -89,13 +90,10 @@ def faults(
         "stack": stack,
     }
     doc = results.new_doc("faults", out_dir.name, config)
-    if cluster is not None:
-        from bench.load import cluster as cl
-
-        try:
-            doc["cluster"] = cl.connect(cluster)
-        except cl.ClusterError as exc:
-            fail(str(exc))
+    try:
+        cl.join(cluster, doc)
+    except cl.ClusterError as exc:
+        fail(str(exc))
     doc["faults"] = []
     before = ys.measure()
     doc["machine"]["yardstick"] = ys.combine(before, None)
@@ -117,10 +115,7 @@ def faults(
         results.write(doc, out_dir)
         fail(str(exc), 1)
     finally:
-        if cluster is not None:
-            from bench.load import cluster as cl
-
-            cl.shutdown()
+        cl.shutdown()
     doc["machine"]["yardstick"] = ys.combine(before, ys.measure())
     path = results.write(doc, out_dir)
     tables.print_fault_table(doc["faults"])

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
+import sys
 from typing import Any
 
 INSTALL = "pip install 'tokenbench[cluster]'  (or: .venv/bin/pip install 'ray>=2.40')"
@@ -96,6 +97,15 @@ def joined() -> dict[str, Any]:
     if _joined is None:
         raise ClusterError("not connected to a Ray cluster (cluster.connect first)")
     return _joined
+
+
+def join(address: str | None, doc: dict[str, Any]) -> None:
+    """A command's cluster: joined (``connect``) and recorded in ``doc["cluster"]``; nothing
+    without an address. ``shutdown`` leaves it, and is a no-op when none was joined."""
+    if address is not None:
+        doc["cluster"] = connect(address)
+        print(f"cluster {address}: {len(doc['cluster']['nodes'])} node(s), Ray "
+              f"{doc['cluster']['ray_version']}", file=sys.stderr, flush=True)  # fmt: skip
 
 
 def shutdown() -> None:

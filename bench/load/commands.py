@@ -151,6 +151,7 @@ def bench(
     ] = "0",
 ) -> None:
     """Drive transports with simulated users and write results.json (see docs/results-schema.md)."""
+    from bench.load import cluster as cl
     from bench.load import knee
     from bench.load import yardstick as ys
     from bench.load.config import (
@@ -229,15 +230,10 @@ def bench(
     )  # fmt: skip
     doc = results.new_doc("bench", out_dir.name, config_doc(cfg))
     say = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731
-    if cluster is not None:
-        from bench.load import cluster as cl
-
-        try:
-            doc["cluster"] = cl.connect(cluster)
-        except cl.ClusterError as exc:
-            fail(str(exc))
-        say(f"cluster {cluster}: {len(doc['cluster']['nodes'])} node(s), Ray "
-            f"{doc['cluster']['ray_version']}")  # fmt: skip
+    try:
+        cl.join(cluster, doc)
+    except cl.ClusterError as exc:
+        fail(str(exc))
     cores = server_cores() if pin else None  # measured where the servers will run
     before = ys.measure(cores) if yardstick else None
     if before is not None:
@@ -268,10 +264,7 @@ def bench(
         results.write(doc, out_dir)
         fail(str(exc), 1)
     finally:
-        if cluster is not None:
-            from bench.load import cluster as cl
-
-            cl.shutdown()
+        cl.shutdown()
     if before is not None:
         doc["machine"]["yardstick"] = ys.combine(before, ys.measure(cores))
         if doc["machine"]["yardstick"]["drifted"]:
