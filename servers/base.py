@@ -16,8 +16,11 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import transports
-from servers.core import DEFAULT_REPLAY_TTL, DEFAULT_SECRET, Codec, Stream
+from servers import replay
+from servers.answers import Answer
+from servers.core import DEFAULT_REPLAY_TTL, DEFAULT_SECRET, Codec, ContractError, ErrorKind, Stream
 from servers.hub import Hub, get_hub
+from servers.llm import LlmShape
 from servers.metrics import Metrics
 
 _SECRET = DEFAULT_SECRET.decode()
@@ -39,11 +42,24 @@ class ServerConfig:
     stack: str = "stock"  # the server stack (transports.Transport.stacks)
     gc: str = "stock"  # the cyclic collector's policy (servers/gcpolicy.py)
     flush_ms: float = 0.0  # write every token due within this window in one write (pacing.py)
+    source: str = "derive"  # "derive", or "llm": tokens from the producer (servers/replay.py)
+    replay: str = "pod"  # with llm: "pod" (this process's memory) or "redis" (a shared log)
+    producer: str | None = None  # host:port of the producer, with llm
+    redis: str | None = None  # redis://host:port, with replay redis
+    llm: LlmShape = field(default_factory=LlmShape)  # the producer's timing (replay windows)
     secret: str = field(default_factory=lambda: os.environ.get("TOKENBENCH_SECRET", _SECRET))
     metrics_path: str | None = None  # shared counter table, set by the supervisor
     slot: int = 0  # this worker's row in it
 
     def __post_init__(self) -> None:
+        if isinstance(self.llm, dict):
+            self.llm = LlmShape(**self.llm)
+        if self.source not in ("derive", "llm") or self.replay not in ("pod", "redis"):
+            raise ValueError("source must be derive or llm, replay pod or redis")
+        if self.source == "llm" and not self.producer:
+            raise ValueError("source llm needs a producer (servers.topology starts one)")
+        if self.source == "llm" and self.replay == "redis" and not self.redis:
+            raise ValueError("replay redis needs a Redis URL")
         record = transports.get(self.transport)  # ValueError naming the choices
         if self.stack not in record.stacks:
             raise ValueError(f"{self.transport} has no {self.stack!r} stack: "
@@ -81,10 +97,28 @@ class Context:
         self.codec = Codec(cfg.secret.encode())
         self.hub: Hub = get_hub()
         self.metrics = Metrics(cfg.transport, cfg.metrics_path, cfg.slot)
+        self.source = replay.make(cfg)
+
+    async def start(self) -> None:
+        """Connect to the producer and the log, if this server relays them."""
+        await self.source.start()
+
+    async def create(self, tokens: int, rate: float) -> tuple[str, Stream]:
+        """The prompt POST: a new stream id, its answer started (503 if the model is away)."""
+        sid, stream = self.codec.new_stream(tokens, rate, time.time_ns())
+        await self.source.create(sid, stream)
+        return sid, stream
 
     def open(self, sid: str) -> Stream:
         """The stream for ``sid`` now, or ``ContractError`` (404 unknown, 410 expired)."""
-        return self.codec.open(sid, time.time_ns(), self.cfg.replay_ttl)
+        stream = self.codec.decode(sid)
+        if time.time_ns() > self.source.last_ns(stream) + int(self.cfg.replay_ttl * 1e9):
+            raise ContractError(ErrorKind.GONE, "stream is past its replay window")
+        return stream
+
+    async def feed(self, sid: str, stream: Stream, after: int) -> Stream | Answer:
+        """What a reader resuming after ``after`` reads (``ContractError`` 404 or 503)."""
+        return await self.source.open(sid, stream, after)
 
 
 class TransportServer(Protocol):

@@ -51,10 +51,11 @@ class ErrorKind(Enum):
     GONE = "gone"  # HTTP 410, gRPC NOT_FOUND
     INVALID = "invalid"  # HTTP 422, gRPC INVALID_ARGUMENT
     TOO_LARGE = "too_large"  # HTTP 413, gRPC INVALID_ARGUMENT
+    UNAVAILABLE = "unavailable"  # HTTP 503, gRPC UNAVAILABLE: the model or the log is away
 
 
 class ContractError(Exception):
-    """A request the contract answers with an error; never a server fault."""
+    """A request the contract answers with an error (503: what it needs is away; retry)."""
 
     def __init__(self, kind: ErrorKind, message: str, field: str | None = None) -> None:
         super().__init__(message)
@@ -111,6 +112,9 @@ class Stream:
 
     def end_payload(self) -> str:
         return f"{{{self.end_fields()}}}"
+
+    def cursor(self, after: int) -> Cursor:
+        return Cursor(self, after)
 
     def expired(self, now_ns: int, replay_ttl: float) -> bool:
         return now_ns > self.last_due_ns + int(replay_ttl * 1e9)

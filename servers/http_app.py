@@ -34,6 +34,7 @@ HTTP_STATUS = {
     ErrorKind.GONE: 410,
     ErrorKind.INVALID: 422,
     ErrorKind.TOO_LARGE: 413,
+    ErrorKind.UNAVAILABLE: 503,
 }
 
 UVICORN_DEFAULTS = {
@@ -93,7 +94,7 @@ def build_app(
     async def create_stream(request: Request) -> Response:
         metrics.add(m.REQUESTS)
         tokens, rate = validate_create(await read_json_body(request))
-        sid, stream = ctx.codec.new_stream(tokens, rate, time.time_ns())
+        sid, stream = await ctx.create(tokens, rate)
         metrics.add(m.CREATED)
         body = {"id": sid, "tokens": tokens, "rate": rate, "created_ns": stream.created_ns}
         return JSONResponse(body, status_code=201)

@@ -15,6 +15,9 @@ Rules of this module:
   after its next due time, so each write carries every token that fell due in the last F ms
   (and every connection of the process wakes on the same grid). A token then waits at most F ms;
   latency, measured against ``t``, shows it.
+- ``--source llm``: the stream is an ``answers.Answer`` (tokens the producer emitted, as they
+  arrive) instead of a derived ``core.Stream``; its cursor has no due time for a token not yet
+  produced, so the reader waits for the answer to grow (or the heartbeat, or the drain).
 - On shutdown (``Draining``) the loop stops without the end frame and sets ``drained``, so the
   transport can end the stream its own way (WebSocket 1001, gRPC UNAVAILABLE, SSE end of
   response); the client resumes elsewhere.
@@ -28,8 +31,9 @@ from collections.abc import AsyncIterator, Callable
 from typing import Generic, Protocol, TypeVar
 
 from servers import metrics as m
+from servers.answers import Answer
 from servers.base import Context
-from servers.core import FAIR_SHARE, Cursor, Stream
+from servers.core import FAIR_SHARE, Stream
 from servers.hub import Draining
 
 F = TypeVar("F")
@@ -65,7 +69,7 @@ class Pacer(Generic[F]):
     def __init__(
         self,
         ctx: Context,
-        stream: Stream,
+        stream: Stream | Answer,
         after: int,
         framing: Framing[F],
         limit: int = FAIR_SHARE,
@@ -73,7 +77,7 @@ class Pacer(Generic[F]):
         on_wait: Callable[[], None] | None = None,
     ) -> None:
         self.ctx, self.stream, self.framing = ctx, stream, framing
-        self.cursor = Cursor(stream, after)
+        self.cursor = stream.cursor(after)
         self.limit = limit
         self.idle_ns = None if idle_s is None else int(idle_s * 1e9)
         self.on_wait = on_wait  # called once, before the first wait for a due time
@@ -111,6 +115,15 @@ class Pacer(Generic[F]):
                     self.on_wait()
                     self.on_wait = None
                 wake = cursor.next_due_ns()
+                if wake is None:  # a log: wait for the next token to arrive
+                    # at most 1 s: a future woken early stays in its hub bucket until then
+                    until = now + 1_000_000_000
+                    fut = hub.sleep_until(min(until, last_write + idle_ns) if idle_ns else until)
+                    cursor.watch(fut)
+                    await fut
+                    if flush_ns:  # then on the write grid, as for a derived stream
+                        await hub.sleep_until(-(-time.time_ns() // flush_ns) * flush_ns)
+                    continue
                 if flush_ns:
                     wake = -(-wake // flush_ns) * flush_ns
                 if idle_ns is not None:

@@ -61,10 +61,12 @@ def routes(ctx: Context) -> list[BaseRoute]:
 
     async def poll(request: Request) -> Response:
         metrics.add(m.REQUESTS)
-        stream = ctx.open(request.path_params["sid"])
+        sid = request.path_params["sid"]
+        stream = ctx.open(sid)
         query = request.query_params
         after = parse_after(query.get("after"), stream)
         timeout = parse_timeout(query.get("timeout"))
+        feed = await ctx.feed(sid, stream, after)
         me = asyncio.current_task()
         assert me is not None
         watcher: list[asyncio.Future[None]] = []
@@ -72,7 +74,7 @@ def routes(ctx: Context) -> list[BaseRoute]:
         def watch() -> None:  # only a poll that must wait watches for the client leaving
             watcher.append(asyncio.ensure_future(_watch_disconnect(request, me)))
 
-        pacer = Pacer(ctx, stream, after, Answers(), MAX_BATCH, idle_s=timeout, on_wait=watch)
+        pacer = Pacer(ctx, feed, after, Answers(), MAX_BATCH, idle_s=timeout, on_wait=watch)
         try:
             async with aclosing(pacer.frames()) as frames:
                 async for body in frames:

@@ -44,6 +44,7 @@ def handler(ctx: Context) -> lean.Handler:
             q = lean.query(scope)
             after = parse_after(q.get("after"), stream)
             timeout = parse_timeout(q.get("timeout"))
+            feed = await ctx.feed(sid, stream, after)
         except ContractError:
             return False  # the stock app answers it
         metrics.add(m.REQUESTS)
@@ -52,7 +53,7 @@ def handler(ctx: Context) -> lean.Handler:
         def watch() -> None:  # only a poll that must wait watches for the client leaving
             watcher.append(lean.watch(receive, "http.disconnect"))
 
-        pacer = Pacer(ctx, stream, after, stock.Answers(), MAX_BATCH, idle_s=timeout,
+        pacer = Pacer(ctx, feed, after, stock.Answers(), MAX_BATCH, idle_s=timeout,
                       on_wait=watch)  # fmt: skip
         try:
             async with aclosing(pacer.frames()) as frames:

@@ -44,6 +44,7 @@ GRPC_STATUS = {
     ErrorKind.GONE: grpc.StatusCode.NOT_FOUND,
     ErrorKind.INVALID: grpc.StatusCode.INVALID_ARGUMENT,
     ErrorKind.TOO_LARGE: grpc.StatusCode.INVALID_ARGUMENT,
+    ErrorKind.UNAVAILABLE: grpc.StatusCode.UNAVAILABLE,
 }
 GRPC_DEFAULTS = {
     "grpc.keepalive_time_ms": 7_200_000,
@@ -108,9 +109,9 @@ class TokenStreamServicer(pb_grpc.TokenStreamServicer):
             if request.ByteSize() > MAX_BODY_BYTES:
                 raise ContractError(ErrorKind.TOO_LARGE, "request is over 64 KiB", "body")
             tokens, rate = validate_create(body)
+            sid, stream = await self.ctx.create(tokens, rate)
         except ContractError as exc:
             await self._fail(context, exc)
-        sid, stream = self.ctx.codec.new_stream(tokens, rate, time.time_ns())
         self.ctx.metrics.add(m.CREATED)
         return pb.CreateStreamResponse(
             id=sid, tokens=tokens, rate=rate, created_ns=stream.created_ns
@@ -129,11 +130,12 @@ class TokenStreamServicer(pb_grpc.TokenStreamServicer):
         try:
             stream = ctx.open(request.id)
             after = parse_after(request.after if request.HasField("after") else None, stream)
+            feed = await ctx.feed(request.id, stream, after)
         except ContractError as exc:
             await self._fail(context, exc)
         if after >= 0:
             metrics.add(m.RESUMES)
-        pacer, write = Pacer(ctx, stream, after, Messages()), context.write
+        pacer, write = Pacer(ctx, feed, after, Messages()), context.write
         async with aclosing(pacer.frames()) as frames:
             async for messages in frames:
                 for message in messages:

@@ -22,6 +22,7 @@ from starlette.routing import BaseRoute, Route
 
 from servers import metrics as m
 from servers import openapi
+from servers.answers import Answer
 from servers.base import Context, ServerConfig
 from servers.core import Stream, parse_after
 from servers.http_app import build_app, run_uvicorn, uvicorn_settings
@@ -53,7 +54,7 @@ class EventStream:
         return f"event: end\ndata: {stream.end_payload()}\n\n".encode()
 
 
-def _events(ctx: Context, stream: Stream, after: int) -> AsyncIterator[bytes]:
+def _events(ctx: Context, stream: Stream | Answer, after: int) -> AsyncIterator[bytes]:
     """The response body. Drained, it just ends without ``end``: the client resumes from its
     Last-Event-ID."""
     framing = EventStream(ctx.cfg.retry_ms)
@@ -65,14 +66,16 @@ def routes(ctx: Context) -> list[BaseRoute]:
 
     async def read(request: Request) -> Response:
         metrics.add(m.REQUESTS)
-        stream = ctx.open(request.path_params["sid"])
+        sid = request.path_params["sid"]
+        stream = ctx.open(sid)
         value = request.headers.get("last-event-id") or request.query_params.get("last_event_id")
         after = parse_after(value, stream, "last_event_id")
         if after == stream.tokens - 1:
             return Response(status_code=204)
+        feed = await ctx.feed(sid, stream, after)
         if after >= 0:
             metrics.add(m.RESUMES)
-        return EventSourceResponse(_events(ctx, stream, after), ping=0)
+        return EventSourceResponse(_events(ctx, feed, after), ping=0)
 
     async def demo(request: Request) -> Response:
         """A page whose own EventSource reads a stream: ``/demo?tokens=40&rate=20``."""

@@ -41,6 +41,8 @@ def handler(ctx: Context) -> lean.Handler:
             stream = ctx.open(sid)
             value = lean.header(scope, b"last-event-id") or lean.query(scope).get("last_event_id")
             after = parse_after(value, stream, "last_event_id")
+            if after < stream.tokens - 1:
+                feed = await ctx.feed(sid, stream, after)
         except ContractError:
             return False  # the stock app answers it
         if after == stream.tokens - 1:
@@ -50,7 +52,7 @@ def handler(ctx: Context) -> lean.Handler:
             metrics.add(m.RESUMES)
         watcher = lean.watch(receive, "http.disconnect")
         framing = stock.EventStream(ctx.cfg.retry_ms)
-        pacer = Pacer(ctx, stream, after, framing, idle_s=ctx.cfg.heartbeat)
+        pacer = Pacer(ctx, feed, after, framing, idle_s=ctx.cfg.heartbeat)
         try:
             await send({"type": "http.response.start", "status": 200, "headers": HEAD})
             async with aclosing(pacer.frames()) as frames:

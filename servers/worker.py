@@ -20,7 +20,7 @@ from servers import gcpolicy
 from servers.base import Context, ServerConfig, load
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
     """Linux prctl(PR_SET_PDEATHSIG): a supervisor killed with -9 takes its workers along."""
     with contextlib.suppress(OSError):
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)
@@ -48,7 +48,7 @@ def _log_slow_gc(threshold_s: float = 0.05) -> None:
 def main() -> None:
     cfg = ServerConfig.from_json(sys.argv[1])
     ready_fd, parent = int(sys.argv[2]), os.getppid()
-    _die_with_parent()
+    die_with_parent()
     if os.getppid() != parent:
         sys.exit(1)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
@@ -63,6 +63,7 @@ def main() -> None:
     async def run() -> None:
         ctx = Context(cfg)
         gcpolicy.apply(cfg.gc, ctx.metrics)
+        await ctx.start()
         await module.serve(ctx, on_ready)
 
     if transports.get(cfg.transport).server_loop == "uvloop":

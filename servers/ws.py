@@ -67,8 +67,10 @@ def routes(ctx: Context) -> list[BaseRoute]:
     async def read(ws: WebSocket) -> None:
         metrics.add(m.REQUESTS)
         try:
-            stream = ctx.open(ws.path_params["sid"])
+            sid = ws.path_params["sid"]
+            stream = ctx.open(sid)
             after = parse_after(ws.query_params.get("after"), stream)
+            feed = await ctx.feed(sid, stream, after)
         except ContractError as exc:
             metrics.add(m.ERRORS)
             await ws.send_denial_response(error_response(exc))
@@ -79,7 +81,7 @@ def routes(ctx: Context) -> list[BaseRoute]:
         me = asyncio.current_task()
         assert me is not None
         watcher = asyncio.ensure_future(_watch_disconnect(ws, me))
-        pacer = Pacer(ctx, stream, after, Messages())
+        pacer = Pacer(ctx, feed, after, Messages())
         send = ws.send_text
         try:
             async with aclosing(pacer.frames()) as frames:

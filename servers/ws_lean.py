@@ -34,6 +34,7 @@ def handler(ctx: Context) -> lean.Handler:
         try:
             stream = ctx.open(sid)
             after = parse_after(lean.query(scope).get("after"), stream)
+            feed = await ctx.feed(sid, stream, after)
         except ContractError:
             return False  # the stock app refuses the handshake with its HTTP answer
         if (await receive())["type"] != "websocket.connect":
@@ -43,7 +44,7 @@ def handler(ctx: Context) -> lean.Handler:
         if after >= 0:
             metrics.add(m.RESUMES)
         watcher = lean.watch(receive, "websocket.disconnect")
-        pacer = Pacer(ctx, stream, after, stock.Messages())
+        pacer = Pacer(ctx, feed, after, stock.Messages())
         try:
             async with aclosing(pacer.frames()) as frames:
                 async for messages in frames:

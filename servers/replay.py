@@ -1,0 +1,241 @@
+"""Where a backend's tokens come from, and where a resume is answered from (``--source``,
+``--replay``; docs/protocol.md, "Sources").
+
+- ``derive`` (the default): any process derives any stream from its id (``core.Stream``). A
+  benchmark convenience: a resume can never miss.
+- ``llm`` + ``pod``: the producer (``servers.producer``) sends the answer to the backend whose
+  prompt POST started it, and only that backend holds it, in its memory, for ``replay_ttl``
+  after its last token (what a FastAPI app without shared state does). A read on another
+  backend is refused with 404 and says why: never a silent gap.
+- ``llm`` + ``redis``: the producer writes each answer to a Redis stream (``tb:<id>``, entry id
+  ``0-<seq+1>``); any backend answers a read from it: the backlog by ``XRANGE``, then the live
+  tail by ``XREAD BLOCK`` (redis.io/docs/latest/commands/xread), one blocking read per group of
+  answers, not per reader. Redis unreachable is 503 (gRPC UNAVAILABLE): clients retry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sys
+import time
+from typing import Any, Protocol
+
+from servers.answers import Answer
+from servers.core import ContractError, ErrorKind, Stream
+from servers.llm import LlmShape
+from servers.producer import redis_key
+
+TAIL_KEYS = 256  # answers one XREAD BLOCK follows
+
+
+class Source(Protocol):
+    async def start(self) -> None: ...
+
+    async def create(self, sid: str, stream: Stream) -> None:
+        """The prompt POST made ``sid``: have its tokens produced."""
+        ...
+
+    async def open(self, sid: str, stream: Stream, after: int) -> Stream | Answer:
+        """What a reader resuming after ``after`` reads: a derived stream or an answer."""
+        ...
+
+    def last_ns(self, stream: Stream) -> int:
+        """When the answer's last token is due at the latest (the replay window starts then)."""
+        ...
+
+
+class Derive:
+    async def start(self) -> None:
+        return None
+
+    async def create(self, sid: str, stream: Stream) -> None:
+        return None
+
+    async def open(self, sid: str, stream: Stream, after: int) -> Stream:
+        return stream
+
+    def last_ns(self, stream: Stream) -> int:
+        return stream.last_due_ns
+
+
+class ProducerLink(asyncio.Protocol):
+    """This backend process's connection to the producer: ``start`` out, tokens in (pod)."""
+
+    def __init__(self, on_token: Any) -> None:
+        self.on_token = on_token
+        self.transport: asyncio.Transport | None = None
+        self.buf = b""
+        self.lost: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        self.buf += data
+        *lines, self.buf = self.buf.split(b"\n")
+        on_token = self.on_token
+        for line in lines:
+            sid, seq, t, text = line.decode().split(" ", 3)
+            on_token(sid, int(seq), int(t), text)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.lost.done():
+            self.lost.set_result(None)
+
+
+class _Llm:
+    """What both replays share: the producer link, the LLM's timing, the replay window."""
+
+    def __init__(self, producer: str, shape: LlmShape, replay_ttl: float) -> None:
+        host, _, port = producer.rpartition(":")
+        self.addr = (host, int(port))
+        self.shape, self.replay_ttl = shape, replay_ttl
+        self.link: ProducerLink | None = None
+        self.linking: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        await self._connect()
+        self.linking = asyncio.ensure_future(self._keep_linked())
+
+    async def _connect(self) -> None:
+        loop = asyncio.get_running_loop()
+        _, self.link = await loop.create_connection(lambda: ProducerLink(self.on_token), *self.addr)
+
+    async def _keep_linked(self) -> None:
+        while True:
+            assert self.link is not None
+            await self.link.lost
+            self.link = None
+            self.on_link_lost()
+            while self.link is None:
+                with contextlib.suppress(OSError):
+                    await self._connect()
+                if self.link is None:
+                    await asyncio.sleep(0.2)
+
+    def on_token(self, sid: str, seq: int, t: int, text: str) -> None:
+        return None
+
+    def on_link_lost(self) -> None:
+        print("backend: lost the producer; reconnecting", file=sys.stderr, flush=True)
+
+    async def create(self, sid: str, stream: Stream) -> None:
+        link = self.link
+        if link is None or link.transport is None or link.transport.is_closing():
+            raise ContractError(ErrorKind.UNAVAILABLE, "the model is unreachable; retry")
+        link.transport.write(f"start {sid}\n".encode())
+
+    def last_ns(self, stream: Stream) -> int:
+        return stream.created_ns + int(self.shape.longest_s(stream) * 1e9)
+
+
+class PodReplay(_Llm):
+    """Answers held in this process's memory, started here or not at all."""
+
+    def __init__(self, producer: str, shape: LlmShape, replay_ttl: float) -> None:
+        super().__init__(producer, shape, replay_ttl)
+        self.answers: dict[str, Answer] = {}
+
+    async def create(self, sid: str, stream: Stream) -> None:
+        await super().create(sid, stream)
+        self.answers[sid] = Answer(stream, sid)
+        self._forget_old()
+
+    def on_token(self, sid: str, seq: int, t: int, text: str) -> None:
+        answer = self.answers.get(sid)
+        if answer is not None and answer.add(seq, t, text):
+            answer.wake()
+
+    async def open(self, sid: str, stream: Stream, after: int) -> Answer:
+        answer = self.answers.get(sid)
+        if answer is None:
+            raise ContractError(ErrorKind.NOT_FOUND, "answer not held by this backend (replay "
+                                "pod: only the backend that created it can serve it)")  # fmt: skip
+        return answer
+
+    def _forget_old(self) -> None:
+        """Drop answers whose replay window has passed (checked at most once per 1,000)."""
+        if len(self.answers) % 1000:
+            return
+        now = time.time_ns()
+        ttl = int(self.replay_ttl * 1e9)
+        self.answers = {
+            k: a for k, a in self.answers.items() if now <= self.last_ns(a.stream) + ttl
+        }
+
+
+class RedisReplay(_Llm):
+    """Answers read from the shared log, by any backend."""
+
+    def __init__(self, producer: str, shape: LlmShape, replay_ttl: float, url: str) -> None:
+        super().__init__(producer, shape, replay_ttl)
+        import redis.asyncio as aioredis
+
+        self.redis = aioredis.Redis.from_url(url, socket_connect_timeout=2.0)
+        self.tails: list[Tail] = []
+
+    async def open(self, sid: str, stream: Stream, after: int) -> Answer:
+        from redis.exceptions import RedisError
+
+        answer = Answer(stream, redis_key(sid), base=after + 1)
+        try:
+            backlog = await self.redis.xrange(answer.key, min=f"0-{after + 2}", max="+")
+        except (OSError, RedisError):
+            raise ContractError(
+                ErrorKind.UNAVAILABLE, "the replay log is unreachable; retry"
+            ) from None
+        for entry_id, fields in backlog:
+            answer.add(int(entry_id.split(b"-")[1]) - 1, int(fields[b"t"]), fields[b"x"].decode())
+        if not answer.complete:
+            tail = next((t for t in self.tails if len(t.keys) < TAIL_KEYS), None)
+            if tail is None:
+                tail = Tail(self.redis)
+                self.tails.append(tail)
+            tail.follow(answer)
+        return answer
+
+
+class Tail:
+    """One ``XREAD BLOCK`` loop over up to ``TAIL_KEYS`` answers; each gets what is new."""
+
+    def __init__(self, redis: Any) -> None:
+        self.redis = redis
+        self.keys: dict[bytes, list[Answer]] = {}
+        self.more = asyncio.Event()
+        self.task = asyncio.ensure_future(self.run())
+
+    def follow(self, answer: Answer) -> None:
+        self.keys.setdefault(answer.key.encode(), []).append(answer)
+        self.more.set()
+
+    async def run(self) -> None:
+        from redis.exceptions import RedisError
+
+        while True:
+            if not self.keys:
+                self.more.clear()
+                await self.more.wait()
+            streams = {k: f"0-{min(a.available for a in v)}" for k, v in self.keys.items()}
+            try:
+                got = await self.redis.xread(streams, count=1000, block=100)
+            except (OSError, RedisError):
+                await asyncio.sleep(0.2)  # the log is away: readers wait, heartbeats go on
+                continue
+            for key, entries in got or ():
+                for answer in self.keys.get(key, ()):
+                    for entry_id, fields in entries:
+                        seq = int(entry_id.split(b"-")[1]) - 1
+                        answer.add(seq, int(fields[b"t"]), fields[b"x"].decode())
+                    answer.wake()
+            for key in [k for k, v in self.keys.items() if all(a.complete for a in v)]:
+                del self.keys[key]
+
+
+def make(cfg: Any) -> Source:
+    """The source a server's configuration asks for (``ServerConfig``)."""
+    if cfg.source == "derive":
+        return Derive()
+    if cfg.replay == "pod":
+        return PodReplay(cfg.producer, cfg.llm, cfg.replay_ttl)
+    return RedisReplay(cfg.producer, cfg.llm, cfg.replay_ttl, cfg.redis)
