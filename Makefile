@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 RUN    := $(shell date -u +%Y%m%d-%H%M%S)
 TB     := $(BIN)/tokenbench
 
-.PHONY: install proto test fuzz lint format bench bench-full bench-knee bench-50k bench-faults bench-quick \
+.PHONY: install system-check proto test fuzz lint format bench bench-full bench-knee bench-50k bench-faults bench-quick \
 	bench-cluster \
 	idle-memory report clean
 
@@ -16,7 +16,16 @@ $(STAMP): pyproject.toml setup.py clients/_fastpath.c
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e ".[dev,cluster]"
 	$(BIN)/python -c "import proto; proto.build(force=True)"
+	@$(MAKE) --no-print-directory system-check
 	@touch $(STAMP)
+
+# The Debian packages that --lb haproxy and --replay redis run (and their tests, and CI, need).
+SYSTEM := haproxy redis-server
+system-check:  ## say which Debian packages are missing, and the one command that installs them
+	@missing=""; for p in $(SYSTEM); do command -v $$p >/dev/null 2>&1 || [ -x /usr/sbin/$$p ] \
+		|| missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then echo "note: --lb and --replay redis need:$$missing;" \
+		"install with: apt-get install -y$$missing"; fi
 
 install: $(STAMP)  ## create .venv and install tokenbench with its test tools
 

@@ -10,6 +10,7 @@ from typing import Annotated
 
 import typer
 
+from bench import deploy as dp
 from bench.cliapp import Transport, app, fail
 
 
@@ -47,20 +48,41 @@ def serve(
     flush_ms: Annotated[
         float, typer.Option(help="Write every token due within this many ms in one write.")
     ] = 0.0,
+    lb: dp.Lb = None,
+    backends: dp.Backends = 1,
+    sticky: dp.Sticky = False,
+    balance: dp.Balance = "roundrobin",
+    lb_processes: dp.LbProcesses = 1,
+    lb_idle_timeout: dp.LbIdle = 60.0,
+    lb_check: dp.LbCheck = 5.0,
+    source: dp.Source = "derive",
+    replay: dp.Replay = "pod",
+    redis: dp.RedisUrl = None,
+    ttft: dp.Ttft = "0.2-2",
+    jitter: dp.Jitter = 0.3,
+    pause_every: dp.PauseEvery = 0,
+    pause_s: dp.PauseS = 0.0,
 ) -> None:
     """Serve one transport until Ctrl-C or SIGTERM; prints one JSON line when ready."""
     from servers.base import ServerConfig
     from servers.supervisor import StartError, Supervisor
 
     try:
-        cfg = ServerConfig(
+        deploy = dp.Deploy.from_options(
+            lb, backends, sticky, balance, lb_processes, lb_idle_timeout, lb_check, source,
+            replay, redis, ttft, jitter, pause_every, pause_s,
+        )  # fmt: skip
+        cfg = deploy.server(ServerConfig(
             transport=transport.value, host=host, port=port, workers=workers,
             replay_ttl=replay_ttl, heartbeat=heartbeat, retry_ms=retry_ms, grace=grace,
             ws_compression=ws_compression, access_log=access_log, stack=stack, gc=gc,
             flush_ms=flush_ms,
-        )  # fmt: skip
+        ))  # fmt: skip
     except ValueError as exc:
         fail(str(exc))
+    if deploy.topology is not None:
+        _serve_topology(cfg, deploy)
+        return
     sup = Supervisor(cfg)
 
     def on_signal(signum: int, _frame: object) -> None:
@@ -82,6 +104,32 @@ def serve(
         sup.watch()
     finally:
         sup.stop()
+
+
+def _serve_topology(cfg: object, deploy: dp.Deploy) -> None:
+    """``serve --lb`` or ``--source llm``: the whole deployment, until Ctrl-C or SIGTERM."""
+    import tempfile
+    import time
+    from pathlib import Path
+
+    from servers.topology import Topology, TopologyError
+
+    assert deploy.topology is not None
+    workdir = Path(tempfile.mkdtemp(prefix="tokenbench-topology-"))
+    topo = Topology(cfg, deploy.topology, workdir)  # type: ignore[arg-type]
+    stopping: list[int] = []
+    signal.signal(signal.SIGTERM, lambda signum, _frame: stopping.append(signum))
+    signal.signal(signal.SIGINT, lambda signum, _frame: stopping.append(signum))
+    try:
+        topo.start()
+    except TopologyError as exc:
+        fail(str(exc), 1)
+    try:
+        print(topo.ready_line(), flush=True)
+        while not stopping:
+            time.sleep(0.2)
+    finally:
+        topo.stop()
 
 
 @app.command()

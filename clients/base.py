@@ -116,6 +116,12 @@ class Reader:
         self.on_retry: Callable[[str], None] | None = None  # an attempt failed (the reason)
         self.on_connected: Callable[[], None] | None = None  # an attempt got its answer
         self.tap: Any = None  # the load generator's compiled path (clients.fast), if any
+        # The load balancer's stickiness cookie from the prompt POST (``create_stream``'s
+        # ``cookie``), sent back on every attempt as a browser would (RFC 6265).
+        self.cookie: str | None = None
+
+    def cookie_headers(self) -> dict[str, str]:
+        return {"Cookie": self.cookie} if self.cookie else {}
 
     # While a tap reads a connection it holds the cursor and counts what it delivered itself.
     def tap_begin(self) -> None:
@@ -223,12 +229,15 @@ async def stream(
     stream_id: str,
     after: int | None = None,
     options: ClientOptions | None = None,
+    cookie: str | None = None,
 ) -> AsyncIterator[Token]:
-    """Every token after ``after`` (all of them if None), exactly once, in order."""
+    """Every token after ``after`` (all of them if None), exactly once, in order. ``cookie``:
+    the stickiness cookie ``create_stream`` returned, if any."""
     queue: asyncio.Queue[Token | None] = asyncio.Queue()
     reader = reader_class(transport)(
         url, stream_id, lambda s, t, x: queue.put_nowait(Token(s, t, x)), after, options
     )
+    reader.cookie = cookie
     task = asyncio.ensure_future(reader.run())
     task.add_done_callback(lambda _: queue.put_nowait(None))
     try:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import socket
 import struct
 import time
@@ -256,7 +257,9 @@ def error_from(status: int, body: bytes) -> StreamError:
         doc = json.loads(body)
         return StreamError(status, str(doc.get("error", "")), doc.get("field"))
     except (ValueError, AttributeError):
-        return StreamError(status, body[:200].decode("utf-8", "replace") or "no body")
+        # not ours (a load balancer's HTML page, say): its text on one line
+        text = re.sub(r"<[^>]*>", " ", body[:400].decode("utf-8", "replace"))
+        return StreamError(status, " ".join(text.split())[:200] or "no body")
 
 
 async def create_stream(
@@ -288,7 +291,10 @@ async def create_stream(
         conn.abort()
     if status != 201:
         raise error_from(status, data)
-    return json.loads(data)
+    doc = json.loads(data)
+    if cookie := conn.headers.get("set-cookie"):  # a sticky load balancer's (AWSALB=...)
+        doc["cookie"] = cookie.split(";", 1)[0]
+    return doc
 
 
 async def time_exchange(

@@ -26,10 +26,10 @@ class PollReader(Reader):
         deliver, loads = self.deliver, json.loads
         if opts.watchdog:  # an unanswered poll past its timeout is a dead connection
             conn.watch_silence(opts.poll_timeout + opts.heartbeat)
-        first = True
+        first, headers = True, self.cookie_headers()
         try:
             while True:
-                conn.send("GET", f"{base}&after={self.cursor}", hostport, {})
+                conn.send("GET", f"{base}&after={self.cursor}", hostport, headers)
                 self.stats.requests += 1
                 status, body = await conn.response()
                 if status != 200:

@@ -89,7 +89,8 @@ class GrpcReader(Reader):
         request = pb.StreamRequest(id=self.stream_id)
         if after >= 0:
             request.after = after
-        call = stub.StreamTokens(request)
+        cookie = (("cookie", self.cookie),) if self.cookie else None
+        call = stub.StreamTokens(request, metadata=cookie)
         self.stats.requests += 1
         deliver, size, first = self.deliver, 0, True
         try:
@@ -131,18 +132,20 @@ async def create_stream(
     stub = pb_grpc.TokenStreamStub(session)
     request = pb.CreateStreamRequest(prompt=prompt or "", tokens=tokens or 0, rate=rate or 0.0)
     try:
-        reply = await stub.CreateStream(request, timeout=timeout)
+        call = stub.CreateStream(request, timeout=timeout)
+        reply = await call
+        head = await call.initial_metadata()
     except grpc.aio.AioRpcError as exc:
         if exc.code() in FINAL:
             raise StreamError(exc.code().name, exc.details() or "") from None
         details = (exc.details() or "").split("\n")[0][:200]
         raise Retry(f"grpc {exc.code().name}" + (f": {details}" if details else "")) from None
-    return {
-        "id": reply.id,
-        "tokens": reply.tokens,
-        "rate": reply.rate,
-        "created_ns": reply.created_ns,
-    }
+    doc = {"id": reply.id, "tokens": reply.tokens, "rate": reply.rate,
+           "created_ns": reply.created_ns}  # fmt: skip
+    cookie = next((v for k, v in head or () if k == "set-cookie"), None)
+    if cookie:
+        doc["cookie"] = str(cookie).split(";", 1)[0]
+    return doc
 
 
 async def time_exchange(

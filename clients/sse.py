@@ -58,7 +58,8 @@ class SSEReader(Reader):
             except (ValueError, KeyError, TypeError):
                 pass  # on a bad event on_event aborted the connection: the attempt resumes
 
-        headers = {"Accept": "text/event-stream", "Cache-Control": "no-cache"}
+        headers = {"Accept": "text/event-stream", "Cache-Control": "no-cache",
+                   **self.cookie_headers()}  # fmt: skip
         if after >= 0:
             headers["Last-Event-ID"] = str(after)
         conn.body_sink = feed

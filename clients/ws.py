@@ -140,6 +140,7 @@ class WSReader(Reader):
             "Connection": "Upgrade",
             "Sec-WebSocket-Key": key,
             "Sec-WebSocket-Version": "13",
+            **self.cookie_headers(),
         }
         if opts.ws_compression:
             headers["Sec-WebSocket-Extensions"] = "permessage-deflate; client_max_window_bits"

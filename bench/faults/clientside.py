@@ -100,7 +100,8 @@ class FaultClients:
             info = await create_stream(self.transport, server_url, tokens=self.tokens,
                                        rate=self.rate)  # fmt: skip
             url = record.url("127.0.0.1", proxy.port)
-            task = self._read(url, info["id"], codec.decode(info["id"]), opts, self.lines[i])
+            task = self._read(url, info["id"], codec.decode(info["id"]), opts, self.lines[i],
+                              info.get("cookie"))  # fmt: skip
             self.tasks.append(asyncio.ensure_future(task))
         self.started = time.monotonic()
 
@@ -118,7 +119,13 @@ class FaultClients:
                              self.clock.doc())  # fmt: skip
 
     async def _read(
-        self, url: str, sid: str, stream: Any, opts: ClientOptions, line: Timeline
+        self,
+        url: str,
+        sid: str,
+        stream: Any,
+        opts: ClientOptions,
+        line: Timeline,
+        cookie: str | None = None,
     ) -> None:
         now_ns = self.clock.now
 
@@ -128,6 +135,7 @@ class FaultClients:
                 line.wrong += 1
 
         reader = reader_class(self.transport)(url, sid, on_token, None, opts)
+        reader.cookie = cookie  # a sticky load balancer's, from the prompt POST
         reader.on_retry = lambda reason: line.retries.append((time.monotonic(), reason))
         reader.on_connected = lambda: line.connects.append(time.monotonic())
         try:

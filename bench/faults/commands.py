@@ -5,10 +5,11 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
+from bench import deploy as dp
 from bench.cliapp import CHOICES, app, fail, pick
 
 
@@ -19,7 +20,9 @@ def faults(
         str,
         typer.Option(
             help="close, reset, blackhole, reconnect-storm, truncate, latency, "
-            "restart, kill, slow-reader, a comma list, or all."
+            "restart, kill, slow-reader; behind --lb: backend-kill, rolling-deploy, "
+            "idle-timeout, idle-timeout-silent, redis-restart; a comma list, or all (with "
+            "--lb, all of those behind it)."
         ),
     ] = "all",
     mode: Annotated[
@@ -46,19 +49,57 @@ def faults(
         ),
     ] = None,
     out: Annotated[str | None, typer.Option(help="Output directory.")] = None,
+    lb: dp.Lb = None,
+    backends: dp.Backends = 1,
+    sticky: dp.Sticky = False,
+    balance: dp.Balance = "roundrobin",
+    lb_processes: dp.LbProcesses = 1,
+    lb_idle_timeout: dp.LbIdle = 60.0,
+    lb_check: dp.LbCheck = 2.0,
+    source: dp.Source = "derive",
+    replay: dp.Replay = "pod",
+    redis: dp.RedisUrl = None,
+    ttft: dp.Ttft = "0.2-2",
+    jitter: dp.Jitter = 0.3,
+    pause_every: dp.PauseEvery = 0,
+    pause_s: dp.PauseS = 0.0,
 ) -> None:
     """Reconnect recovery under faults: detection, reconnect and catch-up times, lost tokens."""
+    from bench.faults import behind_lb
     from bench.faults import scenarios as fl
     from bench.load import cluster as cl
     from bench.load import yardstick as ys
     from bench.report import results, tables
 
     names = pick(transport)
-    scenarios = list(fl.SCENARIOS) if scenario == "all" else scenario.split(",")
+    try:
+        deploy = dp.Deploy.from_options(
+            lb, backends, sticky, balance, lb_processes, lb_idle_timeout, lb_check, source,
+            replay, redis, ttft, jitter, pause_every, pause_s,
+        )  # fmt: skip
+    except ValueError as exc:
+        fail(str(exc))
+    behind = deploy.topology is not None and deploy.topology.lb is not None
+    if scenario == "all":
+        scenarios = list(behind_lb.SCENARIOS if behind else fl.SCENARIOS)
+    else:
+        scenarios = scenario.split(",")
     modes = list(fl.MODES) if mode == "both" else [mode]
     for name in scenarios:
-        if name not in fl.SCENARIOS:
-            fail(f"unknown scenario {name!r}: {', '.join(fl.SCENARIOS)} or all")
+        if name in behind_lb.SCENARIOS and not behind:
+            fail(f"{name} is a fault behind a load balancer: add --lb haproxy --backends 3")
+        if name in ("restart", "kill") and behind:
+            fail(f"{name} restarts the one server; behind --lb use backend-kill or rolling-deploy")
+        if name not in fl.SCENARIOS and name not in behind_lb.SCENARIOS:
+            known = ", ".join([*fl.SCENARIOS, *behind_lb.SCENARIOS])
+            fail(f"unknown scenario {name!r}: {known} or all")
+    probe = deploy.server(_probe_config(names[0]))
+    for name in [n for n in scenarios if n in behind_lb.SCENARIOS]:
+        if why := behind_lb.unmet(name, probe):
+            print(f"== {name}: skipped ({why})", file=sys.stderr)
+            scenarios.remove(name)
+    if not scenarios:
+        fail("no scenario left to run")
     for name in modes:
         if name not in fl.MODES:
             fail(f"unknown mode {name!r}: default, hardened or both")
@@ -88,6 +129,7 @@ def faults(
         "parallel": parallel,
         "cluster": cluster,
         "stack": stack,
+        **deploy.describe(),
     }
     doc = results.new_doc("faults", out_dir.name, config)
     try:
@@ -99,10 +141,12 @@ def faults(
     doc["machine"]["yardstick"] = ys.combine(before, None)
     try:
         for name in scenarios:
-            print(f"== {name}: {fl.SCENARIOS[name].description}", file=sys.stderr, flush=True)
+            about = (fl.SCENARIOS.get(name) or behind_lb.SCENARIOS[name]).description
+            print(f"== {name}: {about}", file=sys.stderr, flush=True)
             entries = fl.run(
                 name, names, modes, clients, tokens=tokens, heartbeat=heartbeat,
                 window_s=window, parallel=parallel, on_cluster=cluster is not None, stack=stack,
+                deploy=deploy, workdir=out_dir / "topology",
             )  # fmt: skip
             doc["faults"].extend(entries)
             results.write(doc, out_dir)
@@ -110,7 +154,7 @@ def faults(
                 print(tables.fault_line(e), file=sys.stderr, flush=True)
     except KeyboardInterrupt:
         doc["interrupted"] = True
-    except RuntimeError as exc:  # a ClusterError: what is done is kept
+    except RuntimeError as exc:  # a ClusterError or TopologyError: what is done is kept
         doc["error"] = str(exc)
         results.write(doc, out_dir)
         fail(str(exc), 1)
@@ -120,3 +164,10 @@ def faults(
     path = results.write(doc, out_dir)
     tables.print_fault_table(doc["faults"])
     print(f"results: {path}")
+
+
+def _probe_config(transport: str) -> Any:
+    """A server configuration to ask what a deployment can run (``behind_lb.unmet``)."""
+    from servers.base import ServerConfig
+
+    return ServerConfig(transport=transport)

@@ -23,17 +23,23 @@ long-poll reconnect loop without a watchdog, grpcio with its default keepalive s
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 import statistics
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
+from bench.deploy import Deploy
+from bench.faults import behind_lb
 from bench.faults.clientside import ClientsResult, FaultClients, Timeline, call
 from bench.faults.proxy import Fault
 from bench.load.hist import Histogram
 from servers.base import ServerConfig
 from servers.supervisor import Supervisor
+from servers.topology import Topology
 
 MODES = ("default", "hardened")
 
@@ -134,8 +140,10 @@ def summarize(
     }  # fmt: skip
 
 
-def _plans(scenario: Scenario) -> list[Fault | None]:
+def _plans(scenario: Scenario | behind_lb.LbScenario) -> list[Fault | None]:
     """Each client's connection attempts' faults, in order: the first ``faulty`` get one."""
+    if not isinstance(scenario, Scenario):
+        return []
     fault = scenario.fault
     if fault is None:
         return []
@@ -144,14 +152,32 @@ def _plans(scenario: Scenario) -> list[Fault | None]:
     return [fault] * scenario.faulty
 
 
+def _server(
+    scenario: Scenario | behind_lb.LbScenario, cfg: ServerConfig, deploy: Deploy | None,
+    workdir: Path | None,
+) -> tuple[Supervisor | Topology, float]:  # fmt: skip
+    """The server a run faults (one, or a topology), and the clients' heartbeat."""
+    if deploy is None or deploy.topology is None:
+        return Supervisor(cfg), cfg.heartbeat
+    cfg, topo = deploy.server(cfg), deploy.topology
+    heartbeat = cfg.heartbeat
+    if isinstance(scenario, behind_lb.LbScenario) and topo.lb is not None:
+        cfg, lb = behind_lb.configure(scenario.name, cfg, topo.lb)
+        topo = dataclasses.replace(topo, lb=lb)
+        heartbeat = behind_lb.client_heartbeat(scenario.name, heartbeat)
+    where = (workdir or Path("results")) / f"{scenario.name}-{cfg.transport}"
+    return Topology(cfg, topo, where), heartbeat
+
+
 async def _run(
-    scenario: Scenario, transport: str, mode: str, clients: int, tokens: int, rate: float,
-    heartbeat: float, window_s: float, on_cluster: bool = False, stack: str = "stock",
+    scenario: Scenario | behind_lb.LbScenario, transport: str, mode: str, clients: int,
+    tokens: int, rate: float, heartbeat: float, window_s: float, on_cluster: bool = False,
+    stack: str = "stock", deploy: Deploy | None = None, workdir: Path | None = None,
 ) -> dict[str, Any]:  # fmt: skip
     """One run: the server here, its clients here or (``on_cluster``) on a Ray node."""
     cfg = ServerConfig(transport=transport, port=0, heartbeat=heartbeat, grace=2.0, retry_ms=1000,
                        stack=stack)  # fmt: skip
-    sup = Supervisor(cfg)
+    sup, heartbeat = _server(scenario, cfg, deploy, workdir and workdir / mode)
     loop = asyncio.get_running_loop()
     await loop.run_in_executor(None, sup.start)  # runs side by side must not stall each other
     args = (transport, mode, clients, tokens, rate, heartbeat, _plans(scenario))
@@ -161,14 +187,20 @@ async def _run(
 
         side = await loop.run_in_executor(None, cluster.fault_clients, args)
     try:
-        await call(side, "start", sup.url, "127.0.0.1", cfg.port)
+        await call(side, "start", sup.url, "127.0.0.1", urlsplit(sup.url).port)
         fault_at: float | None = None
-        if scenario.server is not None:
+        if isinstance(sup, Topology) and isinstance(scenario, behind_lb.LbScenario):
+            await asyncio.sleep(2.0)
+            fault_at = await call(side, "now")
+            if not await loop.run_in_executor(None, behind_lb.apply, scenario.name, sup):
+                fault_at = None  # the model's pause is the fault: no moment to time from
+        elif isinstance(scenario, Scenario) and scenario.server is not None:
             await asyncio.sleep(2.0)
             fault_at = await call(side, "now")  # on the clients' clock
+            assert isinstance(sup, Supervisor)
             await loop.run_in_executor(None, _server_fault, sup, scenario.server)
         got: ClientsResult = await call(side, "finish", window_s)
-        fault = scenario.fault
+        fault = getattr(scenario, "fault", None)
         entry = summarize(
             scenario.name, transport, mode, got.lines,
             [fault_at] * clients if fault_at is not None else got.fault_times, tokens,
@@ -176,6 +208,8 @@ async def _run(
             window_s=got.window_s,
         )  # fmt: skip
         entry["clock"] = got.clock
+        if isinstance(sup, Topology):
+            entry["topology"] = sup.describe()
         return entry
     finally:
         if on_cluster:
@@ -198,25 +232,33 @@ def _server_fault(sup: Supervisor, kind: str) -> None:
 def run(
     scenario: str, transports: list[str], modes: list[str], clients: int = 5, tokens: int = 400,
     rate: float = 40.0, heartbeat: float = 2.0, window_s: float = 40.0, parallel: bool = False,
-    on_cluster: bool = False, stack: str = "stock",
+    on_cluster: bool = False, stack: str = "stock", deploy: Deploy | None = None,
+    workdir: Path | None = None,
 ) -> list[dict[str, Any]]:  # fmt: skip
     """One scenario for each transport and mode. ``parallel``: the transports of one mode run
     side by side (each with its own server and proxies; a few streams each, so they barely
     compete). Server restarts always run one at a time: their recovery includes a server's
-    start-up, which must not share the CPU with another's."""
-    if scenario not in SCENARIOS:
-        raise ValueError(f"unknown scenario {scenario!r}: one of {', '.join(SCENARIOS)}")
-    sc = SCENARIOS[scenario]
+    start-up, which must not share the CPU with another's. A scenario behind the load balancer
+    (bench.faults.behind_lb) runs on ``deploy``'s topology, its files under ``workdir``."""
+    sc: Scenario | behind_lb.LbScenario
+    if scenario in SCENARIOS:
+        sc = SCENARIOS[scenario]
+    elif scenario in behind_lb.SCENARIOS:
+        sc = behind_lb.SCENARIOS[scenario]
+        tokens = max(tokens, sc.min_tokens)
+    else:
+        known = ", ".join([*SCENARIOS, *behind_lb.SCENARIOS])
+        raise ValueError(f"unknown scenario {scenario!r}: one of {known}")
 
     def one(transport: str, mode: str) -> Any:
         return _run(sc, transport, mode, clients, tokens, rate, heartbeat, window_s, on_cluster,
-                    stack)  # fmt: skip
+                    stack, deploy, workdir)  # fmt: skip
 
     async def side_by_side(mode: str) -> list[dict[str, Any]]:
         return list(await asyncio.gather(*(one(t, mode) for t in transports)))
 
     out: list[dict[str, Any]] = []
-    if parallel and sc.server is None:
+    if parallel and isinstance(sc, Scenario) and sc.server is None:
         for mode in modes:
             out.extend(asyncio.run(side_by_side(mode)))
         order = {t: i for i, t in enumerate(transports)}

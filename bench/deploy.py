@@ -1,0 +1,101 @@
+"""The deployment options ``serve`` and ``faults`` share: a load balancer, several backends, an
+LLM-shaped source and its replay log (servers/topology.py; docs/topology.md).
+
+``Deploy.from_options`` turns the command line into typed settings or a one-line error; the
+options themselves are declared once here and used by each command's signature.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Annotated
+
+import typer
+
+from servers.base import ServerConfig
+from servers.haproxy import LbConfig
+from servers.llm import LlmShape
+from servers.topology import TopologyConfig
+
+Lb = Annotated[
+    str | None, typer.Option("--lb", help="A load balancer in front of the backends: haproxy.")
+]
+Backends = Annotated[int, typer.Option(help="Backend servers, each on its own port (with --lb).")]
+Sticky = Annotated[
+    bool, typer.Option(help="Cookie stickiness (the ALB's AWSALB duration cookie); off as on ALB.")
+]
+Balance = Annotated[str, typer.Option(help="roundrobin (the ALB's default) or leastconn.")]
+LbProcesses = Annotated[
+    int, typer.Option(help="HAProxy processes sharing the port (each carries up to 9,000).")
+]
+LbIdle = Annotated[float, typer.Option(help="The LB's idle timeout, seconds (the ALB's: 60).")]
+LbCheck = Annotated[
+    float, typer.Option(help="Health check interval, seconds (rise 2, fall 2; the ALB's min: 5).")
+]
+Source = Annotated[
+    str, typer.Option(help="derive (any process derives any stream) or llm (one producer).")
+]
+Replay = Annotated[str, typer.Option(help="With llm: pod (each backend's memory) or redis.")]
+RedisUrl = Annotated[
+    str | None, typer.Option("--redis", help="A running Redis for --replay redis (else started).")
+]
+Ttft = Annotated[str, typer.Option(help="With llm: time to first token, MIN-MAX seconds.")]
+Jitter = Annotated[float, typer.Option(help="With llm: each gap is 1/rate times 1 +- this.")]
+PauseEvery = Annotated[int, typer.Option(help="With llm: a pause before every Nth token (0: no).")]
+PauseS = Annotated[float, typer.Option(help="With llm: each pause, seconds (a tool call).")]
+
+
+@dataclass(frozen=True)
+class Deploy:
+    source: str = "derive"
+    replay: str = "pod"
+    llm: LlmShape = dataclasses.field(default_factory=LlmShape)
+    topology: TopologyConfig | None = None  # None: one plain server (a Supervisor)
+
+    @classmethod
+    def from_options(
+        cls, lb: str | None, backends: int, sticky: bool, balance: str, lb_processes: int,
+        lb_idle_timeout: float, lb_check: float, source: str, replay: str, redis: str | None,
+        ttft: str, jitter: float, pause_every: int, pause_s: float,
+    ) -> Deploy:  # fmt: skip
+        """The settings, or ``ValueError`` with a one-line reason."""
+        if lb not in (None, "haproxy"):
+            raise ValueError(f"--lb: haproxy is the one load balancer, not {lb!r}")
+        if source not in ("derive", "llm"):
+            raise ValueError(f"--source: derive or llm, not {source!r}")
+        if replay not in ("pod", "redis"):
+            raise ValueError(f"--replay: pod or redis, not {replay!r}")
+        if redis is not None and not redis.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError(f"--redis must be a redis:// URL, not {redis!r}")
+        low, sep, high = ttft.partition("-")
+        try:
+            ttft_min, ttft_max = float(low), float(high if sep else low)
+        except ValueError:
+            raise ValueError(f"--ttft: MIN-MAX seconds, like 0.2-2, not {ttft!r}") from None
+        shape = LlmShape(ttft_min, ttft_max, jitter, pause_every, pause_s)
+        if lb is None and backends != 1:
+            raise ValueError("--backends needs --lb haproxy in front of them")
+        if lb is None and sticky:
+            raise ValueError("--sticky needs --lb haproxy")
+        lb_cfg = LbConfig(balance, sticky, lb_idle_timeout, lb_check, lb_processes) if lb else None
+        if lb_cfg is None and source == "derive":
+            return cls(source, replay, shape, None)
+        return cls(source, replay, shape, TopologyConfig(backends, lb_cfg, redis))
+
+    def server(self, cfg: ServerConfig) -> ServerConfig:
+        """``cfg`` with this deployment's source (the topology fills in the addresses)."""
+        if self.source == "derive":
+            return cfg
+        return dataclasses.replace(
+            cfg, source=self.source, replay=self.replay, llm=self.llm,
+            producer=cfg.producer or "pending:0", redis=cfg.redis or "redis://pending",
+        )  # fmt: skip
+
+    def describe(self) -> dict[str, object]:
+        return {
+            "source": self.source,
+            "replay": self.replay if self.source == "llm" else None,
+            "llm": dataclasses.asdict(self.llm) if self.source == "llm" else None,
+            "topology": self.topology.describe() if self.topology else None,
+        }
