@@ -29,7 +29,7 @@ from servers.topology import Topology
 
 IDLE_S = 5.0  # the LB's idle timeout in the idle scenarios
 PAUSE_S = 12.0  # the answer's pause there: more than twice the idle timeout
-PAUSE_AT = 100  # the pause comes before this token (2.5 s of tokens at 40/s)
+PAUSE_AT = 100  # the pause comes before this token (2.5 s of tokens at 40/s), and only then
 REDIS_DOWN_S = 3.0
 SILENT_HEARTBEAT_S = 3600.0  # "heartbeat off": none within any run
 
@@ -40,6 +40,7 @@ class LbScenario:
     description: str
     needs: str | None = None  # "llm" (a pause needs a model) or "redis" (a log to restart)
     min_tokens: int = 400  # long enough for the fault to reach every backend
+    tokens: int | None = None  # exactly this many (the idle scenarios: one pause, mid-answer)
 
 
 SCENARIOS: dict[str, LbScenario] = {
@@ -49,8 +50,9 @@ SCENARIOS: dict[str, LbScenario] = {
         LbScenario("rolling-deploy", "every backend in turn drains (SIGTERM), restarts, rejoins",
                    min_tokens=1000),
         LbScenario("idle-timeout", f"the answer pauses {PAUSE_S:g} s, the LB's idle timeout is "
-                   f"{IDLE_S:g} s; heartbeats on", needs="llm"),
-        LbScenario("idle-timeout-silent", "the same pause with heartbeats off", needs="llm"),
+                   f"{IDLE_S:g} s; heartbeats on", needs="llm", tokens=2 * PAUSE_AT),
+        LbScenario("idle-timeout-silent", "the same pause with heartbeats off", needs="llm",
+                   tokens=2 * PAUSE_AT),
         LbScenario("redis-restart", f"the shared log is down for {REDIS_DOWN_S:g} s and comes "
                    "back empty", needs="redis"),
     )

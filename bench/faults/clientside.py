@@ -49,7 +49,8 @@ def client_options(transport: str, mode: str, heartbeat: float) -> ClientOptions
             retry_server_errors=reader_class(transport).stock_retries_server_errors,
             grpc_tuned=False, give_up_after=40.0,
         )  # fmt: skip
-    return ClientOptions(heartbeat=heartbeat, poll_timeout=2 * heartbeat, give_up_after=40.0)
+    return ClientOptions(heartbeat=heartbeat, poll_timeout=min(2 * heartbeat, 25.0),
+                         give_up_after=40.0)  # fmt: skip
 
 
 class FaultClients:

@@ -23,6 +23,7 @@ long-poll reconnect loop without a watchdog, grpcio with its default keepalive s
 from __future__ import annotations
 
 import asyncio
+import collections
 import dataclasses
 import itertools
 import statistics
@@ -117,7 +118,10 @@ def summarize(
         live = next((t for t, _, lat in line.tokens if t >= up and lat <= live_ms * 1e6), None)
         if live is not None:
             catchup.append((live - up) * 1000)
+    reasons = collections.Counter(reason for line in lines for _, reason in line.retries)
     saw = []
+    if reasons:
+        saw.append(f"{sum(reasons.values())} reconnects ({reasons.most_common(1)[0][0]})")
     if stall_ms and max(stall_ms) > 1000:
         saw.append(f"a stall of up to {max(stall_ms) / 1000:.1f} s")
     if any(line.error for line in lines):
@@ -134,7 +138,9 @@ def summarize(
         "detection_ms": _percentiles(detect), "reconnect_ms": _percentiles(reconnect),
         "catchup_ms": _percentiles(catchup), "detected": len(detect),
         "lost": lost, "duplicated": dup, "out_of_order": ooo, "unexpected": unexpected,
-        "unrecovered": unrecovered, "max_stall_ms": round(max(stall_ms), 1) if stall_ms else None,
+        "unrecovered": unrecovered, "reconnects": sum(reasons.values()),
+        "reconnect_reasons": dict(reasons.most_common(5)),
+        "max_stall_ms": round(max(stall_ms), 1) if stall_ms else None,
         "latency_ms": lat.summary_ms(),
         "user_saw": "; ".join(saw) or "nothing", "window_s": window_s, "passed": passed,
     }  # fmt: skip
@@ -245,7 +251,7 @@ def run(
         sc = SCENARIOS[scenario]
     elif scenario in behind_lb.SCENARIOS:
         sc = behind_lb.SCENARIOS[scenario]
-        tokens = max(tokens, sc.min_tokens)
+        tokens = sc.tokens or max(tokens, sc.min_tokens)
     else:
         known = ", ".join([*SCENARIOS, *behind_lb.SCENARIOS])
         raise ValueError(f"unknown scenario {scenario!r}: one of {known}")
