@@ -54,6 +54,7 @@ def serve(
     balance: dp.Balance = "roundrobin",
     lb_processes: dp.LbProcesses = 1,
     lb_idle_timeout: dp.LbIdle = 60.0,
+    lb_no_delay: dp.LbNoDelay = True,
     lb_check: dp.LbCheck = 5.0,
     source: dp.Source = "derive",
     replay: dp.Replay = "pod",
@@ -70,7 +71,7 @@ def serve(
     try:
         deploy = dp.Deploy.from_options(
             lb, backends, sticky, balance, lb_processes, lb_idle_timeout, lb_check, source,
-            replay, redis, ttft, jitter, pause_every, pause_s,
+            replay, redis, ttft, jitter, pause_every, pause_s, lb_no_delay,
         )  # fmt: skip
         cfg = deploy.server(ServerConfig(
             transport=transport.value, host=host, port=port, workers=workers,

@@ -30,6 +30,10 @@ LbProcesses = Annotated[
     int, typer.Option(help="HAProxy processes sharing the port (each carries up to 9,000).")
 ]
 LbIdle = Annotated[float, typer.Option(help="The LB's idle timeout, seconds (the ALB's: 60).")]
+LbNoDelay = Annotated[
+    bool, typer.Option(help="option http-no-delay: each chunk forwarded at once, as by an ALB "
+                       "(off: HAProxy's default, which may hold a chunk ~200 ms).")
+]  # fmt: skip
 LbCheck = Annotated[
     float, typer.Option(help="Health check interval, seconds (rise 2, fall 2; the ALB's min: 5).")
 ]
@@ -57,7 +61,7 @@ class Deploy:
     def from_options(
         cls, lb: str | None, backends: int, sticky: bool, balance: str, lb_processes: int,
         lb_idle_timeout: float, lb_check: float, source: str, replay: str, redis: str | None,
-        ttft: str, jitter: float, pause_every: int, pause_s: float,
+        ttft: str, jitter: float, pause_every: int, pause_s: float, lb_no_delay: bool = True,
     ) -> Deploy:  # fmt: skip
         """The settings, or ``ValueError`` with a one-line reason."""
         if lb not in (None, "haproxy"):
@@ -78,7 +82,10 @@ class Deploy:
             raise ValueError("--backends needs --lb haproxy in front of them")
         if lb is None and sticky:
             raise ValueError("--sticky needs --lb haproxy")
-        lb_cfg = LbConfig(balance, sticky, lb_idle_timeout, lb_check, lb_processes) if lb else None
+        lb_cfg = (
+            LbConfig(balance, sticky, lb_idle_timeout, lb_check, lb_processes,
+                     no_delay=lb_no_delay) if lb else None
+        )  # fmt: skip
         if lb_cfg is None and source == "derive":
             return cls(source, replay, shape, None)
         return cls(source, replay, shape, TopologyConfig(backends, lb_cfg, redis))

@@ -51,6 +51,17 @@ class Supervisor:
     def pids(self) -> list[int]:
         return [p.pid for p in self.procs if p is not None and p.poll() is None]
 
+    def counts(self) -> dict[str, int] | None:
+        """The server's counters, summed over its workers (servers/metrics.py)."""
+        if self._table is None:
+            return None
+        rows = metrics.read_rows(self._table, self.cfg.workers)
+        return {k: sum(r[k] for r in rows) for k in metrics.NAMES}
+
+    def parts(self) -> dict[str, list[int]]:
+        """Processes on the server's side besides its workers: none (servers.topology has)."""
+        return {}
+
     def start(self, timeout: float = 30.0) -> None:
         """Start the workers; after ``stop()`` or ``kill()`` this restarts on the same port."""
         self.stopping = False

@@ -107,7 +107,7 @@ class Topology:
         self.producer: Producer | None = None
         self.backends: list[Supervisor] = []
         self.lb = HAProxy(self.lb_cfg, workdir / "haproxy.cfg") if self.lb_cfg else None
-        self._placeholder: Any = None
+        self._placeholders: list[Any] = []
 
     @property
     def url(self) -> str:
@@ -142,7 +142,7 @@ class Topology:
             ))  # fmt: skip
             self.producer.start()
         backend = dataclasses.replace(
-            cfg, host=self.host, port=0,
+            cfg, host=self.host if self.lb else cfg.host, port=0,
             producer=f"127.0.0.1:{self.producer.port}" if self.producer else None,
             redis=self.redis_url,
         )  # fmt: skip
@@ -154,11 +154,12 @@ class Topology:
             sup.start()
         if self.lb is None or self.lb_cfg is None:
             return
-        self._placeholder = reserve_port(self.host, self.port)
-        self.port = self._placeholder.getsockname()[1]
+        self._placeholders = [reserve_port(self.host, self.port)]
+        self.port = self._placeholders[0].getsockname()[1]
+        self._placeholders += [reserve_port(h, self.port) for h in self.server.hosts[1:]]
         pods = [(b.cfg.hosts[0], b.cfg.port) for b in self.backends]
-        text = render(self.lb_cfg, self.host, self.port, pods, self.http_check)
-        self.lb.start(text, self.port)
+        text = render(self.lb_cfg, self.server.hosts, self.port, pods, self.http_check)
+        self.lb.start(text, self.port, binds=len(self.server.hosts))
 
     def describe(self) -> dict[str, Any]:
         """What results.json records of the deployment."""
@@ -170,7 +171,28 @@ class Topology:
             "backend_ports": [b.cfg.port for b in self.backends],
         }  # fmt: skip
 
-    def pids(self) -> dict[str, Any]:
+    @property
+    def pids(self) -> list[int]:
+        """Every backend's worker processes: the server whose cost the bench measures."""
+        return [pid for b in self.backends for pid in b.pids]
+
+    def counts(self) -> dict[str, int] | None:
+        """The backends' counters, summed (servers/metrics.py)."""
+        rows = [c for b in self.backends if (c := b.counts()) is not None]
+        return {k: sum(r[k] for r in rows) for k in rows[0]} if rows else None
+
+    def parts(self) -> dict[str, list[int]]:
+        """The processes around the backends, by part (each costed apart by ``bench --lb``)."""
+        out: dict[str, list[int]] = {}
+        if self.lb is not None:
+            out["lb"] = self.lb.pids
+        if self.redis is not None and self.redis.pid:
+            out["redis"] = [self.redis.pid]
+        if self.producer is not None and self.producer.pid:
+            out["producer"] = [self.producer.pid]
+        return out
+
+    def processes(self) -> dict[str, Any]:
         return {
             "lb": self.lb.pids if self.lb else [], "backends": [b.pids for b in self.backends],
             "producer": self.producer.pid if self.producer else None,
@@ -205,10 +227,10 @@ class Topology:
             self.producer.stop()
         if self.redis is not None:
             self.redis.stop()
-        if self._placeholder is not None:
-            self._placeholder.close()
-            self._placeholder = None
+        for sock in self._placeholders:
+            sock.close()
+        self._placeholders.clear()
 
     def ready_line(self) -> str:
         return json.dumps({"event": "ready", "transport": self.server.transport, "url": self.url,
-                           **self.describe(), "pids": self.pids()})  # fmt: skip
+                           **self.describe(), "pids": self.processes()})  # fmt: skip

@@ -169,7 +169,7 @@ def test_rendered_configurations_are_valid_haproxy(tmp_path: Path) -> None:
     need("haproxy")
     pods = [("127.0.0.1", 9001), ("127.0.0.1", 9002)]
     for lb in (LbConfig(), LbConfig(sticky=True, balance="leastconn"), LbConfig(h2=True)):
-        text = render(lb, "127.0.0.1", 9000, pods, http_check=not lb.h2)
+        text = render(lb, ["127.0.0.1", "127.0.0.2"], 9000, pods, http_check=not lb.h2)
         path = tmp_path / "check.cfg"
         path.write_text(text)
         check = subprocess.run([binary(), "-c", "-q", "-f", str(path)], capture_output=True)

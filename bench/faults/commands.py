@@ -55,6 +55,7 @@ def faults(
     balance: dp.Balance = "roundrobin",
     lb_processes: dp.LbProcesses = 1,
     lb_idle_timeout: dp.LbIdle = 60.0,
+    lb_no_delay: dp.LbNoDelay = True,
     lb_check: dp.LbCheck = 2.0,
     source: dp.Source = "derive",
     replay: dp.Replay = "pod",
@@ -75,7 +76,7 @@ def faults(
     try:
         deploy = dp.Deploy.from_options(
             lb, backends, sticky, balance, lb_processes, lb_idle_timeout, lb_check, source,
-            replay, redis, ttft, jitter, pause_every, pause_s,
+            replay, redis, ttft, jitter, pause_every, pause_s, lb_no_delay,
         )  # fmt: skip
     except ValueError as exc:
         fail(str(exc))

@@ -9,6 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
+from bench import deploy as dp
 from bench.cliapp import CHOICES, app, fail, pick
 
 
@@ -149,6 +150,21 @@ def bench(
             "the window goes out in one write; 0 writes each when due."
         ),
     ] = "0",
+    lb: dp.Lb = None,
+    backends: dp.Backends = 1,
+    sticky: dp.Sticky = False,
+    balance: dp.Balance = "roundrobin",
+    lb_processes: dp.LbProcesses = 1,
+    lb_idle_timeout: dp.LbIdle = 60.0,
+    lb_no_delay: dp.LbNoDelay = True,
+    lb_check: dp.LbCheck = 5.0,
+    source: dp.Source = "derive",
+    replay: dp.Replay = "pod",
+    redis: dp.RedisUrl = None,
+    ttft: dp.Ttft = "0.2-2",
+    jitter: dp.Jitter = 0.3,
+    pause_every: dp.PauseEvery = 0,
+    pause_s: dp.PauseS = 0.0,
 ) -> None:
     """Drive transports with simulated users and write results.json (see docs/results-schema.md)."""
     from bench.load import cluster as cl
@@ -166,6 +182,15 @@ def bench(
     from bench.report import results, tables
 
     names = pick(transport)
+    try:
+        deploy = dp.Deploy.from_options(
+            lb, backends, sticky, balance, lb_processes, lb_idle_timeout, lb_check, source,
+            replay, redis, ttft, jitter, pause_every, pause_s, lb_no_delay,
+        )  # fmt: skip
+    except ValueError as exc:
+        fail(str(exc))
+    if deploy.topology is not None and (target or cluster):
+        fail("--lb and --source llm start their own servers: not with --target or --cluster")
     if target and len(names) != 1:
         fail("--target needs one --transport (the one that server speaks)")
     checks = [
@@ -226,7 +251,7 @@ def bench(
         slo_ms=slo_ms, heartbeat=heartbeat, pin=pin, quiet=quiet, settle_s=settle,
         cooldown_s=cooldown, knee_refine=knee_refine, doze_us=doze_us, fast_path=fast_path,
         windows=windows, knee_repeats=knee_repeats, rates=rates, stacks=stacks, gcs=gcs,
-        flushes=flushes,
+        flushes=flushes, deploy=deploy if deploy.topology else None,
     )  # fmt: skip
     doc = results.new_doc("bench", out_dir.name, config_doc(cfg))
     say = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731

@@ -6,7 +6,10 @@ import dataclasses
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from bench.deploy import Deploy
 
 PER_LOADER = 12_000  # users per load process (one socket each; the hard limit is 20,000 files)
 PER_WORKER = 12_000  # connections per server worker, for the same reason
@@ -86,6 +89,7 @@ class BenchConfig:
     stacks: list[str] = field(default_factory=lambda: ["stock"])  # --stack
     gcs: list[str] = field(default_factory=lambda: ["stock"])  # --gc
     flushes: list[float] = field(default_factory=lambda: [0.0])  # --flush-ms
+    deploy: Deploy | None = None  # --lb / --source llm: the topology the load goes through
 
     def variants(self) -> list[Variant]:
         return [Variant(s, g, f) for s in self.stacks for g in self.gcs for f in self.flushes]

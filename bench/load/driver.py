@@ -17,8 +17,8 @@ from bench.load.fleet import LoadFleet
 from bench.load.hist import Histogram
 from bench.load.messages import LoaderReport
 from bench.load.window import Window
-from servers import metrics as server_metrics
 from servers.supervisor import Supervisor
+from servers.topology import Topology
 
 ProgressFn = Callable[[str], None]
 
@@ -30,13 +30,14 @@ class Driver:
     transport: str
     cfg: BenchConfig
     fleet: LoadFleet
-    sup: Supervisor | None
+    sup: Supervisor | Topology | None
     say: ProgressFn
     started: float = field(default_factory=time.monotonic)
     last_cpu: dict[int, float] = field(default_factory=dict)  # loader -> last cumulative CPU
     last_arrived: dict[int, int] = field(default_factory=dict)  # loader -> users connected
     last_sys: dict[int, float] = field(default_factory=dict)  # loader -> last system CPU
     clocks: dict[int, ClockDoc] = field(default_factory=dict)  # loader -> its latest clock
+    parts_base: dict[str, procstat.Sample] = field(default_factory=dict)  # before any load
 
     def note(self, r: LoaderReport) -> None:
         """What the run keeps from every report, measured or not."""
@@ -51,18 +52,20 @@ class Driver:
         return sum(self.last_arrived.values())
 
     @staticmethod
-    def sample_of(sup: Supervisor | None) -> procstat.Sample | None:
+    def sample_of(sup: Supervisor | Topology | None) -> procstat.Sample | None:
         return procstat.sample(sup.pids) if sup is not None else None
 
     def server_sample(self) -> procstat.Sample | None:
         return self.sample_of(self.sup)
 
     def server_counts(self) -> dict[str, int] | None:
-        sup = self.sup
-        if sup is None or sup.metrics_file is None:
-            return None
-        rows = server_metrics.read_rows(sup.metrics_file, sup.cfg.workers)
-        return {k: sum(r[k] for r in rows) for k in server_metrics.NAMES}
+        return self.sup.counts() if self.sup is not None else None
+
+    def parts_sample(self) -> dict[str, procstat.Sample]:
+        """The load balancer, Redis and the producer, each on its own (``bench --lb``)."""
+        if self.sup is None:
+            return {}
+        return {name: procstat.sample(pids) for name, pids in self.sup.parts().items()}
 
     def pump(self, seconds: float, step: int, *into: Window) -> tuple[int, int]:
         """Read reports for ``seconds`` (into each window given, if measuring); sample the

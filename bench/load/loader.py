@@ -100,6 +100,7 @@ class Loader:
             mode = self.record.fast_path
             fast.tap_for(reader, mode, acc.tally, stream.seed if stream else None, t_post)
         reader.session = session
+        reader.cookie = info.get("cookie")  # a sticky load balancer's, from the prompt POST
         reader.on_connected = arrive
         conv = self._next_conv
         self._next_conv += 1

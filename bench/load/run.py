@@ -5,7 +5,9 @@ names one; start L loader processes (``bench.load.fleet``, pinned to the other c
 step, ramp the users to the step's count, wait for them to connect, then measure over the
 step's window: the loaders' reports are merged and the server's processes are sampled every
 second from /proc (``bench.load.window``). With ``--find-knee`` the steps follow
-``bench.load.knee``.
+``bench.load.knee``. With ``--lb`` or ``--source llm`` the server is a ``servers.topology``
+(backends, HAProxy, Redis, the producer), all on the server's cores: the backends are "the
+server", and each other part's CPU and memory per step is recorded under ``hops``.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import transports
-from bench.load import clock, knee, procstat, ramp
+from bench.load import clock, hops, knee, procstat, ramp
 from bench.load.config import BenchConfig, Step, Variant
 from bench.load.driver import Driver, ProgressFn
 from bench.load.fleet import Fleet, LoadFleet, pin
@@ -27,6 +29,7 @@ from servers import gcpolicy
 from servers import metrics as server_metrics
 from servers.base import ServerConfig
 from servers.supervisor import Supervisor
+from servers.topology import Topology as Deployment
 
 PROBE_TIMEOUT_S = 5.0
 
@@ -70,7 +73,7 @@ def _cores() -> tuple[set[int] | None, set[int] | None]:
 class Topology:
     """Where the load goes: the server (if ours) and each load process's URL and source."""
 
-    sup: Supervisor | None
+    sup: Supervisor | Deployment | None
     url: str
     urls: list[str]
     sources: list[str | None]
@@ -92,8 +95,14 @@ def _topology(transport: str, cfg: BenchConfig, n_loaders: int, variant: Variant
     settings = record.server_module(variant.stack).settings(scfg)
     settings["effective"] = {**settings["effective"], **gcpolicy.settings(variant.gc),
                              "flush_ms": variant.flush_ms}  # fmt: skip
-    sup = Supervisor(scfg)
+    sup: Supervisor | Deployment
+    if cfg.deploy is not None and cfg.deploy.topology is not None:
+        sup = Deployment(cfg.deploy.server(scfg), cfg.deploy.topology, cfg.out / f"{transport}-lb")
+    else:
+        sup = Supervisor(scfg)
     sup.start()
+    if isinstance(sup, Deployment):
+        scfg.port = int(sup.url.rsplit(":", 1)[1])  # what the clients dial: the LB's port
     if record.binds_source:
         return Topology(sup, sup.url, [sup.url] * n_loaders, list(sources), settings)
     urls = [record.url(s, scfg.port) for s in sources]
@@ -119,10 +128,11 @@ def run_transport(
     topo = _topology(transport, cfg, n_loaders, variant)
     sup = topo.sup
     if sup is not None:
-        pin(sup.pids, server_cores)
+        pin(sup.pids + [p for ps in sup.parts().values() for p in ps], server_cores)
     time.sleep(cfg.warmup_s)
     base = Driver.sample_of(sup)
     base_rss = base.rss_bytes if base else None
+    parts_base = {n: procstat.sample(p) for n, p in sup.parts().items()} if sup else {}
     loader_cfgs = [
         LoaderConfig(
             transport=transport, url=topo.urls[k], index=k, local_addr=topo.sources[k],
@@ -139,6 +149,7 @@ def run_transport(
             sup.stop()
         raise
     drive = Driver(transport, cfg, fleet, sup, say)
+    drive.parts_base = parts_base
     n_server_cores = len(server_cores or os.sched_getaffinity(0))
     n_loader_cores = len(loader_cores or os.sched_getaffinity(0))
     steps_out: list[StepSummary] = []
@@ -180,6 +191,7 @@ def run_transport(
         "gc": variant.gc,
         "flush_ms": variant.flush_ms,
         "url": topo.url,
+        "topology": sup.describe() if isinstance(sup, Deployment) else None,
         "server_workers": None if cfg.target else cfg.workers_for(),
         "loaders": n_loaders,
         "server_cores": sorted(server_cores) if server_cores else None,
@@ -237,6 +249,7 @@ def _measure_step(
     # come from all of it, their spread from the sub-windows (docs/results-schema.md).
     whole = Window()
     start, counts_start = drive.server_sample(), drive.server_counts()
+    parts_start = drive.parts_sample()
     t_start = time.monotonic()
     parts: list[dict[str, Any]] = []
     rss_max = files_max = 0
@@ -260,6 +273,10 @@ def _measure_step(
     doc = summarize(step, w, seconds, cost, cfg, loader_cores)
     doc["windows"] = parts
     doc["server"]["gc"] = _gc_doc(counts_start, counts_prev)
+    counted = cost.tokens_sent if cost and cost.tokens_sent else w.sums["tokens"]
+    if (h := hops.cost(drive.parts_base, parts_start, drive.parts_sample(), counted, seconds,
+                       doc["streaming"])) is not None:  # fmt: skip
+        doc["hops"] = h
     if cost is None:  # a --target server: its connections are what our users hold
         doc["server"]["connections"] = None
     doc["ramp"] = {**ramped.doc(), "cooldown_s": cfg.cooldown_s}

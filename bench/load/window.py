@@ -95,6 +95,7 @@ class StepSummary(TypedDict):
     histograms: dict[str, Any]
     ramp: NotRequired[dict[str, Any]]  # added by the orchestrator: how the ramp went
     order: NotRequired[int]  # the step's place in the order it ran
+    hops: NotRequired[dict[str, Any]]  # bench --lb: the LB's, Redis's, the producer's cost
 
 
 @dataclass(frozen=True)

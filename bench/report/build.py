@@ -31,7 +31,7 @@ from bench.load import yardstick
 from bench.load.config import headline_runs
 from bench.load.hist import Histogram, bucket_bounds
 from bench.load.yardstick import REFERENCE_WALL_US
-from bench.report import figures, results, ship, variants, verdicts
+from bench.report import behind_lb, figures, results, ship, variants, verdicts
 from bench.report.tables import faults_markdown, merge_faults
 
 COLORS = {t.name: t.color for t in transports.all_transports()}
@@ -192,8 +192,8 @@ def build(paths: list[Path], out: Path) -> Path:
     """Read the runs, write the charts and REPORT.md into ``out``; returns REPORT.md's path."""
     docs = [results.load(p) for p in paths]
     out.mkdir(parents=True, exist_ok=True)
-    bench_docs = [d for d in docs if d.get("runs")]
-    faults = merge_faults(docs)
+    bench_docs, _ = behind_lb.split_docs([d for d in docs if d.get("runs")])
+    faults, lb_faults = behind_lb.split(merge_faults(docs))
     steps = _steps(bench_docs)
     charts: list[tuple[str, Path]] = []
     if steps:
@@ -227,7 +227,7 @@ def build(paths: list[Path], out: Path) -> Path:
     if (flush := variants.flush_chart(variants.flush_points(bench_docs), out)) is not None:
         charts.append(("tokens per write", flush))
     report = out / "REPORT.md"
-    report.write_text(_markdown(docs, steps, faults, charts, out))
+    report.write_text(_markdown(docs, steps, faults, charts, out, lb_faults))
     return report
 
 
@@ -336,7 +336,9 @@ def _kib(n: float | None) -> float | None:
 def _markdown(
     docs: list[dict[str, Any]], steps: dict[str, list[dict[str, Any]]],
     faults: list[dict[str, Any]], charts: list[tuple[str, Path]], out: Path,
+    lb_faults: list[dict[str, Any]] | None = None,
 ) -> str:  # fmt: skip
+    lb_faults = lb_faults or []
 
     m = docs[0]["machine"]
     lines = [
@@ -353,7 +355,7 @@ def _markdown(
               for d in docs]  # fmt: skip
     lines += ["", "Yardstick (bench/load/yardstick.py), per run:", "", *_machine_md(docs)]
     lines += _clocks_md(docs)
-    bench_docs = [d for d in docs if d.get("runs")]
+    bench_docs, through = behind_lb.split_docs([d for d in docs if d.get("runs")])
     if bench_docs:
         lines[1:1] = ["", "## What to ship", "", ship.recommend(bench_docs, faults)["text"]]
     if steps:
@@ -379,12 +381,13 @@ def _markdown(
                 lines.append("| " + " | ".join(cells) + " |")
     if bench_docs:
         lines += _fleet_md(bench_docs)
-    if bench_docs or faults:
+    if bench_docs or faults or lb_faults:
         lines += ["", "## Verdicts", "",
                   "Each rule is in `bench/report/verdicts.py`; rerun and the verdicts follow the "
                   "numbers. A comparison whose intervals overlap is a tie.",
                   "", "| claim | verdict | the numbers |", "|---|---|---|"]  # fmt: skip
-        for v in verdicts.verdicts(bench_docs, faults):
+        found = verdicts.verdicts(bench_docs, faults) if bench_docs or faults else []
+        for v in found + (behind_lb.verdicts(lb_faults) if lb_faults else []):
             lines.append(f"| {v['claim']} | **{v['verdict']}** | {v['why']} |")
     if bench_docs:
         lines += variants.stacks_md(bench_docs)
@@ -393,6 +396,8 @@ def _markdown(
     if faults:
         lines += ["", "## Reconnect recovery", "", "Times in ms as p50 / max over the clients.", "",
                   faults_markdown(faults)]  # fmt: skip
+    lines += behind_lb.hops_md(bench_docs, through)
+    lines += behind_lb.matrix_md(lb_faults)
     lines += ["", "## Charts", ""]
     for title, path in charts:
         lines += [

@@ -10,11 +10,13 @@ from bench.load.config import variant_of
 
 def merge_faults(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Fault entries of several runs, in scenario order; a later run's entry replaces an
-    earlier one for the same scenario, transport and mode."""
-    merged: dict[tuple[str, str, str], dict[str, Any]] = {}
+    earlier one for the same scenario, transport, mode and deployment (behind the LB)."""
+    from bench.report.behind_lb import deployment
+
+    merged: dict[tuple[str, str, str, str], dict[str, Any]] = {}
     for doc in docs:
         for e in doc.get("faults", []):
-            merged[(e["scenario"], e["transport"], e["mode"])] = e
+            merged[(e["scenario"], e["transport"], e["mode"], deployment(e))] = e
     order = {name: i for i, name in enumerate(SCENARIOS)}
     return sorted(merged.values(), key=lambda e: (order.get(e["scenario"], 99), e["transport"]))
 
