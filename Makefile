@@ -8,7 +8,7 @@ RUN    := $(shell date -u +%Y%m%d-%H%M%S)
 TB     := $(BIN)/tokenbench
 
 .PHONY: install system-check proto test fuzz lint format bench bench-full bench-knee bench-50k bench-faults bench-quick \
-	bench-cluster \
+	bench-cluster bench-lb \
 	idle-memory report clean
 
 $(STAMP): pyproject.toml setup.py clients/_fastpath.c
@@ -109,6 +109,29 @@ bench-quick: $(STAMP)  ## a first look: every transport at 200 and 400 users, wi
 bench-cluster: $(STAMP)  ## make bench's knee job, its load processes on a local Ray cluster (docs/cluster.md)
 	$(TB) bench --transport all $(KNEE) --cluster local --out results/$(RUN)-cluster-knee
 	@echo "compare: tokenbench compare results/latest/knee results/$(RUN)-cluster-knee"
+
+# The production topology (docs/topology.md): faults behind HAProxy with three backends and the
+# simulated LLM, for each replay log (Redis, pod memory) without and with sticky sessions; then
+# the same 100 users at 40 tok/s on one server, through the LB, through the LB and Redis, and
+# through the LB with HAProxy's own default (no http-no-delay); then the report.
+LB    := --lb haproxy --backends 3 --source llm
+HOPS  := --transport all --clients 100 --ramp 3s --hold 6 --windows 3 --think 0
+LBRUN := results/$(RUN)-lb
+
+bench-lb: $(STAMP)  ## faults behind the LB (redis, pod; sticky or not), the hops' cost, report (~60 min)
+	$(TB) faults $(LB) --replay redis --scenario all --out $(LBRUN)/faults-redis
+	$(TB) faults $(LB) --replay pod --scenario all --out $(LBRUN)/faults-pod
+	$(TB) faults $(LB) --replay pod --sticky --scenario all --out $(LBRUN)/faults-pod-sticky
+	$(TB) faults $(LB) --replay redis --sticky --scenario all --out $(LBRUN)/faults-redis-sticky
+	$(TB) bench $(HOPS) --out $(LBRUN)/one-server
+	$(TB) bench $(HOPS) --lb haproxy --backends 3 --out $(LBRUN)/hops-lb
+	$(TB) bench $(HOPS) $(LB) --replay redis --out $(LBRUN)/hops-lb-redis
+	$(TB) bench $(HOPS) --lb haproxy --backends 3 --no-lb-no-delay --out $(LBRUN)/hops-lb-nodelay-off
+	$(TB) report $(LBRUN)/faults-redis $(LBRUN)/faults-pod $(LBRUN)/faults-pod-sticky \
+		$(LBRUN)/faults-redis-sticky \
+		$(LBRUN)/one-server $(LBRUN)/hops-lb $(LBRUN)/hops-lb-redis $(LBRUN)/hops-lb-nodelay-off \
+		--out $(LBRUN)/report
+	@echo "report: $(LBRUN)/report/REPORT.md"
 
 BASELINE := results/20261201-222029
 

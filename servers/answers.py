@@ -7,6 +7,9 @@ Rules of this module:
   the producer's emission time, so every transport's framing serves it unchanged.
 - No sockets, no clock. Waiting readers hand in a future (``watch``) that ``add`` completes;
   the futures come from the hub, so a draining server wakes them like any other wait.
+- A gap is never papered over: a token that arrives past a missing one (the log lost it, say
+  Redis restarted empty) marks the answer ``broken``; its readers then end their connection as
+  a draining server would, and the resume is refused (410) by whoever cannot serve it.
 """
 
 from __future__ import annotations
@@ -15,12 +18,14 @@ import asyncio
 import json
 
 from servers.core import Stream
+from servers.hub import Draining
 
 
 class Answer:
     """Tokens ``base .. available - 1`` of one answer of ``tokens`` tokens."""
 
-    __slots__ = ("_t", "_x", "base", "completed_ns", "key", "stream", "tokens", "waiters")
+    __slots__ = ("_t", "_x", "base", "broken", "completed_ns", "key", "stream", "tokens",
+                 "waiters")  # fmt: skip
 
     def __init__(self, stream: Stream, key: str, base: int = 0) -> None:
         self.stream = stream
@@ -31,6 +36,7 @@ class Answer:
         self._x: list[str] = []  # texts as JSON strings, as the producer wrote them
         self.waiters: list[asyncio.Future[None]] = []
         self.completed_ns = 0  # when the last token arrived (for the replay window)
+        self.broken = False  # a later token arrived past a missing one: the log lost some
 
     @property
     def available(self) -> int:
@@ -44,6 +50,8 @@ class Answer:
     def add(self, seq: int, t_ns: int, text_json: str) -> bool:
         """Append token ``seq`` if it is the next one; duplicates and gaps are refused."""
         if seq != self.available or seq >= self.tokens:
+            if self.available < seq < self.tokens:
+                self.broken = True
             return False
         self._t.append(t_ns)
         self._x.append(text_json)
@@ -98,6 +106,8 @@ class LogCursor:
         return self.next_seq >= self.answer.tokens
 
     def take(self, now_ns: int, limit: int) -> range:
+        if self.answer.broken and self.next_seq >= self.answer.available:
+            raise Draining()  # end this connection: the resume gets the log's answer (410)
         out = range(self.next_seq, min(self.answer.available, self.next_seq + limit))
         self.next_seq = max(out.stop, self.next_seq)
         return out

@@ -187,6 +187,9 @@ class RedisReplay(_Llm):
             ) from None
         for entry_id, fields in backlog:
             answer.add(int(entry_id.split(b"-")[1]) - 1, int(fields[b"t"]), fields[b"x"].decode())
+        if answer.broken or (not backlog and time.time_ns() > self.last_ns(stream)):
+            raise ContractError(ErrorKind.GONE, f"the replay log no longer holds seq {after + 1} "
+                                "of this answer (Redis lost it)")  # fmt: skip
         if not answer.complete:
             tail = next((t for t in self.tails if len(t.keys) < TAIL_KEYS), None)
             if tail is None:

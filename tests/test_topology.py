@@ -20,7 +20,7 @@ from clients import ClientOptions, StreamError, create_stream, stream
 from servers import metrics
 from servers.base import ServerConfig
 from servers.core import Codec
-from servers.haproxy import LbConfig, LbError, binary, render
+from servers.haproxy import LbConfig, LbError, binary, listeners, render
 from servers.llm import LlmShape
 from servers.topology import Topology, TopologyConfig
 from tests.conftest import TRANSPORTS
@@ -39,14 +39,14 @@ def need(name: str) -> None:
 
 
 def deployment(tmp: Path, transport: str, replay: str, backends: int, sticky: bool = False,
-               heartbeat: float = 1.0) -> Topology:  # fmt: skip
+               heartbeat: float = 1.0, lb_processes: int = 1) -> Topology:  # fmt: skip
     need("haproxy")
     if replay == "redis":
         need("redis-server")
     cfg = ServerConfig(transport=transport, port=0, heartbeat=heartbeat, grace=1.0,
                        source="llm", replay=replay, producer="set:0", redis="redis://set",
                        llm=FAST_MODEL)  # fmt: skip
-    lb = LbConfig(sticky=sticky, check_inter_s=0.5)
+    lb = LbConfig(sticky=sticky, check_inter_s=0.5, processes=lb_processes)
     return Topology(cfg, TopologyConfig(backends, lb), tmp)
 
 
@@ -93,6 +93,17 @@ def test_tokens_flow_through_the_lb_from_the_shared_log(
         assert seqs == list(range(30))
     text = (tmp_path / "haproxy.cfg").read_text()
     assert text.count("    server pod") == 3 and "cookie" not in text
+
+
+def test_several_lb_processes_share_the_port(tmp_path: Path, started: list[Topology]) -> None:
+    """50,000 connections need several HAProxy processes (9,000 each): they share one port."""
+    topo = start(started, deployment(tmp_path, "sse", "redis", backends=2, lb_processes=2))
+    assert topo.lb is not None and len(topo.lb.pids) == 2 and listeners(topo.port) == 2
+
+    async def main() -> list[list[int]]:
+        return [(await read_all("sse", topo.url, 20, 200.0))[1] for _ in range(4)]
+
+    assert all(seqs == list(range(20)) for seqs in asyncio.run(main()))
 
 
 def _busy_backend(topo: Topology) -> int:

@@ -222,4 +222,22 @@ def hops_md(plain: list[dict[str, Any]], through: list[dict[str, Any]]) -> list[
                     f"{_kib(h.get('lb'))} | {_us(h.get('redis'))} | {_kib(h.get('redis'))} | "
                     f"{_us(h.get('producer'))} |"
                 )  # fmt: skip
-    return lines
+    lines.append("")
+    lines.append("The producer is the simulated model, not a cost of the deployment: it is shown "
+                 "because it shared the server's cores.")  # fmt: skip
+    return lines + projection_md(through, 50_000, 40.0)
+
+
+def projection_md(through: list[dict[str, Any]], users: int, rate: float) -> list[str]:
+    """The fleet's load-balancer and Redis rows, from the hops measured (bench.report.plan)."""
+    from bench.report import plan
+
+    out = []
+    for part, name in (("lb", "Load balancer (HAProxy)"), ("redis", "Redis")):
+        fig = plan.measured(through, part, users, rate)
+        if fig is not None:
+            v = fig.value
+            count = f"{v['processes']} processes" if part == "lb" else f"{v['shards']} shards"
+            out.append(f"- {name} for {users:,} users at {rate:g} tok/s: {v['cores']:,} cores, "
+                       f"{count}, {v['memory_gib']} GiB ({fig.kind}: {fig.how}).")  # fmt: skip
+    return ["", *out] if out else []

@@ -357,7 +357,8 @@ def _markdown(
     lines += _clocks_md(docs)
     bench_docs, through = behind_lb.split_docs([d for d in docs if d.get("runs")])
     if bench_docs:
-        lines[1:1] = ["", "## What to ship", "", ship.recommend(bench_docs, faults)["text"]]
+        lines[1:1] = ["", "## What to ship", "",
+                      ship.recommend(bench_docs, faults, lb_faults)["text"]]  # fmt: skip
     if steps:
         lines += [
             "", "## Capacity and cost", "",
@@ -381,13 +382,14 @@ def _markdown(
                 lines.append("| " + " | ".join(cells) + " |")
     if bench_docs:
         lines += _fleet_md(bench_docs)
+        if through and _fleet_md(bench_docs):
+            lines += behind_lb.projection_md(through, figures.USERS, figures.RATE)
     if bench_docs or faults or lb_faults:
         lines += ["", "## Verdicts", "",
                   "Each rule is in `bench/report/verdicts.py`; rerun and the verdicts follow the "
                   "numbers. A comparison whose intervals overlap is a tie.",
                   "", "| claim | verdict | the numbers |", "|---|---|---|"]  # fmt: skip
-        found = verdicts.verdicts(bench_docs, faults) if bench_docs or faults else []
-        for v in found + (behind_lb.verdicts(lb_faults) if lb_faults else []):
+        for v in verdicts.verdicts(bench_docs, faults + lb_faults):
             lines.append(f"| {v['claim']} | **{v['verdict']}** | {v['why']} |")
     if bench_docs:
         lines += variants.stacks_md(bench_docs)

@@ -122,15 +122,15 @@ def plan(docs: list[dict[str, Any]], users: int, rate: float, node_cpus: int,
                 f"{node_cpus} CPUs per node",
             )  # fmt: skip
         out["transports"].append(row)
-    out["load_balancer"] = _measured(docs, "lb", users, rate) or _unmeasured(docs, "lb", users)
-    out["redis"] = _measured(docs, "redis", users, rate) or _unmeasured(docs, "redis", users)
+    out["load_balancer"] = measured(docs, "lb", users, rate) or _unmeasured(docs, "lb", users)
+    out["redis"] = measured(docs, "redis", users, rate) or _unmeasured(docs, "redis", users)
     return out
 
 
 REDIS_SHARD_LOAD = 0.8  # keep each Redis shard's one core below this share
 
 
-def _measured(docs: list[dict[str, Any]], part: str, users: int, rate: float) -> Figure | None:
+def measured(docs: list[dict[str, Any]], part: str, users: int, rate: float) -> Figure | None:
     """A part's row from ``bench --lb`` steps (``hops``): the costliest transport's CPU per
     token and memory per stream, at its largest step; None if no step measured it."""
     seen = [(st["hops"][part], r["transport"], st["clients"]) for d in docs
@@ -148,11 +148,12 @@ def _measured(docs: list[dict[str, Any]], part: str, users: int, rate: float) ->
     value: dict[str, Any] = {"cpu_us_per_token": h["cpu_us_per_token"], "cores": round(cores, 1),
                              "memory_gib": round(users * per / 2**30, 2)}  # fmt: skip
     if part == "lb":
-        per_process = OPEN_FILES // LB_DESCRIPTORS_PER_CONNECTION
-        value["processes"] = max(math.ceil(cores), math.ceil(users / (per_process * 0.99)))
-        how = (f"HAProxy measured with {t} at {n:,} users (bench --lb); at most "
-               f"{per_process:,} connections a process ({LB_DESCRIPTORS_PER_CONNECTION} "
-               "descriptors each)")  # fmt: skip
+        from servers.haproxy import MAXCONN
+
+        value["processes"] = max(math.ceil(cores), math.ceil(users / MAXCONN))
+        how = (f"HAProxy measured with {t} at {n:,} users (bench --lb); at most {MAXCONN:,} "
+               f"connections a process (maxconn: {LB_DESCRIPTORS_PER_CONNECTION} descriptors "
+               f"each under the {OPEN_FILES:,} open-file limit)")  # fmt: skip
     else:
         value["shards"] = max(1, math.ceil(cores / REDIS_SHARD_LOAD))
         how = (f"Redis measured with {t} at {n:,} users (bench --lb --replay redis): it runs "

@@ -30,7 +30,12 @@ def _faults_of(faults: list[dict[str, Any]], t: str, mode: str) -> list[dict[str
     return [e for e in faults if e["transport"] == t and e["mode"] == mode]
 
 
-def recommend(docs: list[dict[str, Any]], faults: list[dict[str, Any]]) -> dict[str, Any]:
+def recommend(
+    docs: list[dict[str, Any]], faults: list[dict[str, Any]],
+    lb_faults: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:  # fmt: skip
+    """What to ship. ``faults`` are runs on one server; ``lb_faults`` behind the load balancer
+    (bench.report.behind_lb) add what the deployment needs and lift that caveat."""
     rows = {r["transport"]: r for r in fleet(docs)}
     k = knees(docs)
     if not rows:
@@ -65,7 +70,7 @@ def recommend(docs: list[dict[str, Any]], faults: list[dict[str, Any]]) -> dict[
         return (f"{NAMES[t]} needs {c['mean']:g} server cores (interval {c['lo']:g} to "
                 f"{c['hi']:g}) and {rows[t]['memory_gib'] or '?'} GiB")  # fmt: skip
 
-    builds = {t: _build(t, faults) for t in group}
+    builds = {t: _build(t, faults) + _deployment(t, lb_faults or []) for t in group}
     text = [f"**Ship {' or '.join(NAMES[t] for t in group)}.** "]
     if ties:
         text.append("They tie on cost for 50,000 users at 40 tok/s (the core intervals "
@@ -84,8 +89,9 @@ def recommend(docs: list[dict[str, Any]], faults: list[dict[str, Any]]) -> dict[
     if unstable:
         caveats.append(f"the knee of {' and '.join(unstable)} is unstable (its edges split "
                        f"between runs): capacity is known to one bracket step")  # fmt: skip
-    unmeasured = ["a load balancer with several backends and a shared replay log",
-                  "real browsers"]  # fmt: skip
+    unmeasured = ["real browsers"]
+    if not lb_faults:
+        unmeasured.insert(0, "a load balancer with several backends and a shared replay log")
     if not _several_load_machines(docs):
         unmeasured.append("several load machines")
     caveats.append("not measured here: " + ", ".join(unmeasured))
@@ -99,6 +105,21 @@ def _several_load_machines(docs: list[dict[str, Any]]) -> bool:
         len({n.get("ip") for n in run.get("load_nodes", [])} - {None}) > 1
         for d in docs for run in d.get("runs", [])
     )  # fmt: skip
+
+
+def _deployment(t: str, lb_faults: list[dict[str, Any]]) -> list[str]:
+    """What behind the load balancer ``t`` needed: a log every backend reads, where answers held
+    in the pod lost tokens (hardened clients) and the shared log lost none."""
+    from bench.report.behind_lb import deployment
+
+    mine = [e for e in lb_faults if e["transport"] == t and e["mode"] == "hardened"]
+    pod = [e for e in mine if deployment(e).startswith("pod")]
+    shared = [e for e in mine if deployment(e).startswith("redis")]
+    if any(not e["passed"] for e in pod) and shared and all(e["passed"] for e in shared):
+        return ["a replay log every backend reads (Redis Streams here), not the pod's memory: "
+                "behind the load balancer that lost tokens when a backend died or a read "
+                "landed on another one"]  # fmt: skip
+    return []
 
 
 def _build(t: str, faults: list[dict[str, Any]]) -> list[str]:

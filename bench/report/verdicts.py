@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from bench.load.config import Variant
-from bench.report import stats
+from bench.report import behind_lb, stats
 from bench.report.figures import Knee, cpu_at_common_load, knees, memory
 from bench.report.stats import Interval
 
@@ -43,6 +43,9 @@ def _capacity(s: Knee, w: Knee) -> tuple[str, str]:
 
 
 def verdicts(docs: list[dict[str, Any]], faults: list[dict[str, Any]]) -> list[dict[str, str]]:
+    """Every claim's verdict. Faults behind the load balancer have their rules in
+    bench/report/behind_lb.py and are kept apart from faults on one server."""
+    faults, lb_faults = behind_lb.split(faults)
     k = knees(docs)
     mem = memory(docs)
     out: list[dict[str, str]] = []
@@ -178,4 +181,4 @@ def verdicts(docs: list[dict[str, Any]], faults: list[dict[str, Any]]) -> list[d
         add(claim, "confirmed" if stock_out == lean_out else "refuted", why)
     else:
         add(claim, "not measured", "needs knee runs of SSE and WebSocket on both stacks")
-    return out
+    return out + behind_lb.verdicts(lb_faults)
