@@ -15,6 +15,7 @@ from bench.cliapp import Transport, app, fail
 
 
 @app.command()
+@dp.options()
 def serve(
     transport: Annotated[Transport, typer.Argument(help="Which transport to serve.")],
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
@@ -48,31 +49,14 @@ def serve(
     flush_ms: Annotated[
         float, typer.Option(help="Write every token due within this many ms in one write.")
     ] = 0.0,
-    lb: dp.Lb = None,
-    backends: dp.Backends = 1,
-    sticky: dp.Sticky = False,
-    balance: dp.Balance = "roundrobin",
-    lb_processes: dp.LbProcesses = 1,
-    lb_idle_timeout: dp.LbIdle = 60.0,
-    lb_no_delay: dp.LbNoDelay = True,
-    lb_check: dp.LbCheck = 5.0,
-    source: dp.Source = "derive",
-    replay: dp.Replay = "pod",
-    redis: dp.RedisUrl = None,
-    ttft: dp.Ttft = "0.2-2",
-    jitter: dp.Jitter = 0.3,
-    pause_every: dp.PauseEvery = 0,
-    pause_s: dp.PauseS = 0.0,
+    deploy: dp.Deploy | None = None,
 ) -> None:
     """Serve one transport until Ctrl-C or SIGTERM; prints one JSON line when ready."""
     from servers.base import ServerConfig
     from servers.supervisor import StartError, Supervisor
 
+    assert deploy is not None  # @dp.options() hands it in
     try:
-        deploy = dp.Deploy.from_options(
-            lb, backends, sticky, balance, lb_processes, lb_idle_timeout, lb_check, source,
-            replay, redis, ttft, jitter, pause_every, pause_s, lb_no_delay,
-        )  # fmt: skip
         cfg = deploy.server(ServerConfig(
             transport=transport.value, host=host, port=port, workers=workers,
             replay_ttl=replay_ttl, heartbeat=heartbeat, retry_ms=retry_ms, grace=grace,

@@ -1,18 +1,22 @@
-"""The deployment options ``serve`` and ``faults`` share: a load balancer, several backends, an
-LLM-shaped source and its replay log (servers/topology.py; docs/topology.md).
+"""The deployment options ``serve``, ``bench`` and ``faults`` share: a load balancer, several
+backends, an LLM-shaped source and its replay log (servers/topology.py; docs/topology.md).
 
-``Deploy.from_options`` turns the command line into typed settings or a one-line error; the
-options themselves are declared once here and used by each command's signature.
+The options are declared once here; ``@options()`` adds them to a command's signature and hands
+the command one ``deploy: Deploy`` (``Deploy.from_options``), or fails in one line.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
+import inspect
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
+from bench.cliapp import fail
 from servers.base import ServerConfig
 from servers.haproxy import LbConfig
 from servers.llm import LlmShape
@@ -106,3 +110,42 @@ class Deploy:
             "llm": dataclasses.asdict(self.llm) if self.source == "llm" else None,
             "topology": self.topology.describe() if self.topology else None,
         }
+
+
+# (name, declaration, default), in the order of Deploy.from_options and of --help
+_OPTIONS: list[tuple[str, Any, Any]] = [
+    ("lb", Lb, None), ("backends", Backends, 1), ("sticky", Sticky, False),
+    ("balance", Balance, "roundrobin"), ("lb_processes", LbProcesses, 1),
+    ("lb_idle_timeout", LbIdle, 60.0), ("lb_check", LbCheck, 5.0), ("source", Source, "derive"),
+    ("replay", Replay, "pod"), ("redis", RedisUrl, None), ("ttft", Ttft, "0.2-2"),
+    ("jitter", Jitter, 0.3), ("pause_every", PauseEvery, 0), ("pause_s", PauseS, 0.0),
+    ("lb_no_delay", LbNoDelay, True),
+]  # fmt: skip
+
+
+def options(lb_check: float = 5.0) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Decorate a typer command (below ``@app.command()``): it gains the deployment options
+    and is called with ``deploy``. ``lb_check``: its health-check interval's default."""
+
+    def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
+        sig = inspect.signature(fn, eval_str=True)
+        own = [p for p in sig.parameters.values() if p.name != "deploy"]
+        extra = [
+            inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=declared,
+                              default=lb_check if name == "lb_check" else default)
+            for name, declared, default in _OPTIONS
+        ]  # fmt: skip
+
+        @functools.wraps(fn)
+        def command(**kwargs: Any) -> Any:
+            values = [kwargs.pop(name) for name, _, _ in _OPTIONS]
+            try:
+                deploy = Deploy.from_options(*values)
+            except ValueError as exc:
+                fail(str(exc))
+            return fn(deploy=deploy, **kwargs)
+
+        command.__signature__ = sig.replace(parameters=own + extra)  # type: ignore[attr-defined]
+        return command
+
+    return decorate

@@ -29,6 +29,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from servers.procs import terminate
+
 MAXCONN = 9000
 INSTALL = "apt-get install haproxy"
 
@@ -145,13 +147,9 @@ class HAProxy:
         """SIGTERM: a hard stop, every connection closed at once."""
         for proc in self.procs:
             if proc.poll() is None:
-                proc.terminate()
+                proc.terminate()  # all at once, then each waited for
         for proc in self.procs:
-            try:
-                proc.wait(5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            terminate(proc)
         self.procs.clear()
 
 

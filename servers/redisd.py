@@ -13,6 +13,8 @@ import subprocess
 import time
 from pathlib import Path
 
+from servers.procs import terminate
+
 INSTALL = "apt-get install redis-server"
 
 
@@ -69,13 +71,7 @@ class RedisServer:
             return False
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        terminate(self.proc)
         self.proc = None
 
     def memory_bytes(self) -> int:

@@ -10,7 +10,9 @@
 - ``llm`` + ``redis``: the producer writes each answer to a Redis stream (``tb:<id>``, entry id
   ``0-<seq+1>``); any backend answers a read from it: the backlog by ``XRANGE``, then the live
   tail by ``XREAD BLOCK`` (redis.io/docs/latest/commands/xread), one blocking read per group of
-  answers, not per reader. Redis unreachable is 503 (gRPC UNAVAILABLE): clients retry.
+  answers, not per reader; a backend follows an answer once for all its readers (a poller's
+  next poll finds it current, with no new read of the log). Redis unreachable is 503 (gRPC
+  UNAVAILABLE): clients retry.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from servers.llm import LlmShape
 from servers.producer import redis_key
 
 TAIL_KEYS = 256  # answers one XREAD BLOCK follows
+TAIL_BLOCK_MS = 25  # how long one XREAD waits: a newly followed answer joins within this
 
 
 class Source(Protocol):
@@ -174,10 +177,16 @@ class RedisReplay(_Llm):
 
         self.redis = aioredis.Redis.from_url(url, socket_connect_timeout=2.0)
         self.tails: list[Tail] = []
+        self.following: dict[str, Answer] = {}  # answers a tail keeps current, by id
 
     async def open(self, sid: str, stream: Stream, after: int) -> Answer:
         from redis.exceptions import RedisError
 
+        held = self.following.get(sid)
+        if held is not None and not held.complete and not held.broken and held.base <= after + 1:
+            return held  # followed already: current up to the tail's last read
+        if len(self.following) >= 4 * TAIL_KEYS:
+            self.following = {k: a for k, a in self.following.items() if not a.complete}
         answer = Answer(stream, redis_key(sid), base=after + 1)
         try:
             backlog = await self.redis.xrange(answer.key, min=f"0-{after + 2}", max="+")
@@ -196,6 +205,7 @@ class RedisReplay(_Llm):
                 tail = Tail(self.redis)
                 self.tails.append(tail)
             tail.follow(answer)
+            self.following[sid] = answer
         return answer
 
 
@@ -221,7 +231,7 @@ class Tail:
                 await self.more.wait()
             streams = {k: f"0-{min(a.available for a in v)}" for k, v in self.keys.items()}
             try:
-                got = await self.redis.xread(streams, count=1000, block=100)
+                got = await self.redis.xread(streams, count=1000, block=TAIL_BLOCK_MS)
             except (OSError, RedisError):
                 await asyncio.sleep(0.2)  # the log is away: readers wait, heartbeats go on
                 continue

@@ -27,6 +27,7 @@ import transports
 from servers.base import ServerConfig
 from servers.haproxy import HAProxy, LbConfig, LbError, render
 from servers.listen import reserve_port
+from servers.procs import terminate
 from servers.producer import ProducerConfig
 from servers.redisd import RedisError, RedisServer
 from servers.supervisor import StartError, Supervisor
@@ -84,13 +85,7 @@ class Producer:
         return self.proc.pid if self.proc is not None and self.proc.poll() is None else None
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        terminate(self.proc)
 
 
 class Topology:

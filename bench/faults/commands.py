@@ -14,6 +14,7 @@ from bench.cliapp import CHOICES, app, fail, pick
 
 
 @app.command()
+@dp.options(lb_check=2.0)
 def faults(
     transport: Annotated[str, typer.Option(help=CHOICES)] = "all",
     scenario: Annotated[
@@ -49,21 +50,7 @@ def faults(
         ),
     ] = None,
     out: Annotated[str | None, typer.Option(help="Output directory.")] = None,
-    lb: dp.Lb = None,
-    backends: dp.Backends = 1,
-    sticky: dp.Sticky = False,
-    balance: dp.Balance = "roundrobin",
-    lb_processes: dp.LbProcesses = 1,
-    lb_idle_timeout: dp.LbIdle = 60.0,
-    lb_no_delay: dp.LbNoDelay = True,
-    lb_check: dp.LbCheck = 2.0,
-    source: dp.Source = "derive",
-    replay: dp.Replay = "pod",
-    redis: dp.RedisUrl = None,
-    ttft: dp.Ttft = "0.2-2",
-    jitter: dp.Jitter = 0.3,
-    pause_every: dp.PauseEvery = 0,
-    pause_s: dp.PauseS = 0.0,
+    deploy: dp.Deploy | None = None,
 ) -> None:
     """Reconnect recovery under faults: detection, reconnect and catch-up times, lost tokens."""
     from bench.faults import behind_lb
@@ -73,13 +60,7 @@ def faults(
     from bench.report import results, tables
 
     names = pick(transport)
-    try:
-        deploy = dp.Deploy.from_options(
-            lb, backends, sticky, balance, lb_processes, lb_idle_timeout, lb_check, source,
-            replay, redis, ttft, jitter, pause_every, pause_s, lb_no_delay,
-        )  # fmt: skip
-    except ValueError as exc:
-        fail(str(exc))
+    assert deploy is not None  # @dp.options() hands it in
     behind = deploy.topology is not None and deploy.topology.lb is not None
     if scenario == "all":
         scenarios = list(behind_lb.SCENARIOS if behind else fl.SCENARIOS)

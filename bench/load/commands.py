@@ -48,6 +48,7 @@ def idle_memory(
 
 
 @app.command()
+@dp.options()
 def bench(
     transport: Annotated[str, typer.Option(help=CHOICES)] = "all",
     clients: Annotated[int, typer.Option(help="Target concurrent users (the last step).")] = 1000,
@@ -150,21 +151,7 @@ def bench(
             "the window goes out in one write; 0 writes each when due."
         ),
     ] = "0",
-    lb: dp.Lb = None,
-    backends: dp.Backends = 1,
-    sticky: dp.Sticky = False,
-    balance: dp.Balance = "roundrobin",
-    lb_processes: dp.LbProcesses = 1,
-    lb_idle_timeout: dp.LbIdle = 60.0,
-    lb_no_delay: dp.LbNoDelay = True,
-    lb_check: dp.LbCheck = 5.0,
-    source: dp.Source = "derive",
-    replay: dp.Replay = "pod",
-    redis: dp.RedisUrl = None,
-    ttft: dp.Ttft = "0.2-2",
-    jitter: dp.Jitter = 0.3,
-    pause_every: dp.PauseEvery = 0,
-    pause_s: dp.PauseS = 0.0,
+    deploy: dp.Deploy | None = None,
 ) -> None:
     """Drive transports with simulated users and write results.json (see docs/results-schema.md)."""
     from bench.load import cluster as cl
@@ -182,13 +169,7 @@ def bench(
     from bench.report import results, tables
 
     names = pick(transport)
-    try:
-        deploy = dp.Deploy.from_options(
-            lb, backends, sticky, balance, lb_processes, lb_idle_timeout, lb_check, source,
-            replay, redis, ttft, jitter, pause_every, pause_s, lb_no_delay,
-        )  # fmt: skip
-    except ValueError as exc:
-        fail(str(exc))
+    assert deploy is not None  # @dp.options() hands it in
     if deploy.topology is not None and (target or cluster):
         fail("--lb and --source llm start their own servers: not with --target or --cluster")
     if target and len(names) != 1:

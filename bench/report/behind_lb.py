@@ -144,6 +144,9 @@ def verdicts(entries: list[Entry]) -> list[dict[str, str]]:
     # SSE; nuanced if SSE (or every transport) needs them as well; refuted if WebSocket's
     # connection survived without heartbeats.
     claim = "WebSockets need heartbeats (against the LB's idle timeout)"
+    # Read where a cut connection can resume (the shared log), so that a refusal is not a cut.
+    if any(deployment(e) == "redis" for e in entries):
+        entries = [e for e in entries if deployment(e) == "redis"]
     cut: dict[str, tuple[int, int]] = {}
     for t in names:
         on = [e for e in entries if e["transport"] == t and e["scenario"] == "idle-timeout"]
@@ -205,9 +208,12 @@ def hops_md(plain: list[dict[str, Any]], through: list[dict[str, Any]]) -> list[
     for d in through:
         dep = d["config"]["deploy"]
         topo = dep.get("topology") or {}
+        lb = topo.get("lb") if isinstance(topo.get("lb"), dict) else {}
         label = (f"{topo.get('backends', 1)} backends, {dep['source']}"
                  + (f", {dep['replay']}" if dep["source"] == "llm" else "")
-                 + (", sticky" if (topo.get("lb") or {}).get("sticky") else ""))  # fmt: skip
+                 + (", sticky" if lb.get("sticky") else "")
+                 + (", HAProxy's default (no http-no-delay)" if lb.get("no_delay") is False
+                    else ""))  # fmt: skip
         for r in d.get("runs", []):
             for st in r["steps"]:
                 h = st.get("hops") or {}
@@ -229,15 +235,24 @@ def hops_md(plain: list[dict[str, Any]], through: list[dict[str, Any]]) -> list[
 
 
 def projection_md(through: list[dict[str, Any]], users: int, rate: float) -> list[str]:
-    """The fleet's load-balancer and Redis rows, from the hops measured (bench.report.plan)."""
+    """The fleet's load-balancer and Redis rows per transport, from the hops measured
+    (bench.report.plan; each transport's largest step, its costliest deployment)."""
     from bench.report import plan
 
+    names = sorted({r["transport"] for d in through for r in d.get("runs", [])})
     out = []
     for part, name in (("lb", "Load balancer (HAProxy)"), ("redis", "Redis")):
-        fig = plan.measured(through, part, users, rate)
-        if fig is not None:
-            v = fig.value
-            count = f"{v['processes']} processes" if part == "lb" else f"{v['shards']} shards"
-            out.append(f"- {name} for {users:,} users at {rate:g} tok/s: {v['cores']:,} cores, "
-                       f"{count}, {v['memory_gib']} GiB ({fig.kind}: {fig.how}).")  # fmt: skip
+        cells = []
+        for t in names:
+            fig = plan.measured(through, part, users, rate, transport=t)
+            if fig is not None:
+                v = fig.value
+                count = f"{v['processes']} processes" if part == "lb" else f"{v['shards']} shards"
+                cells.append(f"{t} {v['cores']:,} cores ({count}, {v['memory_gib']} GiB)")
+        if cells:
+            out.append(f"- {name} for {users:,} users at {rate:g} tok/s, projected from "
+                       f"`bench --lb`: {'; '.join(cells)}.")  # fmt: skip
+    if out:
+        out.append("- HAProxy: one process carries at most 9,000 connections here; Redis runs "
+                   "commands on one core per shard, so a shard per 80 % of a core.")  # fmt: skip
     return ["", *out] if out else []

@@ -130,17 +130,25 @@ def plan(docs: list[dict[str, Any]], users: int, rate: float, node_cpus: int,
 REDIS_SHARD_LOAD = 0.8  # keep each Redis shard's one core below this share
 
 
-def measured(docs: list[dict[str, Any]], part: str, users: int, rate: float) -> Figure | None:
-    """A part's row from ``bench --lb`` steps (``hops``): the costliest transport's CPU per
-    token and memory per stream, at its largest step; None if no step measured it."""
+def measured(docs: list[dict[str, Any]], part: str, users: int, rate: float,
+             transport: str | None = None) -> Figure | None:  # fmt: skip
+    """A part's row from ``bench --lb`` steps (``hops``): the costliest transport's (or
+    ``transport``'s) CPU per token and memory per stream, at its largest step; None if no step
+    measured it."""
     seen = [(st["hops"][part], r["transport"], st["clients"]) for d in docs
             for r in d.get("runs", []) for st in r["steps"]
-            if (st.get("hops") or {}).get(part, {}).get("cpu_us_per_token")]  # fmt: skip
+            if (st.get("hops") or {}).get(part, {}).get("cpu_us_per_token")
+            and transport in (None, r["transport"])]  # fmt: skip
     if not seen:
         return None
-    top = {}
-    for h, t, n in seen:  # each transport's largest step
-        if n >= top.get(t, (None, 0))[1]:
+    top: dict[str, tuple[dict[str, Any], int]] = {}
+    for h, t, n in seen:  # each transport's largest step, its costliest run there
+        old = top.get(t)
+        if (
+            old is None
+            or n > old[1]
+            or (n == old[1] and h["cpu_us_per_token"] > old[0]["cpu_us_per_token"])
+        ):
             top[t] = (h, n)
     t, (h, n) = max(top.items(), key=lambda kv: kv[1][0]["cpu_us_per_token"])
     cores = users * rate * h["cpu_us_per_token"] / 1e6
