@@ -118,7 +118,7 @@ LB    := --lb haproxy --backends 3 --source llm
 HOPS  := --transport all --clients 100 --ramp 3s --hold 6 --windows 3 --think 0
 LBRUN := results/$(RUN)-lb
 
-bench-lb: $(STAMP)  ## faults behind the LB (redis, pod; sticky or not), the hops' cost, report (~60 min)
+bench-lb: $(STAMP)  ## faults behind the LB (redis, pod; sticky or not), the hops' cost, report (~50 min)
 	$(TB) faults $(LB) --replay redis --scenario all --out $(LBRUN)/faults-redis
 	$(TB) faults $(LB) --replay pod --scenario all --out $(LBRUN)/faults-pod
 	$(TB) faults $(LB) --replay pod --sticky --scenario all --out $(LBRUN)/faults-pod-sticky
