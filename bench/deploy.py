@@ -98,10 +98,7 @@ class Deploy:
         """``cfg`` with this deployment's source (the topology fills in the addresses)."""
         if self.source == "derive":
             return cfg
-        return dataclasses.replace(
-            cfg, source=self.source, replay=self.replay, llm=self.llm,
-            producer=cfg.producer or "pending:0", redis=cfg.redis or "redis://pending",
-        )  # fmt: skip
+        return dataclasses.replace(cfg, source=self.source, replay=self.replay, llm=self.llm)
 
     def describe(self) -> dict[str, object]:
         return {

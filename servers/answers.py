@@ -24,8 +24,7 @@ from servers.hub import Draining
 class Answer:
     """Tokens ``base .. available - 1`` of one answer of ``tokens`` tokens."""
 
-    __slots__ = ("_t", "_x", "base", "broken", "completed_ns", "key", "stream", "tokens",
-                 "waiters")  # fmt: skip
+    __slots__ = ("_t", "_x", "base", "broken", "key", "stream", "tokens", "waiters")
 
     def __init__(self, stream: Stream, key: str, base: int = 0) -> None:
         self.stream = stream
@@ -35,7 +34,6 @@ class Answer:
         self._t: list[int] = []  # emission times, ns
         self._x: list[str] = []  # texts as JSON strings, as the producer wrote them
         self.waiters: list[asyncio.Future[None]] = []
-        self.completed_ns = 0  # when the last token arrived (for the replay window)
         self.broken = False  # a later token arrived past a missing one: the log lost some
 
     @property
@@ -55,8 +53,6 @@ class Answer:
             return False
         self._t.append(t_ns)
         self._x.append(text_json)
-        if self.complete:
-            self.completed_ns = t_ns
         return True
 
     def wake(self) -> None:
@@ -81,10 +77,10 @@ class Answer:
         return f'{{"seq":{seq},"t":{self._t[i]},"text":{self._x[i]}}}'
 
     def end_fields(self) -> str:
-        return f'"tokens":{self.tokens}'
+        return self.stream.end_fields()
 
     def end_payload(self) -> str:
-        return f"{{{self.end_fields()}}}"
+        return self.stream.end_payload()
 
     def cursor(self, after: int) -> LogCursor:
         return LogCursor(self, after)

@@ -18,7 +18,7 @@ from typing import Any, Protocol
 import transports
 from servers import replay
 from servers.answers import Answer
-from servers.core import DEFAULT_REPLAY_TTL, DEFAULT_SECRET, Codec, ContractError, ErrorKind, Stream
+from servers.core import DEFAULT_REPLAY_TTL, DEFAULT_SECRET, Codec, Stream
 from servers.hub import Hub, get_hub
 from servers.llm import LlmShape
 from servers.metrics import Metrics
@@ -44,8 +44,8 @@ class ServerConfig:
     flush_ms: float = 0.0  # write every token due within this window in one write (pacing.py)
     source: str = "derive"  # "derive", or "llm": tokens from the producer (servers/replay.py)
     replay: str = "pod"  # with llm: "pod" (this process's memory) or "redis" (a shared log)
-    producer: str | None = None  # host:port of the producer, with llm
-    redis: str | None = None  # redis://host:port, with replay redis
+    producer: str | None = None  # host:port of the producer, with llm (servers.topology sets it)
+    redis: str | None = None  # redis://host:port, with replay redis (servers.topology sets it)
     llm: LlmShape = field(default_factory=LlmShape)  # the producer's timing (replay windows)
     secret: str = field(default_factory=lambda: os.environ.get("TOKENBENCH_SECRET", _SECRET))
     metrics_path: str | None = None  # shared counter table, set by the supervisor
@@ -56,10 +56,6 @@ class ServerConfig:
             self.llm = LlmShape(**self.llm)
         if self.source not in ("derive", "llm") or self.replay not in ("pod", "redis"):
             raise ValueError("source must be derive or llm, replay pod or redis")
-        if self.source == "llm" and not self.producer:
-            raise ValueError("source llm needs a producer (servers.topology starts one)")
-        if self.source == "llm" and self.replay == "redis" and not self.redis:
-            raise ValueError("replay redis needs a Redis URL")
         record = transports.get(self.transport)  # ValueError naming the choices
         if self.stack not in record.stacks:
             raise ValueError(f"{self.transport} has no {self.stack!r} stack: "
@@ -111,10 +107,7 @@ class Context:
 
     def open(self, sid: str) -> Stream:
         """The stream for ``sid`` now, or ``ContractError`` (404 unknown, 410 expired)."""
-        stream = self.codec.decode(sid)
-        if time.time_ns() > self.source.last_ns(stream) + int(self.cfg.replay_ttl * 1e9):
-            raise ContractError(ErrorKind.GONE, "stream is past its replay window")
-        return stream
+        return self.codec.open(sid, time.time_ns(), self.cfg.replay_ttl, self.source.last_ns)
 
     async def feed(self, sid: str, stream: Stream, after: int) -> Stream | Answer:
         """What a reader resuming after ``after`` reads (``ContractError`` 404 or 503)."""

@@ -23,6 +23,7 @@ import math
 import os
 import re
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
@@ -116,8 +117,11 @@ class Stream:
     def cursor(self, after: int) -> Cursor:
         return Cursor(self, after)
 
-    def expired(self, now_ns: int, replay_ttl: float) -> bool:
-        return now_ns > self.last_due_ns + int(replay_ttl * 1e9)
+    def expired(self, now_ns: int, replay_ttl: float, last_ns: int | None = None) -> bool:
+        """Past the replay window: ``replay_ttl`` after the last token (its due time, or
+        ``last_ns`` where a source knows better: an LLM's answer ends later)."""
+        last = self.last_due_ns if last_ns is None else last_ns
+        return now_ns > last + int(replay_ttl * 1e9)
 
 
 class Cursor:
@@ -183,10 +187,12 @@ class Codec:
             raise ContractError(ErrorKind.NOT_FOUND, "unknown stream id version")
         return Stream(created_ns, tokens, rate, seed)
 
-    def open(self, sid: str, now_ns: int, replay_ttl: float) -> Stream:
-        """Decode and check the replay window (410 once it has passed)."""
+    def open(self, sid: str, now_ns: int, replay_ttl: float,
+             last_ns: Callable[[Stream], int] | None = None) -> Stream:  # fmt: skip
+        """Decode and check the replay window (410 once it has passed); ``last_ns`` gives the
+        stream's last token time where the source is not the schedule."""
         stream = self.decode(sid)
-        if stream.expired(now_ns, replay_ttl):
+        if stream.expired(now_ns, replay_ttl, last_ns(stream) if last_ns else None):
             raise ContractError(ErrorKind.GONE, "stream is past its replay window")
         return stream
 

@@ -9,8 +9,9 @@ manual; the ALB's documented behaviour):
   that died before its check noticed gets a 502/503, which the client must handle.
 - ``option http-no-delay`` (``--lb-no-delay``, the default): HAProxy otherwise sends with
   MSG_MORE, which lets the kernel hold a small chunk for up to ~200 ms, waiting for more
-  (measured here: SSE p50 1.6 ms direct, 108 ms through HAProxy's default; WebSocket, once a
-  tunnel, is not held). An ALB forwards each chunk; ``--no-lb-no-delay`` measures the default.
+  (``make bench-lb``, results/20261203-lb-lb: SSE p50 1.7 ms with the option, 108.5 ms
+  without; WebSocket, once a tunnel, is not held). An ALB forwards each chunk;
+  ``--no-lb-no-delay`` measures the default.
 - One idle timeout on both sides (``timeout client/server/tunnel/http-keep-alive``, 60 s like the
   ALB's default); ``timeout tunnel`` covers WebSocket once upgraded. Responses are streamed as
   they come (SSE is not buffered).

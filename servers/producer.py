@@ -74,7 +74,6 @@ class Producer:
         self.pending: list[tuple[str, int, int, str]] = []  # Redis writes not yet done
         self.flushing = False
         self.redis: Any = None
-        self.emitted = 0
         self.log_down = False
         self.flusher: asyncio.Future[None] | None = None
 
@@ -106,7 +105,6 @@ class Producer:
             if due > time.time_ns():
                 await self.hub.sleep_until(due)
             text = texts.text_json(stream.seed, seq)
-            self.emitted += 1
             if self.cfg.replay == "pod":
                 conn.emit(sid, seq, time.time_ns(), text)
             else:

@@ -73,18 +73,3 @@ class RedisServer:
     def stop(self) -> None:
         terminate(self.proc)
         self.proc = None
-
-    def memory_bytes(self) -> int:
-        """``used_memory`` from ``INFO memory``."""
-        with socket.create_connection((self.host, self.port), timeout=2) as sock:
-            sock.sendall(b"INFO memory\r\n")
-            data = b""
-            while b"used_memory:" not in data or not data.endswith(b"\r\n"):
-                chunk = sock.recv(65536)
-                if not chunk:
-                    break
-                data += chunk
-        for line in data.decode(errors="replace").splitlines():
-            if line.startswith("used_memory:"):
-                return int(line.split(":")[1])
-        return 0

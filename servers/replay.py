@@ -249,6 +249,9 @@ def make(cfg: Any) -> Source:
     """The source a server's configuration asks for (``ServerConfig``)."""
     if cfg.source == "derive":
         return Derive()
+    if not cfg.producer or (cfg.replay == "redis" and not cfg.redis):
+        raise ValueError("source llm needs the producer's address (and Redis's, with replay "
+                         "redis): servers.topology starts them and tells the backends")  # fmt: skip
     if cfg.replay == "pod":
         return PodReplay(cfg.producer, cfg.llm, cfg.replay_ttl)
     return RedisReplay(cfg.producer, cfg.llm, cfg.replay_ttl, cfg.redis)

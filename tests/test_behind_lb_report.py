@@ -97,8 +97,11 @@ def test_bench_through_the_lb_records_each_hop(tmp_path: Path) -> None:
     assert r["topology"]["backends"] == 2 and doc["config"]["deploy"]["replay"] == "redis"
     (step,) = r["steps"]
     assert step["lost"] == 0 and step["tokens"] > 0
-    for part in ("lb", "redis", "producer"):
-        assert step["hops"][part]["cpu_us_per_token"] > 0, part
+    for part in ("lb", "redis", "producer"):  # each measured apart, alive through the window
+        hop = step["hops"][part]
+        assert hop["processes"] >= 1 and hop["rss_bytes"] > 0 and hop["cpu_us_per_token"] >= 0
+    # /proc counts CPU in 10 ms ticks: the producer (tens of µs a token) always shows some
+    assert step["hops"]["producer"]["cpu_us_per_token"] > 0
     args = ["report", str(out), "--out", str(tmp_path / "rep")]
     report = subprocess.run([sys.executable, "-m", "bench.cli", *args], capture_output=True,
                             text=True, timeout=120)  # fmt: skip

@@ -44,8 +44,7 @@ def deployment(tmp: Path, transport: str, replay: str, backends: int, sticky: bo
     if replay == "redis":
         need("redis-server")
     cfg = ServerConfig(transport=transport, port=0, heartbeat=heartbeat, grace=1.0,
-                       source="llm", replay=replay, producer="set:0", redis="redis://set",
-                       llm=FAST_MODEL)  # fmt: skip
+                       source="llm", replay=replay, llm=FAST_MODEL)  # fmt: skip
     lb = LbConfig(sticky=sticky, check_inter_s=0.5, processes=lb_processes)
     return Topology(cfg, TopologyConfig(backends, lb), tmp)
 
