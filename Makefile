@@ -7,24 +7,38 @@ STAMP  := $(VENV)/.installed
 RUN    := $(shell date -u +%Y%m%d-%H%M%S)
 TB     := $(BIN)/tokenbench
 
-.PHONY: install system-check proto test fuzz lint format bench bench-full bench-knee bench-50k bench-faults bench-quick \
+.PHONY: install system-check web proto test fuzz lint format bench bench-full bench-knee bench-50k bench-faults bench-quick \
 	bench-cluster bench-lb \
 	idle-memory report clean
 
-$(STAMP): pyproject.toml setup.py clients/_fastpath.c
+$(STAMP): pyproject.toml setup.py clients/_fastpath.c web/package-lock.json web/build.mjs \
+		$(wildcard web/src/*) proto/tokens.proto
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[dev,cluster]"
+	$(BIN)/python -m pip install --quiet -e ".[dev,cluster,browser]"
 	$(BIN)/python -c "import proto; proto.build(force=True)"
 	@$(MAKE) --no-print-directory system-check
+	@$(MAKE) --no-print-directory web
 	@touch $(STAMP)
 
-# The Debian packages that --lb haproxy and --replay redis run (and their tests, and CI, need).
-SYSTEM := haproxy redis-server
+# The browser side (docs/browsers.md): npm packages pinned by web/package-lock.json, the gRPC-Web
+# stubs generated from proto/tokens.proto (protoc from grpcio-tools, protoc-gen-es from npm),
+# bundled by esbuild into web/dist, which every tokenbench origin serves at /web/.
+web:  ## build the browser clients and the React page (needs node and npm)
+	@if command -v npm >/dev/null 2>&1; then \
+		cd web && npm ci --no-audit --no-fund --loglevel=error && cd .. && mkdir -p web/gen && \
+		$(BIN)/python -m grpc_tools.protoc -Iproto --plugin=protoc-gen-es=web/node_modules/.bin/protoc-gen-es \
+			--es_out=web/gen --es_opt=target=js,import_extension=js proto/tokens.proto && \
+		node web/build.mjs; \
+	else echo "note: the browser bundle needs node and npm; install with: apt-get install -y nodejs npm"; fi
+
+# The Debian packages that --lb haproxy, --replay redis and `tokenbench browser` run (and their
+# tests, and CI, need): command, then its package.
+SYSTEM := haproxy:haproxy redis-server:redis-server chromium:chromium node:nodejs npm:npm
 system-check:  ## say which Debian packages are missing, and the one command that installs them
-	@missing=""; for p in $(SYSTEM); do command -v $$p >/dev/null 2>&1 || [ -x /usr/sbin/$$p ] \
-		|| missing="$$missing $$p"; done; \
-	if [ -n "$$missing" ]; then echo "note: --lb and --replay redis need:$$missing;" \
+	@missing=""; for cp in $(SYSTEM); do c=$${cp%%:*}; p=$${cp##*:}; \
+		command -v $$c >/dev/null 2>&1 || [ -x /usr/sbin/$$c ] || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then echo "note: --lb, --replay redis and tokenbench browser need:$$missing;" \
 		"install with: apt-get install -y$$missing"; fi
 
 install: $(STAMP)  ## create .venv and install tokenbench with its test tools

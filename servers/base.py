@@ -50,6 +50,9 @@ class ServerConfig:
     secret: str = field(default_factory=lambda: os.environ.get("TOKENBENCH_SECRET", _SECRET))
     metrics_path: str | None = None  # shared counter table, set by the supervisor
     slot: int = 0  # this worker's row in it
+    # A second listener for browsers, where the wire is not one a browser speaks (gRPC: its
+    # gRPC-Web front, servers/grpcweb.py). None: off; 0: a free port (the supervisor picks).
+    web_port: int | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.llm, dict):
@@ -66,6 +69,8 @@ class ServerConfig:
             raise ValueError(f"flush-ms must be 0..1000, not {self.flush_ms:g}")
         if not 0 <= self.port <= 65535:
             raise ValueError(f"port {self.port} outside 0..65535")
+        if self.web_port is not None and not (0 <= self.web_port <= 65535 and record.web_front):
+            raise ValueError(f"{self.transport} has no web front, or web-port is outside 0..65535")
         if not 1 <= self.workers <= 64:
             raise ValueError(f"workers must be 1..64, not {self.workers}")
         if self.heartbeat <= 0 or self.replay_ttl < 0 or self.grace < 0 or self.retry_ms < 0:

@@ -13,6 +13,7 @@ import signal
 import socket
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from types import FrameType
 from typing import Any
 
@@ -25,7 +26,7 @@ from starlette.requests import ClientDisconnect
 from starlette.routing import BaseRoute
 
 from servers import metrics as m
-from servers import openapi
+from servers import openapi, web
 from servers.base import Context
 from servers.core import MAX_BODY_BYTES, ContractError, ErrorKind, validate_create
 
@@ -85,8 +86,8 @@ def build_app(
     """The app: shared routes plus ``routes``; ``paths`` documents them (servers/openapi.py)."""
     title = f"tokenbench {ctx.cfg.transport}"
     app = FastAPI(title=title, docs_url=None, redoc_url=None)
-    app.router.routes.extend(routes)
-    document = openapi.document(title, paths or {})
+    app.router.routes.extend([*routes, *web.routes()])
+    document = openapi.document(title, {**(paths or {}), **web.PATHS})
     app.openapi = lambda: document  # type: ignore[method-assign]
     metrics = ctx.metrics
 
@@ -159,9 +160,16 @@ class _Server(uvicorn.Server):
         self._loop.call_later(0.3, setattr, self, "should_exit", True)
 
 
-async def run_uvicorn(
-    ctx: Context, app: FastAPI, socks: list[socket.socket], on_ready: Callable[[], None]
-) -> None:
+@dataclass
+class WebServer:
+    """A started uvicorn: ``server.should_exit = True`` stops it; ``task`` ends then."""
+
+    server: uvicorn.Server
+    task: asyncio.Future[None]
+
+
+async def start_uvicorn(ctx: Context, app: Any, socks: list[socket.socket]) -> WebServer:
+    """uvicorn serving ``app`` on ``socks``, returned once it accepts (or has failed)."""
     cfg = ctx.cfg
     config = uvicorn.Config(
         app,
@@ -180,9 +188,16 @@ async def run_uvicorn(
     task = asyncio.ensure_future(server.serve(sockets=socks))
     while not server.started and not task.done():
         await asyncio.sleep(0.01)
-    if server.started:
+    return WebServer(server, task)
+
+
+async def run_uvicorn(
+    ctx: Context, app: Any, socks: list[socket.socket], on_ready: Callable[[], None]
+) -> None:
+    web = await start_uvicorn(ctx, app, socks)
+    if web.server.started:
         on_ready()
-    await task
+    await web.task
 
 
 def uvicorn_settings(cfg: Any, extra: dict[str, Any]) -> dict[str, Any]:

@@ -87,6 +87,24 @@ class Messages:
         return None
 
 
+async def create_stream(ctx: Context, request: pb.CreateStreamRequest) -> pb.CreateStreamResponse:
+    """The prompt "POST" (a field left at 0 takes its default); ``ContractError`` if invalid.
+    Shared with the gRPC-Web front (servers/grpcweb.py)."""
+    ctx.metrics.add(m.REQUESTS)
+    body: dict[str, Any] = {
+        "tokens": request.tokens or DEFAULT_TOKENS,
+        "rate": request.rate or DEFAULT_RATE,
+    }
+    if request.prompt:
+        body["prompt"] = request.prompt
+    if request.ByteSize() > MAX_BODY_BYTES:
+        raise ContractError(ErrorKind.TOO_LARGE, "request is over 64 KiB", "body")
+    tokens, rate = validate_create(body)
+    sid, stream = await ctx.create(tokens, rate)
+    ctx.metrics.add(m.CREATED)
+    return pb.CreateStreamResponse(id=sid, tokens=tokens, rate=rate, created_ns=stream.created_ns)
+
+
 class TokenStreamServicer(pb_grpc.TokenStreamServicer):
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
@@ -98,24 +116,11 @@ class TokenStreamServicer(pb_grpc.TokenStreamServicer):
     async def CreateStream(
         self, request: pb.CreateStreamRequest, context: grpc.aio.ServicerContext
     ) -> pb.CreateStreamResponse:
-        self.ctx.metrics.add(m.REQUESTS)
-        body: dict[str, Any] = {
-            "tokens": request.tokens or DEFAULT_TOKENS,
-            "rate": request.rate or DEFAULT_RATE,
-        }
-        if request.prompt:
-            body["prompt"] = request.prompt
         try:
-            if request.ByteSize() > MAX_BODY_BYTES:
-                raise ContractError(ErrorKind.TOO_LARGE, "request is over 64 KiB", "body")
-            tokens, rate = validate_create(body)
-            sid, stream = await self.ctx.create(tokens, rate)
+            return await create_stream(self.ctx, request)
         except ContractError as exc:
             await self._fail(context, exc)
-        self.ctx.metrics.add(m.CREATED)
-        return pb.CreateStreamResponse(
-            id=sid, tokens=tokens, rate=rate, created_ns=stream.created_ns
-        )
+            raise  # not reached: abort raises
 
     async def Time(
         self, request: pb.TimeRequest, context: grpc.aio.ServicerContext
@@ -164,11 +169,18 @@ async def serve(ctx: Context, on_ready: Callable[[], None]) -> None:
         if server.add_insecure_port(f"{host}:{cfg.port}") == 0:
             raise OSError(f"gRPC could not bind {host}:{cfg.port}")
     await server.start()
+    from servers import grpcweb  # it builds on this module
+
+    web = await grpcweb.start(ctx) if cfg.web_port is not None else None  # before our handlers
+    if web is not None and not web.server.started:
+        raise OSError(f"gRPC-Web could not listen on {cfg.web_port}")
     on_ready()
 
     stopping: list[asyncio.Task[None]] = []
 
     async def stop() -> None:
+        if web is not None:  # first: it closes its listener, drains, then exits
+            web.server.handle_exit(signal.SIGTERM, None)
         ctx.hub.drain()
         await health_servicer.enter_graceful_shutdown()
         await server.stop(cfg.grace)
@@ -181,3 +193,6 @@ async def serve(ctx: Context, on_ready: Callable[[], None]) -> None:
     loop.add_signal_handler(signal.SIGTERM, on_sigterm)
     loop.add_signal_handler(signal.SIGINT, lambda: None)  # the supervisor sends SIGTERM
     await server.wait_for_termination()
+    if web is not None:
+        web.server.should_exit = True
+        await web.task

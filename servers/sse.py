@@ -12,12 +12,11 @@ not tokens flowed, and the contract asks for a heartbeat only after ``heartbeat`
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
-from pathlib import Path
 from typing import Any
 
 from sse_starlette import EventSourceResponse
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, Response
+from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from servers import metrics as m
@@ -30,15 +29,18 @@ from servers.listen import listen_sockets
 from servers.pacing import Pacer
 
 NAME = "sse"
-DEMO_PAGE = Path(__file__).with_name("demo.html")
 HEARTBEAT = b": keep-alive\n\n"
+# ``?ping=1`` (docs/protocol.md, "Browsers"): the idle heartbeat as a named event, which a
+# browser's EventSource can see (it hides comments), so a page can run a silence watchdog.
+PING_EVENT = b"event: ping\ndata: {}\n\n"
 
 
 class EventStream:
     """SSE framing (WHATWG HTML 9.2.6): one event per token, several events per write."""
 
-    def __init__(self, retry_ms: int) -> None:
+    def __init__(self, retry_ms: int, ping: bool = False) -> None:
         self.retry = b"retry: %d\n\n" % retry_ms
+        self.beat = PING_EVENT if ping else HEARTBEAT
 
     def start(self) -> bytes:
         return self.retry
@@ -48,16 +50,21 @@ class EventStream:
         return "".join([f"id: {s}\ndata: {payload(s)}\n\n" for s in seqs]).encode()
 
     def heartbeat(self) -> bytes:
-        return HEARTBEAT
+        return self.beat
 
     def end(self, stream: Stream) -> bytes:
         return f"event: end\ndata: {stream.end_payload()}\n\n".encode()
 
 
-def _events(ctx: Context, stream: Stream | Answer, after: int) -> AsyncIterator[bytes]:
+def wants_ping(value: str | None) -> bool:
+    """``?ping=1``: heartbeats as ``event: ping`` (docs/protocol.md, "Browsers")."""
+    return value == "1"
+
+
+def _events(ctx: Context, stream: Stream | Answer, after: int, ping: bool) -> AsyncIterator[bytes]:
     """The response body. Drained, it just ends without ``end``: the client resumes from its
     Last-Event-ID."""
-    framing = EventStream(ctx.cfg.retry_ms)
+    framing = EventStream(ctx.cfg.retry_ms, ping)
     return Pacer(ctx, stream, after, framing, idle_s=ctx.cfg.heartbeat).frames()
 
 
@@ -75,15 +82,11 @@ def routes(ctx: Context) -> list[BaseRoute]:
         feed = await ctx.feed(sid, stream, after)
         if after >= 0:
             metrics.add(m.RESUMES)
-        return EventSourceResponse(_events(ctx, feed, after), ping=0)
-
-    async def demo(request: Request) -> Response:
-        """A page whose own EventSource reads a stream: ``/demo?tokens=40&rate=20``."""
-        return HTMLResponse(DEMO_PAGE.read_text(encoding="utf-8"))
+        ping = wants_ping(request.query_params.get("ping"))
+        return EventSourceResponse(_events(ctx, feed, after, ping), ping=0)
 
     return [
         Route("/v1/streams/{sid}/sse", read, methods=["GET"]),
-        Route("/demo", demo, methods=["GET"]),
     ]
 
 
@@ -95,6 +98,12 @@ PATHS: dict[str, Any] = {
                 openapi.stream_id(),
                 {"name": "Last-Event-ID", "in": "header", "schema": {"type": "string"}},
                 {"name": "last_event_id", "in": "query", "schema": {"type": "string"}},
+                {
+                    "name": "ping",
+                    "in": "query",
+                    "schema": {"type": "string", "enum": ["1"]},
+                    "description": "1: idle heartbeats as `event: ping` (browsers)",
+                },
             ],
             "responses": {
                 "200": {"description": "the event stream", "content": {"text/event-stream": {}}},
@@ -102,9 +111,6 @@ PATHS: dict[str, Any] = {
                 **openapi.READ_ERRORS,
             },
         }
-    },
-    "/demo": {
-        "get": {"responses": {"200": {"description": "a page", "content": {"text/html": {}}}}}
     },
 }
 

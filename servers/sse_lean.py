@@ -39,7 +39,8 @@ def handler(ctx: Context) -> lean.Handler:
     async def read(scope: lean.Scope, receive: lean.Receive, send: lean.Send, sid: str) -> bool:
         try:
             stream = ctx.open(sid)
-            value = lean.header(scope, b"last-event-id") or lean.query(scope).get("last_event_id")
+            params = lean.query(scope)
+            value = lean.header(scope, b"last-event-id") or params.get("last_event_id")
             after = parse_after(value, stream, "last_event_id")
             if after < stream.tokens - 1:
                 feed = await ctx.feed(sid, stream, after)
@@ -51,7 +52,7 @@ def handler(ctx: Context) -> lean.Handler:
         if after >= 0:
             metrics.add(m.RESUMES)
         watcher = lean.watch(receive, "http.disconnect")
-        framing = stock.EventStream(ctx.cfg.retry_ms)
+        framing = stock.EventStream(ctx.cfg.retry_ms, stock.wants_ping(params.get("ping")))
         pacer = Pacer(ctx, feed, after, framing, idle_s=ctx.cfg.heartbeat)
         try:
             await send({"type": "http.response.start", "status": 200, "headers": HEAD})

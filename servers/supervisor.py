@@ -44,6 +44,12 @@ class Supervisor:
         return transports.get(self.cfg.transport).url(self.cfg.hosts[0], self.cfg.port)
 
     @property
+    def web_url(self) -> str:
+        """The origin a browser loads pages from and reads streams at (servers/web.py)."""
+        port = self.cfg.web_port if self.cfg.web_port is not None else self.cfg.port
+        return f"http://{self.cfg.hosts[0]}:{port}"
+
+    @property
     def metrics_file(self) -> str | None:
         return str(self._table) if self._table else None
 
@@ -72,6 +78,16 @@ class Supervisor:
                 self.stop()
                 raise StartError(f"cannot bind {host}:{self.cfg.port}: {exc.strerror}") from None
             self.cfg.port = self._placeholders[0].getsockname()[1]
+        if self.cfg.web_port is not None:  # the web front's port, reserved the same way
+            try:
+                sock = reserve_port(self.cfg.hosts[0], self.cfg.web_port)
+            except OSError as exc:
+                self.stop()
+                raise StartError(
+                    f"cannot bind web port {self.cfg.web_port}: {exc.strerror}"
+                ) from None
+            self._placeholders.append(sock)
+            self.cfg.web_port = sock.getsockname()[1]
         fd, name = tempfile.mkstemp(prefix="tokenbench-metrics-", dir=_shm_dir())
         os.close(fd)
         self._table = Path(name)

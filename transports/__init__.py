@@ -44,6 +44,10 @@ class Transport:
     resume: str = "?after="  # how its client resumes (what the report tells a team to build)
     watchdog: str = "heartbeats"  # what its client's silence watchdog listens for
     lean: str | None = None  # the lean stack's server module (servers/lean.py), if it has one
+    # Browser clients that read it (web/src/clients.js; the first is the one as it comes), and
+    # whether a browser reaches it through a web front on a second port (``web_port``).
+    browser: tuple[str, ...] = ()
+    web_front: bool = False
 
     @property
     def http(self) -> bool:
@@ -132,23 +136,23 @@ def select(spec: str) -> list[Transport]:
 
 register(Transport(
     "sse", "SSE", "#1f77b4", "servers.sse", "clients.sse:SSEReader", fast_path="sse",
-    lean="servers.sse_lean",
+    lean="servers.sse_lean", browser=("eventsource", "eventsource-hardened"),
     resume="Last-Event-ID", watchdog="named `ping` events: EventSource hides comments",
 ))  # fmt: skip
 register(Transport(
     "ws", "WebSocket", "#ff7f0e", "servers.ws", "clients.ws:WSReader", fast_path="ws",
-    lean="servers.ws_lean",
+    lean="servers.ws_lean", browser=("websocket",),
     watchdog="protocol pings",
 ))  # fmt: skip
 register(Transport(
     "grpc", "gRPC", "#2ca02c", "servers.rpc", "clients.rpc:GrpcReader",
     create="clients.rpc:create_stream", clock="clients.rpc:time_exchange", scheme="grpc",
-    server_loop="asyncio",
+    server_loop="asyncio", browser=("grpc-web",), web_front=True,
     binds_source=False, batched_reads=False,  # grpc.aio stalls when its loop sleeps
     resume="StreamRequest.after", watchdog="HTTP/2 keepalive pings",
 ))  # fmt: skip
 register(Transport(
     "poll", "long polling", "#d62728", "servers.poll", "clients.poll:PollReader",
-    lean="servers.poll_lean",
+    lean="servers.poll_lean", browser=("fetch",),
     watchdog="the poll timeout",
 ))  # fmt: skip

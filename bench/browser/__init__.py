@@ -1,0 +1,1 @@
+"""``tokenbench browser``: real Chromium tabs reading token streams (docs/browsers.md)."""

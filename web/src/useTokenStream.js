@@ -1,0 +1,28 @@
+// useTokenStream(transport, url): a React hook that reads one answer with a browser client
+// (clients.js) and re-renders as tokens come. `transport` is a client name ("eventsource",
+// "eventsource-hardened", "websocket", "grpc-web", "fetch"); `url` is the stream's URL
+// (`${origin}/v1/streams/${id}`), or null while the prompt POST is in flight. `observe`, if
+// given, sees every token and event too (the benchmark's recorder).
+import { useEffect, useState } from "react";
+import { read } from "./clients.js";
+
+export function useTokenStream(transport, url, observe = null, opts = undefined) {
+  const [answer, setAnswer] = useState({ text: "", tokens: 0, status: "waiting", detail: null });
+  useEffect(() => {
+    if (!url) return undefined;
+    setAnswer({ text: "", tokens: 0, status: "connecting", detail: null });
+    const reader = read(transport, url, -1, {
+      token(tok) {
+        if (observe) observe.token(tok);
+        setAnswer((a) => ({ ...a, text: a.text + tok.text, tokens: a.tokens + 1, status: "streaming" }));
+      },
+      event(kind, detail) {
+        if (observe) observe.event(kind, detail);
+        const status = { end: "done", "gave-up": "stopped", open: "streaming" }[kind] || "reconnecting";
+        setAnswer((a) => ({ ...a, status, detail: detail ?? null }));
+      },
+    }, opts);
+    return () => reader.close();
+  }, [transport, url]);
+  return answer;
+}
