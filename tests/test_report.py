@@ -66,7 +66,7 @@ def test_verdicts_follow_the_numbers() -> None:
     got = {v["claim"]: v["verdict"] for v in verdicts.verdicts(docs, faults)}
     assert got["WebSockets cost more memory per connection"] == "refuted"  # fixture: 33 < 55 KiB
     assert got["Long polling costs a request per token"] == "confirmed"
-    assert got["gRPC needs a proxy for browsers"] == "not measured"
+    assert got["gRPC needs a proxy for browsers"] == "not measured"  # no browser runs given
     # Flip the memory figures: the same rule must now confirm the claim.
     for run in docs[0]["runs"]:
         for st in run["steps"]:

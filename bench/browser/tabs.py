@@ -64,6 +64,7 @@ class Tab(TypedDict):
     outcome: str  # "read all", "stalled", "stopped for good", "never loaded"
     state: str | None  # the page's: done, gave-up, failed, reading, starting; None: no page
     tokens: int  # received, duplicates included
+    time_origin: float | None  # the tab's navigation start, ms since the epoch
     first_token_ms: float | None  # from navigation start; None when no token came
     created_ms: float | None  # when the prompt POST answered
     last_token_ms: float | None
@@ -143,6 +144,7 @@ def tab_record(
         outcome=outcome(snap["state"] if snap else None, checked["unread"], checked["lost"]),
         state=snap["state"] if snap else None,
         tokens=len(snap["seqs"]) if snap else 0,
+        time_origin=snap["time_origin"] if snap else None,
         first_token_ms=snap["first_token_ms"] if snap else None,
         created_ms=snap["created_ms"] if snap else None,
         last_token_ms=snap["last_token_ms"] if snap else None,

@@ -31,7 +31,7 @@ from bench.load import yardstick
 from bench.load.config import headline_runs
 from bench.load.hist import Histogram, bucket_bounds
 from bench.load.yardstick import REFERENCE_WALL_US
-from bench.report import behind_lb, figures, results, ship, variants, verdicts
+from bench.report import behind_lb, browsers, figures, results, ship, variants, verdicts
 from bench.report.tables import faults_markdown, merge_faults
 
 COLORS = {t.name: t.color for t in transports.all_transports()}
@@ -384,12 +384,13 @@ def _markdown(
         lines += _fleet_md(bench_docs)
         if through and _fleet_md(bench_docs):
             lines += behind_lb.projection_md(through, figures.USERS, figures.RATE)
-    if bench_docs or faults or lb_faults:
+    browser = browsers.entries(docs)
+    if bench_docs or faults or lb_faults or browser:
         lines += ["", "## Verdicts", "",
                   "Each rule is in `bench/report/verdicts.py`; rerun and the verdicts follow the "
                   "numbers. A comparison whose intervals overlap is a tie.",
                   "", "| claim | verdict | the numbers |", "|---|---|---|"]  # fmt: skip
-        for v in verdicts.verdicts(bench_docs, faults + lb_faults):
+        for v in verdicts.verdicts(bench_docs, faults + lb_faults, browser):
             lines.append(f"| {v['claim']} | **{v['verdict']}** | {v['why']} |")
     if bench_docs:
         lines += variants.stacks_md(bench_docs)
@@ -400,6 +401,7 @@ def _markdown(
                   faults_markdown(faults)]  # fmt: skip
     lines += behind_lb.hops_md(bench_docs, through)
     lines += behind_lb.matrix_md(lb_faults)
+    lines += browsers.markdown(docs)
     lines += ["", "## Charts", ""]
     for title, path in charts:
         lines += [

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from bench.load.config import Variant
-from bench.report import behind_lb, stats
+from bench.report import behind_lb, browsers, stats
 from bench.report.figures import Knee, cpu_at_common_load, knees, memory
 from bench.report.stats import Interval
 
@@ -42,9 +42,12 @@ def _capacity(s: Knee, w: Knee) -> tuple[str, str]:
                  f"({w.held_runs[0]}/{w.held_runs[1]}), broke at {w.broke_at}")  # fmt: skip
 
 
-def verdicts(docs: list[dict[str, Any]], faults: list[dict[str, Any]]) -> list[dict[str, str]]:
+def verdicts(
+    docs: list[dict[str, Any]], faults: list[dict[str, Any]],
+    browser: list[dict[str, Any]] | None = None,
+) -> list[dict[str, str]]:  # fmt: skip
     """Every claim's verdict. Faults behind the load balancer have their rules in
-    bench/report/behind_lb.py and are kept apart from faults on one server."""
+    bench/report/behind_lb.py, browsers theirs in bench/report/browsers.py."""
     faults, lb_faults = behind_lb.split(faults)
     k = knees(docs)
     mem = memory(docs)
@@ -163,11 +166,6 @@ def verdicts(docs: list[dict[str, Any]], faults: list[dict[str, Any]]) -> list[d
     else:
         add(claim, "not measured", "needs tokenbench faults")
 
-    add(
-        "gRPC needs a proxy for browsers",
-        "not measured",
-        "tokenbench has no browser gRPC-Web client; its gRPC figures are for native clients",
-    )
     # 7. Rule: SSE against WebSocket in users per core, once with the stock libraries and once
     # with the lean stacks. The same outcome with both is the protocol's; a different one (a
     # tie on one side, a margin on the other) is the libraries'.
@@ -181,4 +179,4 @@ def verdicts(docs: list[dict[str, Any]], faults: list[dict[str, Any]]) -> list[d
         add(claim, "confirmed" if stock_out == lean_out else "refuted", why)
     else:
         add(claim, "not measured", "needs knee runs of SSE and WebSocket on both stacks")
-    return out + behind_lb.verdicts(lb_faults)
+    return out + browsers.verdicts(browser or []) + behind_lb.verdicts(lb_faults)

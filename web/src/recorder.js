@@ -9,7 +9,7 @@
 export class Recorder {
   constructor(client, tab) {
     this.result = {
-      client, tab, url: null, state: "starting",
+      client, tab, url: null, state: "starting", time_origin: performance.timeOrigin,
       created_ms: null, first_token_ms: null, last_token_ms: null,
       seqs: [], texts: [], latency_ms: [], events: [], protocol: null, error: null,
     };
