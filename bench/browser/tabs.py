@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, TypedDict
 
-from bench.browser import chromium
+from bench.browser import chromium, native
 from bench.browser.origins import Origin
 from bench.load import procstat
 from bench.load.hist import Histogram
@@ -210,11 +210,15 @@ async def measure(chrome: Any, plan: Plan, workdir: Path) -> dict[str, Any]:
         hist = Histogram()
         for snap in snaps:
             hist.merge(histogram(snap))
+        beside = None
+        if native.wanted(plan.transport, plan.fault) and origin.server is not None:
+            beside = await native.measure(plan.transport, origin.server.url, origin.server_pids(),
+                                          plan.tabs, plan.tokens, plan.rate)  # fmt: skip
     finally:
         if context is not None:
             await context.close()
         await origin.stop()
-    return entry(plan, tabs, hist, elapsed, cpu1 - cpu0, origin.fired)
+    return {**entry(plan, tabs, hist, elapsed, cpu1 - cpu0, origin.fired), "native": beside}
 
 
 async def _goto(page: Any, url: str, wait_s: float) -> None:
