@@ -8,23 +8,28 @@ RUN    := $(shell date -u +%Y%m%d-%H%M%S)
 TB     := $(BIN)/tokenbench
 
 .PHONY: install system-check web proto test fuzz lint format bench bench-full bench-knee bench-50k bench-faults bench-quick \
-	bench-cluster bench-lb \
+	bench-cluster bench-lb bench-browser browser-jobs \
 	idle-memory report clean
 
-$(STAMP): pyproject.toml setup.py clients/_fastpath.c web/package-lock.json web/build.mjs \
-		$(wildcard web/src/*) proto/tokens.proto
+$(STAMP): pyproject.toml setup.py clients/_fastpath.c
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e ".[dev,cluster,browser]"
 	$(BIN)/python -c "import proto; proto.build(force=True)"
 	@$(MAKE) --no-print-directory system-check
-	@$(MAKE) --no-print-directory web
 	@touch $(STAMP)
 
 # The browser side (docs/browsers.md): npm packages pinned by web/package-lock.json, the gRPC-Web
 # stubs generated from proto/tokens.proto (protoc from grpcio-tools, protoc-gen-es from npm),
 # bundled by esbuild into web/dist, which every tokenbench origin serves at /web/.
-web:  ## build the browser clients and the React page (needs node and npm)
+WEBSTAMP := web/dist/.built
+READY    := $(STAMP) $(WEBSTAMP)
+
+$(WEBSTAMP): $(STAMP) web/package-lock.json web/build.mjs $(wildcard web/src/*) proto/tokens.proto
+	@$(MAKE) --no-print-directory web
+	@if [ -f web/dist/bench.html ]; then touch $(WEBSTAMP); fi
+
+web: $(STAMP)  ## build the browser clients and the React page (needs node and npm)
 	@if command -v npm >/dev/null 2>&1; then \
 		cd web && npm ci --no-audit --no-fund --loglevel=error && cd .. && mkdir -p web/gen && \
 		$(BIN)/python -m grpc_tools.protoc -Iproto --plugin=protoc-gen-es=web/node_modules/.bin/protoc-gen-es \
@@ -34,30 +39,31 @@ web:  ## build the browser clients and the React page (needs node and npm)
 
 # The Debian packages that --lb haproxy, --replay redis and `tokenbench browser` run (and their
 # tests, and CI, need): command, then its package.
-SYSTEM := haproxy:haproxy redis-server:redis-server chromium:chromium node:nodejs npm:npm
+SYSTEM := haproxy:haproxy redis-server:redis-server chromium:chromium node:nodejs npm:npm \
+	openssl:openssl
 system-check:  ## say which Debian packages are missing, and the one command that installs them
 	@missing=""; for cp in $(SYSTEM); do c=$${cp%%:*}; p=$${cp##*:}; \
 		command -v $$c >/dev/null 2>&1 || [ -x /usr/sbin/$$c ] || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then echo "note: --lb, --replay redis and tokenbench browser need:$$missing;" \
 		"install with: apt-get install -y$$missing"; fi
 
-install: $(STAMP)  ## create .venv and install tokenbench with its test tools
+install: $(READY)  ## create .venv and install tokenbench with its test tools
 
-proto: $(STAMP)  ## regenerate the gRPC stubs from proto/tokens.proto
+proto: $(READY)  ## regenerate the gRPC stubs from proto/tokens.proto
 	$(BIN)/python -c "import proto; proto.build(force=True)"
 
-test: $(STAMP)  ## the test suite (real servers on port 0, real clients)
+test: $(READY)  ## the test suite (real servers on port 0, real clients)
 	$(BIN)/python -m pytest
 
-fuzz: $(STAMP)  ## the property and fuzz tests with a wide search (about 10 min)
+fuzz: $(READY)  ## the property and fuzz tests with a wide search (about 10 min)
 	HYPOTHESIS_PROFILE=fuzz $(BIN)/python -m pytest tests/test_fuzz.py tests/test_fuzz_http.py \
 		-p no:cacheprovider -o timeout=1200
 
-lint: $(STAMP)  ## ruff lint and format check
+lint: $(READY)  ## ruff lint and format check
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-format: $(STAMP)
+format: $(READY)
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
@@ -73,7 +79,7 @@ format: $(STAMP)
 KNEE := --find-knee --knee-start 200 --knee-factor 1.5 --knee-refine 2 --knee-repeats 3 \
 	--clients 3000 --ramp 2s --hold 3 --windows 3 --think 0
 
-bench: $(STAMP)  ## installs, then knees (stock, lean) + write windows + GC + 50k + faults + report
+bench: $(READY)  ## installs, then knees (stock, lean) + write windows + GC + 50k + faults + report
 	$(TB) bench --transport all $(KNEE) --out results/$(RUN)/knee
 	$(TB) bench --transport all --stack lean $(KNEE) --out results/$(RUN)/knee-lean
 	$(TB) bench --transport sse,ws,poll --stack lean --flush-ms 0,25,50,100,250 --clients 150 \
@@ -91,9 +97,10 @@ bench: $(STAMP)  ## installs, then knees (stock, lean) + write windows + GC + 50
 		--think 5 --no-pin --out results/$(RUN)/hold-50k
 	$(TB) faults --transport all --scenario close,blackhole,restart --mode both --tokens 200 \
 		--window 15 --parallel --out results/$(RUN)/faults
+	@$(MAKE) --no-print-directory browser-jobs OUT=results/$(RUN)
 	$(TB) report results/$(RUN)/knee results/$(RUN)/knee-lean results/$(RUN)/flush \
 		results/$(RUN)/flush-grpc results/$(RUN)/gc results/$(RUN)/gc-poll results/$(RUN)/hold-50k \
-		results/$(RUN)/faults --out results/$(RUN)/report
+		results/$(RUN)/faults $(BROWSER_RUNS:%=results/$(RUN)/%) --out results/$(RUN)/report
 	ln -sfn $(RUN) results/latest
 	@echo "report: results/$(RUN)/report/REPORT.md (results/latest points there)"
 
@@ -103,24 +110,24 @@ bench-full: bench-knee bench-50k bench-faults  ## all of the long runs below, th
 	$(TB) report results/$(RUN)-knee results/$(RUN)-50k results/$(RUN)-faults \
 		--out results/$(RUN)-report
 
-bench-knee: $(STAMP)  ## users per server core at 40 tok/s until p99 > 250 ms or goodput < 99 % (~12 min)
+bench-knee: $(READY)  ## users per server core at 40 tok/s until p99 > 250 ms or goodput < 99 % (~12 min)
 	$(TB) bench --transport all --find-knee --knee-start 100 --knee-factor 1.25 --knee-refine 2 \
 		--clients 3000 --ramp 5s --hold 10 --think 0 --out results/$(RUN)-knee
 
-bench-50k: $(STAMP)  ## 50,000 connections per transport, at a token rate one core carries (~25 min)
+bench-50k: $(READY)  ## 50,000 connections per transport, at a token rate one core carries (~25 min)
 	$(TB) bench --transport all --clients 50000 --ramp 300s --hold 60 --rate 0.1 --tokens 30 \
 		--think 5 --out results/$(RUN)-50k
 
-bench-faults: $(STAMP)  ## every fault scenario, transport and client mode (~20 min)
+bench-faults: $(READY)  ## every fault scenario, transport and client mode (~20 min)
 	$(TB) faults --transport all --scenario all --mode both --clients 5 --out results/$(RUN)-faults
 
-bench-quick: $(STAMP)  ## a first look: every transport at 200 and 400 users, with a report (~3 min)
+bench-quick: $(READY)  ## a first look: every transport at 200 and 400 users, with a report (~3 min)
 	$(TB) bench --transport all --ramp 200:9s,400:9s --clients 400 --hold 0 --think 1 \
 		--out results/$(RUN)-quick
 	$(TB) report results/$(RUN)-quick --out results/$(RUN)-quick/report
 	@echo "report: results/$(RUN)-quick/report/REPORT.md"
 
-bench-cluster: $(STAMP)  ## make bench's knee job, its load processes on a local Ray cluster (docs/cluster.md)
+bench-cluster: $(READY)  ## make bench's knee job, its load processes on a local Ray cluster (docs/cluster.md)
 	$(TB) bench --transport all $(KNEE) --cluster local --out results/$(RUN)-cluster-knee
 	@echo "compare: tokenbench compare results/latest/knee results/$(RUN)-cluster-knee"
 
@@ -132,7 +139,7 @@ LB    := --lb haproxy --backends 3 --source llm
 HOPS  := --transport all --clients 100 --ramp 3s --hold 6 --windows 3 --think 0
 LBRUN := results/$(RUN)-lb
 
-bench-lb: $(STAMP)  ## faults behind the LB (redis, pod; sticky or not), the hops' cost, report (~50 min)
+bench-lb: $(READY)  ## faults behind the LB (redis, pod; sticky or not), the hops' cost, report (~50 min)
 	$(TB) faults $(LB) --replay redis --scenario all --out $(LBRUN)/faults-redis
 	$(TB) faults $(LB) --replay pod --scenario all --out $(LBRUN)/faults-pod
 	$(TB) faults $(LB) --replay pod --sticky --scenario all --out $(LBRUN)/faults-pod-sticky
@@ -147,12 +154,32 @@ bench-lb: $(STAMP)  ## faults behind the LB (redis, pod; sticky or not), the hop
 		--out $(LBRUN)/report
 	@echo "report: $(LBRUN)/report/REPORT.md"
 
+# Real browsers (docs/browsers.md), about 12 minutes: 1, 6, 7 and 10 tabs of every browser
+# client over HTTP/1.1 and HTTP/2 (HAProxy, TLS, ALPN h2); a close, a black hole and a server
+# restart behind HAProxy; renderer CPU at 300 tok/s in 4 tabs (gRPC-Web with grpcio's native
+# server CPU beside it); the React page.
+BROWSER_RUNS := browser-tabs browser-faults browser-cpu browser-react
+browser-jobs: $(READY)
+	$(TB) browser --transport all --tabs 1,6,7,10 --tokens 120 --rate 40 --http 1.1,2 \
+		--out $(OUT)/browser-tabs
+	$(TB) browser --transport all --fault close,blackhole,lb-restart --tokens 400 --rate 40 \
+		--wait 25 --out $(OUT)/browser-faults
+	$(TB) browser --transport all --client as-is --tabs 4 --tokens 3000 --rate 300 \
+		--out $(OUT)/browser-cpu
+	$(TB) browser --transport all --client as-is --page react --tabs 1,7 --tokens 120 --rate 40 \
+		--out $(OUT)/browser-react
+
+bench-browser: $(READY)  ## real Chromium tabs: the connection limit, faults, renderer CPU, React; report (~12 min)
+	@$(MAKE) --no-print-directory browser-jobs OUT=results/$(RUN)-browser
+	$(TB) report $(BROWSER_RUNS:%=results/$(RUN)-browser/%) --out results/$(RUN)-browser/report
+	@echo "report: results/$(RUN)-browser/report/REPORT.md"
+
 BASELINE := results/20261201-222029
 
-report: $(STAMP)  ## rebuild the committed baseline's REPORT.md and charts from its JSON
+report: $(READY)  ## rebuild the committed baseline's REPORT.md and charts from its JSON
 	$(TB) report $(BASELINE)/knee $(BASELINE)/hold-50k $(BASELINE)/faults --out $(BASELINE)/report
 
-idle-memory: $(STAMP)  ## server RSS per idle open connection, per transport
+idle-memory: $(READY)  ## server RSS per idle open connection, per transport
 	$(TB) idle-memory --connections 5000
 
 clean:

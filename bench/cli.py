@@ -49,6 +49,13 @@ def serve(
     flush_ms: Annotated[
         float, typer.Option(help="Write every token due within this many ms in one write.")
     ] = 0.0,
+    web_port: Annotated[
+        int | None,
+        typer.Option(
+            help="gRPC: also serve gRPC-Web and the browser pages here (0: a free "
+            "port); servers/grpcweb.py. HTTP transports serve them on their own port."
+        ),
+    ] = None,
     deploy: dp.Deploy | None = None,
 ) -> None:
     """Serve one transport until Ctrl-C or SIGTERM; prints one JSON line when ready."""
@@ -61,7 +68,7 @@ def serve(
             transport=transport.value, host=host, port=port, workers=workers,
             replay_ttl=replay_ttl, heartbeat=heartbeat, retry_ms=retry_ms, grace=grace,
             ws_compression=ws_compression, access_log=access_log, stack=stack, gc=gc,
-            flush_ms=flush_ms,
+            flush_ms=flush_ms, web_port=web_port,
         ))  # fmt: skip
     except ValueError as exc:
         fail(str(exc))
@@ -82,7 +89,7 @@ def serve(
     ready = {
         "event": "ready", "transport": cfg.transport, "url": sup.url, "host": cfg.host,
         "port": cfg.port, "workers": cfg.workers, "pids": sup.pids,
-        "metrics_file": sup.metrics_file,
+        "metrics_file": sup.metrics_file, "web_url": sup.web_url,
     }  # fmt: skip
     print(json.dumps(ready), flush=True)
     try:

@@ -69,8 +69,10 @@ class ServerConfig:
             raise ValueError(f"flush-ms must be 0..1000, not {self.flush_ms:g}")
         if not 0 <= self.port <= 65535:
             raise ValueError(f"port {self.port} outside 0..65535")
-        if self.web_port is not None and not (0 <= self.web_port <= 65535 and record.web_front):
-            raise ValueError(f"{self.transport} has no web front, or web-port is outside 0..65535")
+        if self.web_port is not None and not record.web_front:
+            raise ValueError(f"{self.transport} serves browsers on its own port: no --web-port")
+        if self.web_port is not None and not 0 <= self.web_port <= 65535:
+            raise ValueError(f"web-port {self.web_port} outside 0..65535")
         if not 1 <= self.workers <= 64:
             raise ValueError(f"workers must be 1..64, not {self.workers}")
         if self.heartbeat <= 0 or self.replay_ttl < 0 or self.grace < 0 or self.retry_ms < 0:

@@ -80,6 +80,9 @@ def browser(
         ),
     ] = None,
     stack: Annotated[str, typer.Option(help="The servers' stack: stock, or lean.")] = "stock",
+    screenshot: Annotated[
+        str | None, typer.Option(help="Save the first measurement's first tab as a PNG here.")
+    ] = None,
     out: Annotated[str | None, typer.Option(help="Output directory.")] = None,
 ) -> None:
     """Real browsers: each tab reads a stream with its transport's browser client; per tab,
@@ -126,7 +129,7 @@ def browser(
     before = ys.measure()
     doc["machine"]["yardstick"] = ys.combine(before, None)
     try:
-        asyncio.run(_run(plans, doc, out_dir))
+        asyncio.run(_run(plans, doc, out_dir, Path(screenshot) if screenshot else None))
     except KeyboardInterrupt:
         doc["interrupted"] = True
     except (chromium.BrowserError, OriginError) as exc:
@@ -138,15 +141,15 @@ def browser(
     print(f"results: {path}")
 
 
-async def _run(plans: list[Any], doc: dict[str, Any], out_dir: Path) -> None:
+async def _run(plans: list[Any], doc: dict[str, Any], out_dir: Path, shot: Path | None) -> None:
     from bench.browser import chromium, tabs
     from bench.report import results
 
     doc["machine"]["chromium"] = None
     async with chromium.browser() as chrome:
         doc["machine"]["chromium"] = chrome.version
-        for plan in plans:
-            e = await tabs.measure(chrome, plan, out_dir / "work")
+        for i, plan in enumerate(plans):
+            e = await tabs.measure(chrome, plan, out_dir / "work", shot if i == 0 else None)
             doc["browser"].append(e)
             results.write(doc, out_dir)
             print(line(e), file=sys.stderr, flush=True)

@@ -169,8 +169,11 @@ SNAPSHOT = "window.tb ? window.tb.snapshot() : null"
 STATE = "window.tb ? [window.tb.result.state, window.tb.result.seqs.length] : null"
 
 
-async def measure(chrome: Any, plan: Plan, workdir: Path) -> dict[str, Any]:
-    """Run ``plan``; the entry results.json keeps (``browser[]``, docs/results-schema.md)."""
+async def measure(
+    chrome: Any, plan: Plan, workdir: Path, screenshot: Path | None = None
+) -> dict[str, Any]:
+    """Run ``plan``; the entry results.json keeps (``browser[]``, docs/results-schema.md).
+    ``screenshot``: save the first tab as it ended, as a PNG."""
     origin = Origin(plan.transport, plan.network, plan.fault, stack=plan.stack, workdir=workdir)
     context = None
     try:
@@ -203,6 +206,8 @@ async def measure(chrome: Any, plan: Plan, workdir: Path) -> dict[str, Any]:
         snaps = await asyncio.gather(*[_eval(p, SNAPSHOT) for p in pages])
         ends = await asyncio.gather(*[m.read() for m in meters])
         cpu1 = procstat.sample(origin.server_pids()).cpu_s
+        if screenshot is not None:
+            await pages[0].screenshot(path=str(screenshot))
         for nav in navs:
             nav.cancel()
         tabs = [tab_record(i, s, plan.tokens, starts[i], ends[i])
