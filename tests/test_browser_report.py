@@ -76,3 +76,14 @@ def test_the_report_sections_render_from_entries() -> None:
                     entry("eventsource", firsts=[*SIX, 3100.0])]]  # fmt: skip
     text = "\n".join(browsers.markdown([{"kind": "browser", "browser": es}]))
     assert "**tab 7 waited 3.1 s**" in text and "| eventsource | 1.1 |" in text
+
+
+def test_what_to_ship_asks_for_http2_only_when_the_seventh_tab_waited() -> None:
+    from bench.report import ship
+
+    def wide(network: str, last: float) -> dict[str, Any]:
+        return {**entry("eventsource", network, firsts=[*SIX, last]), "transport": "sse"}
+
+    assert "HTTP/2" in ship._browser("sse", [wide("1.1", 3100.0), wide("2", 210.0)])[0]
+    assert ship._browser("sse", [wide("1.1", 210.0), wide("2", 210.0)]) == []
+    assert ship._browser("sse", [wide("1.1", 3100.0)]) == []  # HTTP/2 not measured

@@ -358,7 +358,8 @@ def _markdown(
     bench_docs, through = behind_lb.split_docs([d for d in docs if d.get("runs")])
     if bench_docs:
         lines[1:1] = ["", "## What to ship", "",
-                      ship.recommend(bench_docs, faults, lb_faults)["text"]]  # fmt: skip
+                      ship.recommend(bench_docs, faults, lb_faults,
+                                     browsers.entries(docs))["text"]]  # fmt: skip
     if steps:
         lines += [
             "", "## Capacity and cost", "",

@@ -32,10 +32,11 @@ def _faults_of(faults: list[dict[str, Any]], t: str, mode: str) -> list[dict[str
 
 def recommend(
     docs: list[dict[str, Any]], faults: list[dict[str, Any]],
-    lb_faults: list[dict[str, Any]] | None = None,
+    lb_faults: list[dict[str, Any]] | None = None, browser: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:  # fmt: skip
     """What to ship. ``faults`` are runs on one server; ``lb_faults`` behind the load balancer
-    (bench.report.behind_lb) add what the deployment needs and lift that caveat."""
+    (bench.report.behind_lb) add what the deployment needs and lift that caveat; ``browser``
+    (bench.report.browsers) adds what the browsers needed and lifts theirs."""
     rows = {r["transport"]: r for r in fleet(docs)}
     k = knees(docs)
     if not rows:
@@ -70,7 +71,8 @@ def recommend(
         return (f"{NAMES[t]} needs {c['mean']:g} server cores (interval {c['lo']:g} to "
                 f"{c['hi']:g}) and {rows[t]['memory_gib'] or '?'} GiB")  # fmt: skip
 
-    builds = {t: _build(t, faults) + _deployment(t, lb_faults or []) for t in group}
+    builds = {t: _build(t, faults) + _deployment(t, lb_faults or []) + _browser(t, browser or [])
+              for t in group}  # fmt: skip
     text = [f"**Ship {' or '.join(NAMES[t] for t in group)}.** "]
     if ties:
         text.append("They tie on cost for 50,000 users at 40 tok/s (the core intervals "
@@ -89,12 +91,13 @@ def recommend(
     if unstable:
         caveats.append(f"the knee of {' and '.join(unstable)} is unstable (its edges split "
                        f"between runs): capacity is known to one bracket step")  # fmt: skip
-    unmeasured = ["real browsers"]
+    unmeasured = [] if browser else ["real browsers"]
     if not lb_faults:
         unmeasured.insert(0, "a load balancer with several backends and a shared replay log")
     if not _several_load_machines(docs):
         unmeasured.append("several load machines")
-    caveats.append("not measured here: " + ", ".join(unmeasured))
+    if unmeasured:
+        caveats.append("not measured here: " + ", ".join(unmeasured))
     text.append(" Caveats: " + "; ".join(caveats) + ".")
     return {"text": "".join(text), "pick": group[0], "group": group, "build": builds}
 
@@ -119,6 +122,22 @@ def _deployment(t: str, lb_faults: list[dict[str, Any]]) -> list[str]:
         return ["a replay log every backend reads (Redis Streams here), not the pod's memory: "
                 "behind the load balancer that lost tokens when a backend died or a read "
                 "landed on another one"]  # fmt: skip
+    return []
+
+
+def _browser(t: str, entries: list[dict[str, Any]]) -> list[str]:
+    """What ``t``'s browser clients needed: HTTP/2 to the browser where a tab beyond the sixth
+    waited over HTTP/1.1 and none did over HTTP/2."""
+    from bench.report.browsers import waited
+
+    wide = [e for e in entries if e["transport"] == t and e["fault"] == "none" and e["tabs"] > 6]
+    h1 = [e for e in wide if e["network"] == "1.1" and waited(e)]
+    h2 = [e for e in wide if e["network"] == "2"]
+    if h1 and h2 and not any(waited(e) for e in h2):
+        return [
+            "HTTP/2 from the browser to the load balancer (an ALB's HTTPS listener): over "
+            "HTTP/1.1 a tab beyond the sixth on one origin waited for a connection"
+        ]
     return []
 
 
