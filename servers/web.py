@@ -65,6 +65,7 @@ PATHS = {
     },
     "/demo": {
         "get": {"summary": "The React page reading an answer",
-                "responses": {"307": {"description": "to /web/app.html"}}}
+                "responses": {"307": {"description": "to /web/app.html"},
+                              "404": {"description": "the bundle is not built"}}}
     },
 }  # fmt: skip

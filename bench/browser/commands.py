@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -146,13 +148,17 @@ async def _run(plans: list[Any], doc: dict[str, Any], out_dir: Path, shot: Path 
     from bench.report import results
 
     doc["machine"]["chromium"] = None
-    async with chromium.browser() as chrome:
-        doc["machine"]["chromium"] = chrome.version
-        for i, plan in enumerate(plans):
-            e = await tabs.measure(chrome, plan, out_dir / "work", shot if i == 0 else None)
-            doc["browser"].append(e)
-            results.write(doc, out_dir)
-            print(line(e), file=sys.stderr, flush=True)
+    work = Path(tempfile.mkdtemp(prefix="tokenbench-browser-"))  # HAProxy configs, TLS keys
+    try:
+        async with chromium.browser() as chrome:
+            doc["machine"]["chromium"] = chrome.version
+            for i, plan in enumerate(plans):
+                e = await tabs.measure(chrome, plan, work, shot if i == 0 else None)
+                doc["browser"].append(e)
+                results.write(doc, out_dir)
+                print(line(e), file=sys.stderr, flush=True)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def line(e: dict[str, Any]) -> str:

@@ -143,6 +143,10 @@ class Origin:
         self.events.append({"kind": "server-start", "at": asyncio.get_running_loop().time()})
 
     @property
+    def restarted(self) -> bool:
+        return any(e["kind"] == "server-stop" for e in self.events)
+
+    @property
     def fired(self) -> int:
         """Connections the fault cut (proxy faults), or 1 once the server was stopped."""
         if self._proxy is not None:

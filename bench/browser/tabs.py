@@ -223,7 +223,9 @@ async def measure(
         if context is not None:
             await context.close()
         await origin.stop()
-    return {**entry(plan, tabs, hist, elapsed, cpu1 - cpu0, origin.fired), "native": beside}
+    # A restarted server's new processes are not the ones first sampled: its CPU is not known.
+    server_cpu = None if origin.restarted else cpu1 - cpu0
+    return {**entry(plan, tabs, hist, elapsed, server_cpu, origin.fired), "native": beside}
 
 
 async def _goto(page: Any, url: str, wait_s: float) -> None:
@@ -238,8 +240,8 @@ async def _eval(page: Any, expression: str) -> Any:
         return None
 
 
-def entry(plan: Plan, tabs: list[Tab], hist: Histogram, elapsed_s: float, server_cpu_s: float,
-          fired: int) -> dict[str, Any]:  # fmt: skip
+def entry(plan: Plan, tabs: list[Tab], hist: Histogram, elapsed_s: float,
+          server_cpu_s: float | None, fired: int) -> dict[str, Any]:  # fmt: skip
     received = sum(t["tokens"] for t in tabs)
     metered = [t for t in tabs if t["renderer_task_s"] is not None and t["renderer_tokens"] > 0]
     task_s = sum(t["renderer_task_s"] or 0.0 for t in metered)
@@ -267,6 +269,10 @@ def entry(plan: Plan, tabs: list[Tab], hist: Histogram, elapsed_s: float, server
             round(script_s * 1e6 / task_tokens, 2) if task_tokens else None
         ),
         "js_heap_bytes": max(heaps) if heaps else None,
-        "server_cpu_us_per_token": round(server_cpu_s * 1e6 / received, 2) if received else None,
+        "server_cpu_us_per_token": (
+            round(server_cpu_s * 1e6 / received, 2)
+            if received and server_cpu_s is not None
+            else None
+        ),
         "per_tab": tabs,
     }
