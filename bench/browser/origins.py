@@ -7,7 +7,9 @@ Rules of this module:
 - ``h2``: HAProxy terminates TLS with ALPN ``h2,http/1.1`` (servers/haproxy.py, ``cert``) with a
   self-signed certificate made at run time (``openssl``); the backend stays HTTP/1.1.
 - ``close`` / ``blackhole``: the fault proxy (bench/faults/proxy.py) sits in front and cuts every
-  connection carrying data ``fault_s`` seconds after it opened, once; later connections pass.
+  connection accepted before the fault first fired that carries data ``fault_s`` seconds or more
+  after it opened (a network that changed: an idle keep-alive connection a reconnect reuses is
+  dead too); connections accepted later pass.
 - ``lb-restart``: HAProxy (HTTP/1.1, health checks every second) in front of one backend, which
   is stopped ``fault_s`` seconds in and started again ``down_s`` later; in between HAProxy
   answers 503, as an ALB with no healthy target does.
