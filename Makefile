@@ -8,7 +8,7 @@ RUN    := $(shell date -u +%Y%m%d-%H%M%S)
 TB     := $(BIN)/tokenbench
 
 .PHONY: install system-check web proto test fuzz lint format bench bench-full bench-knee bench-50k bench-faults bench-quick \
-	bench-cluster bench-lb bench-browser browser-jobs \
+	bench-cluster bench-lb bench-browser browser-jobs bench-stacks \
 	idle-memory report clean
 
 $(STAMP): pyproject.toml setup.py clients/_fastpath.c
@@ -69,7 +69,8 @@ format: $(READY)
 
 # The main job, about 20 minutes on 2 cores. Every run measures the machine first and last
 # (machine.yardstick). 1. The knee at 40 tok/s: each step measured as three 1 s windows, the
-# knee and the first broken step run three times each; then the same for the lean stacks.
+# knee and the first broken step run three times each; then the same for the lean stacks, and
+# for the stock apps of SSE and long polling on granian.
 # 2. Tokens per write: 150 users at 40 tok/s with write windows of 0 to 250 ms, on the lean
 # stacks (gRPC: stock, it has no other). 3. Collector pauses at 10,000 connections in one
 # worker, stock and tuned (lean SSE, and long polling, whose requests churn the heap). 4. 50,000 users, ramped at the pace the server accepts them (a 60 s
@@ -82,6 +83,7 @@ KNEE := --find-knee --knee-start 200 --knee-factor 1.5 --knee-refine 2 --knee-re
 bench: $(READY)  ## installs, then knees (stock, lean) + write windows + GC + 50k + faults + report
 	$(TB) bench --transport all $(KNEE) --out results/$(RUN)/knee
 	$(TB) bench --transport all --stack lean $(KNEE) --out results/$(RUN)/knee-lean
+	$(TB) bench --transport sse,poll --stack granian $(KNEE) --out results/$(RUN)/knee-granian
 	$(TB) bench --transport sse,ws,poll --stack lean --flush-ms 0,25,50,100,250 --clients 150 \
 		--ramp 2s --hold 4 --windows 2 --think 0 --out results/$(RUN)/flush
 	$(TB) bench --transport grpc --flush-ms 0,25,50,100,250 --clients 150 \
@@ -98,7 +100,8 @@ bench: $(READY)  ## installs, then knees (stock, lean) + write windows + GC + 50
 	$(TB) faults --transport all --scenario close,blackhole,restart --mode both --tokens 200 \
 		--window 15 --parallel --out results/$(RUN)/faults
 	@$(MAKE) --no-print-directory browser-jobs OUT=results/$(RUN)
-	$(TB) report results/$(RUN)/knee results/$(RUN)/knee-lean results/$(RUN)/flush \
+	$(TB) report results/$(RUN)/knee results/$(RUN)/knee-lean results/$(RUN)/knee-granian \
+		results/$(RUN)/flush \
 		results/$(RUN)/flush-grpc results/$(RUN)/gc results/$(RUN)/gc-poll results/$(RUN)/hold-50k \
 		results/$(RUN)/faults $(BROWSER_RUNS:%=results/$(RUN)/%) --out results/$(RUN)/report
 	ln -sfn $(RUN) results/latest
@@ -153,6 +156,13 @@ bench-lb: $(READY)  ## faults behind the LB (redis, pod; sticky or not), the hop
 		$(LBRUN)/one-server $(LBRUN)/hops-lb $(LBRUN)/hops-lb-redis $(LBRUN)/hops-lb-nodelay-off \
 		--out $(LBRUN)/report
 	@echo "report: $(LBRUN)/report/REPORT.md"
+
+# Which server runs the FastAPI apps (the question after "which transport"): the knee of SSE and
+# long polling on each stack, in one run so they compare as ratios (about 15 minutes).
+bench-stacks: $(READY)  ## SSE and long polling knees on stock (uvicorn), lean and granian, report
+	$(TB) bench --transport sse,poll --stack stock,lean,granian $(KNEE) --out results/$(RUN)-stacks
+	$(TB) report results/$(RUN)-stacks --out results/$(RUN)-stacks/report
+	@echo "report: results/$(RUN)-stacks/report/REPORT.md"
 
 # Real browsers (docs/browsers.md), about 12 minutes: 1, 6, 7 and 10 tabs of every browser
 # client over HTTP/1.1 and HTTP/2 (HAProxy, TLS, ALPN h2); a close, a black hole and a server

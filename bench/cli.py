@@ -40,7 +40,8 @@ def serve(
     ] = False,
     access_log: Annotated[bool, typer.Option(help="uvicorn access log (its default: on).")] = False,
     stack: Annotated[
-        str, typer.Option(help="stock (FastAPI, sse-starlette, grpc.aio) or lean (raw ASGI).")
+        str,
+        typer.Option(help="stock (FastAPI, sse-starlette, grpc.aio), lean (raw ASGI), or granian."),
     ] = "stock",
     gc: Annotated[
         str,

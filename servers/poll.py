@@ -15,6 +15,7 @@ from collections.abc import Callable
 from contextlib import aclosing
 from typing import Any
 
+from fastapi import FastAPI
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
@@ -122,6 +123,11 @@ def settings(cfg: ServerConfig) -> dict[str, Any]:
     return uvicorn_settings(cfg, {"poll_timeout_default_s": 25, "poll_max_batch": 1000})
 
 
+def app(ctx: Context) -> FastAPI:
+    """The stock app, whatever server runs it (uvicorn here; granian: servers/granian_stack.py)."""
+    return build_app(ctx, routes(ctx), PATHS)
+
+
 async def serve(ctx: Context, on_ready: Callable[[], None]) -> None:
     socks = listen_sockets(ctx.cfg.hosts, ctx.cfg.port, ctx.cfg.backlog)
-    await run_uvicorn(ctx, build_app(ctx, routes(ctx), PATHS), socks, on_ready)
+    await run_uvicorn(ctx, app(ctx), socks, on_ready)

@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+from fastapi import FastAPI
 from sse_starlette import EventSourceResponse
 from starlette.requests import Request
 from starlette.responses import Response
@@ -121,6 +122,11 @@ def settings(cfg: ServerConfig) -> dict[str, Any]:
     return out
 
 
+def app(ctx: Context) -> FastAPI:
+    """The stock app, whatever server runs it (uvicorn here; granian: servers/granian_stack.py)."""
+    return build_app(ctx, routes(ctx), PATHS)
+
+
 async def serve(ctx: Context, on_ready: Callable[[], None]) -> None:
     socks = listen_sockets(ctx.cfg.hosts, ctx.cfg.port, ctx.cfg.backlog)
-    await run_uvicorn(ctx, build_app(ctx, routes(ctx), PATHS), socks, on_ready)
+    await run_uvicorn(ctx, app(ctx), socks, on_ready)

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from contextlib import aclosing
 from typing import Any
 
+from fastapi import FastAPI
 from starlette.routing import BaseRoute, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
@@ -107,6 +108,11 @@ def settings(cfg: ServerConfig) -> dict[str, Any]:
     return uvicorn_settings(cfg, {"ws_message_per_token": True})
 
 
+def app(ctx: Context) -> FastAPI:
+    """The stock app, whatever server runs it (uvicorn here; granian: servers/granian_stack.py)."""
+    return build_app(ctx, routes(ctx))
+
+
 async def serve(ctx: Context, on_ready: Callable[[], None]) -> None:
     socks = listen_sockets(ctx.cfg.hosts, ctx.cfg.port, ctx.cfg.backlog)
-    await run_uvicorn(ctx, build_app(ctx, routes(ctx)), socks, on_ready)
+    await run_uvicorn(ctx, app(ctx), socks, on_ready)

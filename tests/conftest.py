@@ -33,8 +33,8 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 TRANSPORTS = transports.names()
 HTTP_TRANSPORTS = tuple(t.name for t in transports.all_transports() if t.http)
 # The server stacks: a module that overrides the ``stack`` fixture with ``params=STACKS`` runs
-# every test on both (the contract and resilience suites do); the default is stock alone.
-STACKS = ("stock", "lean")
+# every test on each (the contract and resilience suites do); the default is stock alone.
+STACKS = ("stock", "lean", "granian")
 
 
 @dataclass

@@ -129,3 +129,15 @@ def test_a_sweep_of_stacks_and_windows_is_reported_side_by_side(tmp_path: Path) 
     text = (tmp_path / "rep" / "REPORT.md").read_text()
     assert "## Tokens per write" in text and "| SSE | lean | 100 |" in text
     assert (tmp_path / "rep" / "flush_curve.png").stat().st_size > 10_000
+
+
+def test_granian_runs_the_stock_app_of_sse_and_polling_and_not_websocket() -> None:
+    import transports
+    from servers.base import ServerConfig, load
+
+    assert "granian" in transports.get("sse").stacks and "granian" in transports.get("poll").stacks
+    assert "granian" not in transports.get("ws").stacks  # granian sends no WebSocket pings
+    settings = load("sse", "granian").settings(ServerConfig("sse", stack="granian"))
+    assert settings["effective"]["server"].startswith("granian ")
+    with pytest.raises(ValueError, match="no 'granian' stack"):
+        ServerConfig("ws", stack="granian")

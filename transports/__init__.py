@@ -25,6 +25,10 @@ if TYPE_CHECKING:
     from servers.base import TransportServer
 
 
+GRANIAN = "servers.granian_stack"
+STACKS = ("stock", "lean", "granian")  # every server stack a transport may have
+
+
 @dataclass(frozen=True)
 class Transport:
     name: str  # in the CLI, results.json, report rows
@@ -48,6 +52,9 @@ class Transport:
     # whether a browser reaches it through a web front on a second port (``web_port``).
     browser: tuple[str, ...] = ()
     web_front: bool = False
+    # Its stock module has ``app(ctx)``, an ASGI app another server can run: ``--stack granian``
+    # runs it on granian (servers/granian_stack.py).
+    granian: bool = False
 
     @property
     def http(self) -> bool:
@@ -56,13 +63,14 @@ class Transport:
 
     @property
     def stacks(self) -> tuple[str, ...]:
-        """Its server stacks: ``stock`` (what a FastAPI team writes first), ``lean`` if any."""
-        return ("stock", "lean") if self.lean else ("stock",)
+        """Its server stacks: ``stock`` (what a FastAPI team writes first), ``lean`` if any,
+        ``granian`` (the stock app on granian) if its app can run there."""
+        return ("stock", *(("lean",) if self.lean else ()), *(("granian",) if self.granian else ()))
 
     def server_module(self, stack: str = "stock") -> TransportServer:
         if stack not in self.stacks:
             raise ValueError(f"{self.name} has no {stack!r} stack: {', '.join(self.stacks)}")
-        module = self.server if stack == "stock" else self.lean
+        module = {"stock": self.server, "lean": self.lean, "granian": GRANIAN}[stack]
         return importlib.import_module(module)  # type: ignore[arg-type,return-value]
 
     def reader_class(self) -> type[Reader]:
@@ -136,12 +144,14 @@ def select(spec: str) -> list[Transport]:
 
 register(Transport(
     "sse", "SSE", "#1f77b4", "servers.sse", "clients.sse:SSEReader", fast_path="sse",
-    lean="servers.sse_lean", browser=("eventsource", "eventsource-hardened"),
+    lean="servers.sse_lean", browser=("eventsource", "eventsource-hardened"), granian=True,
     resume="Last-Event-ID", watchdog="named `ping` events: EventSource hides comments",
 ))  # fmt: skip
 register(Transport(
     "ws", "WebSocket", "#ff7f0e", "servers.ws", "clients.ws:WSReader", fast_path="ws",
     lean="servers.ws_lean", browser=("websocket",),
+    # no granian stack: granian sends no WebSocket pings (emmett-framework/granian#613), and the
+    # contract's keepalive is the protocol's ping (tests/test_resilience.py checks it)
     watchdog="protocol pings",
 ))  # fmt: skip
 register(Transport(
@@ -153,6 +163,6 @@ register(Transport(
 ))  # fmt: skip
 register(Transport(
     "poll", "long polling", "#d62728", "servers.poll", "clients.poll:PollReader",
-    lean="servers.poll_lean", browser=("fetch",),
+    lean="servers.poll_lean", browser=("fetch",), granian=True,
     watchdog="the poll timeout",
 ))  # fmt: skip

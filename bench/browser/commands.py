@@ -81,7 +81,9 @@ def browser(
             "stream's length plus 10, and 10 more with a fault)."
         ),
     ] = None,
-    stack: Annotated[str, typer.Option(help="The servers' stack: stock, or lean.")] = "stock",
+    stack: Annotated[
+        str, typer.Option(help="The servers' stack: stock, lean or granian.")
+    ] = "stock",
     screenshot: Annotated[
         str | None, typer.Option(help="Save the first measurement's first tab as a PNG here.")
     ] = None,
@@ -108,8 +110,8 @@ def browser(
         fail("faults run over HTTP/1.1 only: drop --http 2 or --fault")
     if any(f != "none" for f in faults) and tokens / rate < 4:
         fail("a fault fires 2 s into the stream: give streams at least 4 s (--tokens / --rate)")
-    if stack not in ("stock", "lean"):
-        fail(f"--stack: stock or lean, not {stack!r}")
+    if stack not in transports.STACKS:
+        fail(f"--stack: {', '.join(transports.STACKS)}, not {stack!r}")
     try:
         chromium.executable()
     except chromium.BrowserError as exc:

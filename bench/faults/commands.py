@@ -9,6 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
+import transports
 from bench import deploy as dp
 from bench.cliapp import CHOICES, app, fail, pick
 
@@ -40,7 +41,8 @@ def faults(
         typer.Option(help="Run the transports of a connection fault side by side (not restarts)."),
     ] = False,
     stack: Annotated[
-        str, typer.Option(help="The servers' stack: stock, or lean (where a transport has one).")
+        str,
+        typer.Option(help="The servers' stack: stock, lean or granian (where a transport has it)."),
     ] = "stock",
     cluster: Annotated[
         str | None,
@@ -85,9 +87,8 @@ def faults(
     for name in modes:
         if name not in fl.MODES:
             fail(f"unknown mode {name!r}: default, hardened or both")
-    if stack not in ("stock", "lean"):
-        fail(f"--stack: stock or lean, not {stack!r}")
-    import transports
+    if stack not in transports.STACKS:
+        fail(f"--stack: {', '.join(transports.STACKS)}, not {stack!r}")
 
     if skipped := [n for n in names if stack not in transports.get(n).stacks]:
         print(f"== no {stack} stack for {', '.join(skipped)}: skipped", file=sys.stderr)

@@ -17,7 +17,9 @@ from bench.cliapp import CHOICES, app, fail, pick
 def idle_memory(
     transport: Annotated[str, typer.Option(help=CHOICES)] = "all",
     connections: Annotated[int, typer.Option(help="Idle readers to hold open.")] = 2000,
-    stack: Annotated[str, typer.Option(help="stock, lean, or both (stock,lean).")] = "stock",
+    stack: Annotated[
+        str, typer.Option(help="stock, lean, granian, or a list (stock,lean,granian).")
+    ] = "stock",
 ) -> None:
     """Server RSS per idle open connection (one worker; readers wait between tokens)."""
     from bench.load import idle
@@ -28,8 +30,8 @@ def idle_memory(
 
     names = pick(transport)
     stacks = [s.strip() for s in stack.split(",") if s.strip()]
-    if not stacks or any(s not in ("stock", "lean") for s in stacks):
-        fail(f"--stack: stock, lean or both, not {stack!r}")
+    if not stacks or any(s not in transports.STACKS for s in stacks):
+        fail(f"--stack: {', '.join(transports.STACKS)} (a comma list), not {stack!r}")
     print(f"# {idle.machine_line()}, {connections} idle connections, 1 server worker")
     print(f"{'transport':<16}{'KiB/conn':>10}{'RSS before':>14}{'RSS held':>12}{'after close':>13}")
     runs = [(n, s) for n in names for s in stacks if s in transports.get(n).stacks]
@@ -138,7 +140,8 @@ def bench(
         str,
         typer.Option(
             help="Server stacks, a comma list: stock (FastAPI, sse-starlette, "
-            "grpc.aio), lean (raw ASGI read routes). A transport without one is skipped."
+            "grpc.aio), lean (raw ASGI read routes), granian (the stock app on granian). A "
+            "transport without one is skipped."
         ),
     ] = "stock",
     gc: Annotated[
@@ -283,11 +286,12 @@ def bench(
 
 def _lists(stack: str, gc: str, flush_ms: str) -> tuple[list[str], list[str], list[float]]:
     """--stack, --gc and --flush-ms as lists; ``ValueError`` with a one-line reason."""
+    import transports
     from servers.gcpolicy import POLICIES
 
     stacks = [s.strip() for s in stack.split(",") if s.strip()]
-    if not stacks or any(s not in ("stock", "lean") for s in stacks):
-        raise ValueError(f"--stack: stock, lean or both (stock,lean), not {stack!r}")
+    if not stacks or any(s not in transports.STACKS for s in stacks):
+        raise ValueError(f"--stack: {', '.join(transports.STACKS)} (a comma list), not {stack!r}")
     gcs = [g.strip() for g in gc.split(",") if g.strip()]
     if not gcs or any(g not in POLICIES for g in gcs):
         raise ValueError(f"--gc: {', '.join(POLICIES)} or both, not {gc!r}")

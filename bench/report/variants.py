@@ -51,13 +51,15 @@ def stacks_md(docs: list[dict[str, Any]]) -> list[str]:
                 f"{'-' if mem is None else f'{mem[1].mean / 1024:.1f} KiB ({mem[0]:,})'} | "
                 f"{'-' if gen is None else f'{gen.mean:.1f}'} |"
             )
-    if not any("| lean |" in r for r in rows):
+    if not any("| stock |" not in r for r in rows):
         return []
     return [
-        "", "## Stock and lean stacks", "",
+        "", "## Server stacks: stock, lean, granian", "",
         "`stock` is what a FastAPI team writes first (sse-starlette, FastAPI's WebSocket and "
-        "routes, grpc.aio); `lean` is the same app with a raw ASGI handler in front of the read "
-        "route (servers/lean.py). Users per core is the knee bracket at the run's rate; CPU per "
+        "routes, grpc.aio, on uvicorn); `lean` is the same app with a raw ASGI handler in front "
+        "of the read route (servers/lean.py); `granian` is the stock app on granian, a Rust "
+        "server (servers/granian_stack.py; no WebSocket: granian sends no pings). "
+        "Users per core is the knee bracket at the run's rate; CPU per "
         "token is at the knee. Memory per connection is at the most connections each measured.",
         "", "| transport | stack | users per core (knee) | normalised | server CPU µs / token "
         "| memory per connection (at) | loadgen µs / token |",
