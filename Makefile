@@ -67,7 +67,8 @@ format: $(READY)
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-# The main job, about 20 minutes on 2 cores. Every run measures the machine first and last
+# The main job, about 37 minutes on 2 cores (22 measured before the browser jobs, which take
+# about 12 here, and the granian knees, about 3). Every run measures the machine first and last
 # (machine.yardstick). 1. The knee at 40 tok/s: each step measured as three 1 s windows, the
 # knee and the first broken step run three times each; then the same for the lean stacks, and
 # for the stock apps of SSE and long polling on granian.
@@ -75,8 +76,8 @@ format: $(READY)
 # stacks (gRPC: stock, it has no other). 3. Collector pauses at 10,000 connections in one
 # worker, stock and tuned (lean SSE, and long polling, whose requests churn the heap). 4. 50,000 users, ramped at the pace the server accepts them (a 60 s
 # budget per transport), each at the token rate that loads the server to a quarter of what it
-# carried at its knee (--rate-from the knee just measured). 5. Three fault scenarios. 6. The
-# report.
+# carried at its knee (--rate-from the knee just measured). 5. Three fault scenarios. 6. Real
+# browsers (browser-jobs, below). 7. The report.
 KNEE := --find-knee --knee-start 200 --knee-factor 1.5 --knee-refine 2 --knee-repeats 3 \
 	--clients 3000 --ramp 2s --hold 3 --windows 3 --think 0
 
