@@ -9,8 +9,8 @@ Rules of this module:
   Rust runtime thread, and listens with SO_REUSEPORT on the supervisor's port like uvicorn does.
 - WebSocket has no granian stack: granian sends no WebSocket pings (emmett-framework/granian#613,
   open), and the contract's WebSocket keepalive is the protocol's ping.
-- SIGTERM drains the streams first (the hub), then stops the server after 0.3 s, so WebSockets
-  close with 1001 and SSE responses end without ``end``, as on uvicorn (servers/http_app.py).
+- SIGTERM drains the streams first (the hub), then stops the server after 0.3 s, so SSE
+  responses end without ``end`` and polls answer at once, as on uvicorn (servers/http_app.py).
 """
 
 from __future__ import annotations
@@ -25,7 +25,6 @@ from typing import Any
 import transports
 from servers.base import Context, ServerConfig
 from servers.haproxy import listeners
-from servers.http_app import uvicorn_settings
 
 NAME = "granian"
 GRANIAN_DEFAULTS = {"backlog": 128, "runtime_threads": 1, "http": "auto", "websockets": True,
@@ -38,9 +37,7 @@ def settings(cfg: ServerConfig) -> dict[str, Any]:
         "app": f"the stock FastAPI app of {transports.get(cfg.transport).server}",
         "backlog": cfg.backlog, "runtime_threads": 1, "http": "1", "websockets": True,
     }  # fmt: skip
-    out = uvicorn_settings(cfg, {})
-    return {"effective": effective, "stack_defaults": GRANIAN_DEFAULTS,
-            "uvicorn_equivalent": out["effective"]}  # fmt: skip
+    return {"effective": effective, "stack_defaults": GRANIAN_DEFAULTS}
 
 
 async def serve(ctx: Context, on_ready: Callable[[], None]) -> None:

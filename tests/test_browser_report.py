@@ -74,8 +74,10 @@ def test_the_report_sections_render_from_entries() -> None:
            "server_cpu_us_per_token": None}
           for e in [entry("eventsource", firsts=[200.0]),
                     entry("eventsource", firsts=[*SIX, 3100.0])]]  # fmt: skip
-    text = "\n".join(browsers.markdown([{"kind": "browser", "browser": es}]))
-    assert "**tab 7 waited 3.1 s**" in text and "| eventsource | 1.1 |" in text
+    react = {**es[1], "page": "app", "first_token_ms": [*SIX, 250.0]}  # another page, no wait
+    text = "\n".join(browsers.markdown([{"kind": "browser", "browser": [*es, react]}]))
+    assert "**tab 7 waited 3.1 s**" in text and "| eventsource | 1.1 | bench | 40 |" in text
+    assert "| eventsource | 1.1 | app | 40 | - | 7/7 read, none waited |" in text  # its own row
 
 
 def test_what_to_ship_asks_for_http2_only_when_the_seventh_tab_waited() -> None:

@@ -86,6 +86,13 @@ def test_grpc_web_errors_are_trailers_only_with_the_grpc_code(grpc_web) -> None:
     assert headers["grpc-status"] == "12"  # UNIMPLEMENTED
     headers, _ = call(grpc_web.web_url, "StreamTokens", b"\xff\xff", "application/grpc-web")
     assert headers["grpc-status"] == "3"  # INVALID_ARGUMENT: does not decode
+    big = pb.CreateStreamRequest(prompt="x" * 70_000).SerializeToString()
+    for ctype in ("application/grpc-web", "application/grpc-web-text"):
+        headers, _ = call(grpc_web.web_url, "CreateStream", big, ctype)
+        assert headers["grpc-status"] == "8"  # RESOURCE_EXHAUSTED: over 64 KiB while reading
+    ok = pb.CreateStreamRequest(prompt="x" * 4000).SerializeToString()  # in the limit, base64 too
+    headers, _ = call(grpc_web.web_url, "CreateStream", ok, "application/grpc-web-text")
+    assert "grpc-status" not in headers
     req = urllib.request.Request(
         f"{grpc_web.web_url}/tokenbench.v1.TokenStream/StreamTokens",
         data=b"{}",

@@ -94,10 +94,9 @@ Baseline = tuple[dict[str, float], int]  # the renderer's metrics, and tokens re
 
 
 def tab_record(
-    i: int, snap: dict[str, Any] | None, expected: int, start: Baseline | None,
-    m1: dict[str, float],
+    i: int, snap: dict[str, Any] | None, hist: Histogram, expected: int,
+    start: Baseline | None, m1: dict[str, float],
 ) -> Tab:  # fmt: skip
-    hist = histogram(snap)
     m0, base = start if start else ({}, 0)
     counted = (len(snap["seqs"]) if snap else 0) - base
     checked = check(snap, expected) if snap else check({"seqs": []}, expected)

@@ -101,11 +101,12 @@ async def measure(
             await pages[0].screenshot(path=str(screenshot))
         for nav in navs:
             nav.cancel()
-        tabs = [tab_record(i, s, plan.tokens, starts[i], ends[i])
+        hists = [histogram(s) for s in snaps]
+        tabs = [tab_record(i, s, hists[i], plan.tokens, starts[i], ends[i])
                 for i, s in enumerate(snaps)]  # fmt: skip
         hist = Histogram()
-        for snap in snaps:
-            hist.merge(histogram(snap))
+        for h in hists:
+            hist.merge(h)
         beside = None
         if native.wanted(plan.transport, plan.fault) and origin.server is not None:
             beside = await native.measure(plan.transport, origin.server.url, origin.server_pids(),

@@ -41,23 +41,29 @@ def _wait_cell(e: Entry) -> str:
 
 
 def limit_md(es: list[Entry]) -> list[str]:
-    """Item 2's table: client and HTTP version down, tab counts across."""
+    """Item 2's table: client, HTTP version, page and rate down, tab counts across. A row is one
+    kind of measurement, so runs of another page or rate never share (or overwrite) a cell."""
     clean = [e for e in es if e["fault"] == "none"]
     counts = sorted({e["tabs"] for e in clean})
     if len(counts) < 2:
         return []
-    rows = sorted({(e["client"], e["network"]) for e in clean})
-    at = {(e["client"], e["network"], e["tabs"]): e for e in clean}
+
+    def key(e: Entry) -> tuple[str, str, str, float]:
+        return e["client"], e["network"], e["page"], e["rate"]
+
+    rows = sorted({key(e) for e in clean})
+    at = {(*key(e), e["tabs"]): e for e in clean}
     lines = ["", "### The connection limit: tabs in one browser profile, one origin", "",
              f"A tab waited when its first token came over {WAIT_MS / 1000:g} s after the "
              "median tab's (first token counted from the tab's navigation start; tabs opened "
              "0.1 s apart). HTTP/2 is HAProxy terminating TLS with ALPN h2.", "",
-             "| client | HTTP | " + " | ".join(f"{n} tabs" for n in counts) + " |",
-             "|---|---|" + "---|" * len(counts)]  # fmt: skip
-    for client, net in rows:
-        cells = [_wait_cell(at[(client, net, n)]) if (client, net, n) in at else "-"
-                 for n in counts]  # fmt: skip
-        lines.append(f"| {client} | {net} | " + " | ".join(cells) + " |")
+             "| client | HTTP | page | tok/s per tab | "
+             + " | ".join(f"{n} tabs" for n in counts) + " |",
+             "|---|---|---|---|" + "---|" * len(counts)]  # fmt: skip
+    for row in rows:
+        cells = [_wait_cell(at[(*row, n)]) if (*row, n) in at else "-" for n in counts]
+        client, net, page, rate = row
+        lines.append(f"| {client} | {net} | {page} | {rate:g} | " + " | ".join(cells) + " |")
     return lines
 
 
