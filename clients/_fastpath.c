@@ -9,6 +9,12 @@
  *   find its end and hands the head to Python (on_head), which decides: go on fast, or take the
  *   connection back. After the head it decodes HTTP/1.1 chunked bodies carrying
  *   text/event-stream (WHATWG HTML 9.2.6), or RFC 6455 frames.
+ * - gRPC (mode "grpc"): Python (clients/h2grpc.py, on the h2 library) opens the HTTP/2
+ *   connection and the call; once the response headers are in, the Tap reads RFC 9113 frames.
+ *   DATA frames of its stream carry length-prefixed messages (gRPC PROTOCOL-HTTP2.md), each a
+ *   protobuf Token (proto/tokens.proto); every other frame goes whole to h2 in Python (on_other),
+ *   and flow-control credit goes back in batches (conn.credit). When Python ends the call
+ *   (tap.stream = 0), the bytes after it go back to the connection.
  * - Only the common case is handled here: a message event / final unmasked text frame whose
  *   JSON is a flat object with integer seq and t and a string text, and whose seq is the next
  *   one. Anything else (other events, control frames, odd JSON, a gap or a duplicate) goes to
@@ -334,7 +340,7 @@ static int parse_token(const char *p, const char *e, Tok *tok) {
 }
 
 /* ---- Tap: one conversation's reader ---- */
-enum { MODE_SSE = 0, MODE_WS = 1 };
+enum { MODE_SSE = 0, MODE_WS = 1, MODE_GRPC = 2 };
 enum { C_SIZE, C_DATA, C_DATA_END, C_TRAILER, C_DONE };
 
 typedef struct {
@@ -352,6 +358,10 @@ typedef struct {
     Buf data;  /* the event's data buffer */
     Buf type;  /* the event's type */
     Buf idbuf; /* the last event ID buffer */
+    Buf msg;   /* grpc: DATA payload not yet split into messages */
+    int64_t stream;    /* grpc: the HTTP/2 stream read here (0: none, hand everything back) */
+    int64_t unacked;   /* grpc: DATA bytes consumed and not yet credited (RFC 9113 6.9) */
+    int64_t credit_at; /* grpc: conn.credit(unacked) once it reaches this */
 } Tap;
 
 /* The accounting of one delivered token (Reader.deliver already said it is the next one). */
@@ -380,15 +390,18 @@ static int call_slow(Tap *s, Tok *tok) { /* an irregular seq: Reader.deliver in 
     return 0;
 }
 
+static int deliver(Tap *s, Tok *tok) {
+    if (tok->seq != s->cursor + 1) return call_slow(s, tok);
+    s->cursor = tok->seq;
+    s->delivered++;
+    account(s, tok->seq, tok->t, tok->text, tok->text_len);
+    return 0;
+}
+
 static int token(Tap *s, const char *p, const char *e, int *fast) {
     Tok tok;
     *fast = parse_token(p, e, &tok);
-    if (!*fast) return 0;
-    if (tok.seq != s->cursor + 1) return call_slow(s, &tok);
-    s->cursor = tok.seq;
-    s->delivered++;
-    account(s, tok.seq, tok.t, tok.text, tok.text_len);
-    return 0;
+    return *fast ? deliver(s, &tok) : 0;
 }
 
 static int error(Tap *s, const char *why) {
@@ -591,6 +604,178 @@ static int frames(Tap *s) {
     return rc;
 }
 
+/* ---- gRPC: RFC 9113 frames, length-prefixed messages, protobuf Token ---- */
+
+/* Well-formed UTF-8 (RFC 3629: no overlongs, surrogates or code points past U+10FFFF), which
+ * protobuf requires of a proto3 string field. */
+static int utf8_ok(const unsigned char *p, Py_ssize_t n) {
+    const unsigned char *e = p + n;
+    while (p < e) {
+        unsigned c = *p++;
+        if (c < 0x80) continue;
+        int k;
+        unsigned lo = 0x80, hi = 0xBF;
+        if (c >= 0xC2 && c <= 0xDF) k = 1;
+        else if (c >= 0xE0 && c <= 0xEF) {
+            k = 2;
+            if (c == 0xE0) lo = 0xA0;
+            if (c == 0xED) hi = 0x9F;
+        } else if (c >= 0xF0 && c <= 0xF4) {
+            k = 3;
+            if (c == 0xF0) lo = 0x90;
+            if (c == 0xF4) hi = 0x8F;
+        } else return 0;
+        if (e - p < k || p[0] < lo || p[0] > hi) return 0;
+        for (int i = 1; i < k; i++)
+            if ((p[i] & 0xC0) != 0x80) return 0;
+        p += k;
+    }
+    return 1;
+}
+
+static int varint(const unsigned char **pp, const unsigned char *e, uint64_t *v) {
+    uint64_t x = 0;
+    const unsigned char *p = *pp;
+    for (int shift = 0; p < e && shift < 70; shift += 7) {
+        unsigned char b = *p++;
+        x |= (uint64_t)(b & 0x7F) << shift;
+        if (!(b & 0x80)) {
+            *pp = p, *v = x;
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* 1: a Token {seq = 1, t = 2, text = 3} (proto3: an absent field is zero; the last of a
+ * repeated one wins); 0: anything odd (a wrong wire type, a long or invalid text), for Python. */
+static int parse_pb_token(const char *start, const char *end, Tok *tok) {
+    const unsigned char *p = (const unsigned char *)start, *e = (const unsigned char *)end;
+    tok->seq = tok->t = 0, tok->text_len = 0;
+    while (p < e) {
+        uint64_t key, v;
+        if (!varint(&p, e, &key) || key >> 3 == 0 || key > 0xFFFFFFFF) return 0;
+        unsigned field = (unsigned)(key >> 3), wt = (unsigned)(key & 7);
+        if ((field == 1 || field == 2) && wt != 0) return 0;
+        if (field == 3 && wt != 2) return 0;
+        switch (wt) {
+        case 0:
+            if (!varint(&p, e, &v)) return 0;
+            if (field == 1) tok->seq = (int64_t)v;
+            else if (field == 2) tok->t = (int64_t)v;
+            break;
+        case 1: if (e - p < 8) return 0; p += 8; break;
+        case 5: if (e - p < 4) return 0; p += 4; break;
+        case 2:
+            if (!varint(&p, e, &v) || v > (uint64_t)(e - p)) return 0;
+            if (field == 3) {
+                if (v > sizeof(tok->text) || !utf8_ok(p, (Py_ssize_t)v)) return 0;
+                memcpy(tok->text, p, v);
+                tok->text_len = (Py_ssize_t)v;
+            }
+            p += v;
+            break;
+        default: return 0;
+        }
+    }
+    return 1;
+}
+
+#define GRPC_MAX_MESSAGE (4 << 20) /* grpcio's default max_receive_message_length */
+
+/* Length-prefixed messages (PROTOCOL-HTTP2.md): a compressed flag, a 4-byte length, the
+ * message. One not read here (compressed, or not a plain Token) goes to on_message in Python. */
+static int grpc_messages(Tap *s, const char *p, Py_ssize_t n, Py_ssize_t *used) {
+    const char *start = p, *e = p + n;
+    while (e - p >= 5) {
+        const unsigned char *h = (const unsigned char *)p;
+        uint32_t len = ((uint32_t)h[1] << 24) | ((uint32_t)h[2] << 16) | ((uint32_t)h[3] << 8) | h[4];
+        if (len > GRPC_MAX_MESSAGE) {
+            *used = e - start;
+            return error(s, "RESOURCE_EXHAUSTED: message larger than 4 MiB");
+        }
+        if ((uint32_t)(e - p - 5) < len) break;
+        Tok tok;
+        if (h[0] == 0 && parse_pb_token(p + 5, p + 5 + len, &tok)) {
+            if (deliver(s, &tok) < 0) return -1;
+        } else {
+            PyObject *r = PyObject_CallFunction(s->on_head, "iy#", h[0], p + 5, (Py_ssize_t)len);
+            if (!r) return -1;
+            Py_DECREF(r);
+        }
+        p += 5 + len;
+        if (!s->stream) break; /* on_message ended the call */
+    }
+    *used = p - start;
+    return 0;
+}
+
+static int grpc_data(Tap *s, const char *p, Py_ssize_t n) {
+    Py_ssize_t used = 0;
+    int rc;
+    if (s->msg.len == 0) { /* the common case: whole messages, parsed in place */
+        rc = grpc_messages(s, p, n, &used);
+        if (rc == 0 && used < n && s->stream) rc = buf_add(&s->msg, p + used, n - used);
+        return rc;
+    }
+    if (buf_add(&s->msg, p, n) < 0) return -1;
+    rc = grpc_messages(s, s->msg.p, s->msg.len, &used);
+    buf_drop(&s->msg, used);
+    return rc;
+}
+
+/* RFC 9113 section 4.1 frames. */
+static int h2_frames(Tap *s) {
+    Buf *r = &s->raw;
+    Py_ssize_t pos = 0;
+    int rc = 0;
+    while (rc == 0 && s->stream && r->len - pos >= 9) {
+        const unsigned char *h = (const unsigned char *)r->p + pos;
+        uint32_t n = ((uint32_t)h[0] << 16) | ((uint32_t)h[1] << 8) | h[2];
+        if ((uint32_t)(r->len - pos - 9) < n) break;
+        uint32_t sid = ((uint32_t)(h[5] & 0x7F) << 24) | ((uint32_t)h[6] << 16) |
+                       ((uint32_t)h[7] << 8) | h[8];
+        /* PADDED: a length byte and that much padding; more than the frame is h2's to refuse */
+        int pad = (h[4] & 0x08) ? (n ? h[9] + 1 : -1) : 0;
+        pos += 9 + n;
+        if (h[3] == 0 && sid == s->stream && pad >= 0 && (uint32_t)pad <= n) {
+            s->unacked += n; /* flow control counts the padding too (RFC 9113 6.9.1) */
+            const char *payload = (const char *)h + 9 + (pad ? 1 : 0);
+            rc = grpc_data(s, payload, (Py_ssize_t)(n - pad));
+            if (rc == 0 && (h[4] & 0x01)) { /* END_STREAM on DATA: h2 must see the stream end */
+                unsigned char end[9] = {0, 0, 0, 0, 0x01, h[5] & 0x7F, h[6], h[7], h[8]};
+                PyObject *x = PyObject_CallFunction(s->on_other, "y#", end, (Py_ssize_t)9);
+                rc = x ? 0 : -1;
+                Py_XDECREF(x);
+            }
+            if (rc == 0 && s->unacked >= s->credit_at) {
+                PyObject *x = PyObject_CallMethod(s->conn, "credit", "L", (long long)s->unacked);
+                s->unacked = 0;
+                rc = x ? 0 : -1;
+                Py_XDECREF(x);
+            }
+            continue;
+        }
+        PyObject *x = PyObject_CallFunction(s->on_other, "y#", h, (Py_ssize_t)(9 + n));
+        rc = x ? 0 : -1;
+        Py_XDECREF(x);
+    }
+    if (rc < 0) return -1;
+    buf_drop(r, pos);
+    if (!s->stream && s->fast && s->conn) { /* the call is over: the connection is Python's */
+        s->fast = 0;
+        s->bytes -= r->len;
+        if (r->len) {
+            PyObject *rest = PyBytes_FromStringAndSize(r->p, r->len);
+            r->len = 0;
+            PyObject *x = rest ? PyObject_CallMethod(s->conn, "data_received", "N", rest) : NULL;
+            if (!x) return -1;
+            Py_DECREF(x);
+        }
+    }
+    return rc;
+}
+
 static PyObject *tap_data_received(Tap *s, PyObject *data) {
     Py_buffer view;
     if (PyObject_GetBuffer(data, &view, PyBUF_SIMPLE) < 0) return NULL;
@@ -645,7 +830,7 @@ static PyObject *tap_data_received(Tap *s, PyObject *data) {
             Py_RETURN_NONE;
         }
     }
-    rc = s->mode == MODE_SSE ? chunked(s) : frames(s);
+    rc = s->mode == MODE_SSE ? chunked(s) : s->mode == MODE_WS ? frames(s) : h2_frames(s);
     if (rc < 0) return NULL;
     Py_RETURN_NONE;
 }
@@ -671,17 +856,27 @@ static PyObject *tap_start(Tap *s, PyObject *args) {
     Py_XSETREF(s->on_head, on_head);
     Py_XSETREF(s->on_other, on_other);
     Py_XSETREF(s->on_error, on_error);
-    s->fast = 1, s->head_done = 0, s->skip_lf = 0, s->bom_done = 0, s->cstate = C_SIZE;
-    s->cleft = 0, s->retry = -1, s->bytes = 0;
-    s->raw.len = s->sse.len = s->data.len = s->type.len = s->idbuf.len = 0;
+    s->fast = 1, s->head_done = s->mode == MODE_GRPC, s->skip_lf = 0, s->bom_done = 0;
+    s->cstate = C_SIZE, s->cleft = 0, s->retry = -1, s->bytes = 0, s->stream = s->unacked = 0;
+    s->raw.len = s->sse.len = s->data.len = s->type.len = s->idbuf.len = s->msg.len = 0;
     s->last_rx = monotonic();
     Py_RETURN_NONE;
 }
 
 static PyObject *tap_stop(Tap *s, PyObject *u) { /* the connection is over: drop references */
     Py_CLEAR(s->conn); Py_CLEAR(s->on_head); Py_CLEAR(s->on_other); Py_CLEAR(s->on_error);
-    s->raw.len = s->sse.len = s->data.len = s->type.len = 0;
+    s->raw.len = s->sse.len = s->data.len = s->type.len = s->msg.len = 0;
+    s->stream = 0;
     Py_RETURN_NONE;
+}
+
+static PyObject *tap_release(Tap *s, PyObject *u) {
+    /* grpc: stop reading here at once; the bytes not yet framed, for the connection's owner */
+    PyObject *rest = PyBytes_FromStringAndSize(s->fast ? s->raw.p : "", s->fast ? s->raw.len : 0);
+    if (!rest) return NULL;
+    if (s->fast) s->bytes -= s->raw.len;
+    s->fast = 0, s->stream = 0, s->raw.len = s->msg.len = 0;
+    return rest;
 }
 
 static PyObject *tap_account(Tap *s, PyObject *args) {
@@ -709,8 +904,9 @@ static int tap_init(Tap *s, PyObject *args, PyObject *kw) {
         return -1;
     if (!strcmp(mode, "sse")) s->mode = MODE_SSE;
     else if (!strcmp(mode, "ws")) s->mode = MODE_WS;
+    else if (!strcmp(mode, "grpc")) s->mode = MODE_GRPC;
     else {
-        PyErr_SetString(PyExc_ValueError, "mode must be 'sse' or 'ws'");
+        PyErr_SetString(PyExc_ValueError, "mode must be 'sse', 'ws' or 'grpc'");
         return -1;
     }
     s->check = seed != Py_None;
@@ -721,7 +917,7 @@ static int tap_init(Tap *s, PyObject *args, PyObject *kw) {
     Py_INCREF(tally); Py_INCREF(slow);
     Py_XSETREF(s->tally, (Tally *)tally);
     Py_XSETREF(s->slow, slow);
-    s->t_post_ns = t_post, s->cursor = cursor, s->retry = -1;
+    s->t_post_ns = t_post, s->cursor = cursor, s->retry = -1, s->credit_at = 1 << 20;
     return 0;
 }
 
@@ -741,7 +937,7 @@ static void tap_dealloc(Tap *s) {
     PyObject_GC_UnTrack(s);
     tap_clear(s);
     PyMem_Free(s->raw.p), PyMem_Free(s->sse.p), PyMem_Free(s->data.p);
-    PyMem_Free(s->type.p), PyMem_Free(s->idbuf.p);
+    PyMem_Free(s->type.p), PyMem_Free(s->idbuf.p), PyMem_Free(s->msg.p);
     Py_TYPE(s)->tp_free((PyObject *)s);
 }
 
@@ -753,8 +949,11 @@ static PyMethodDef tap_methods[] = {
     {"pause_writing", (PyCFunction)tap_pause_writing, METH_NOARGS, NULL},
     {"resume_writing", (PyCFunction)tap_pause_writing, METH_NOARGS, NULL},
     {"start", (PyCFunction)tap_start, METH_VARARGS,
-     "start(conn, on_head, on_other, on_error): a new connection of this reader."},
+     "start(conn, on_head, on_other, on_error): a new connection of this reader. In grpc mode "
+     "on_head is on_message(flag, message) and on_other gets whole HTTP/2 frames."},
     {"stop", (PyCFunction)tap_stop, METH_NOARGS, "The connection is over."},
+    {"release", (PyCFunction)tap_release, METH_NOARGS,
+     "grpc: stop reading at once; returns the bytes not yet framed, for the connection."},
     {"account", (PyCFunction)tap_account, METH_VARARGS,
      "account(seq, t, text): the accounting of one token delivered by Reader.deliver."},
     {NULL}};
@@ -768,6 +967,9 @@ static PyMemberDef tap_members[] = {
     {"retry", T_LONGLONG, offsetof(Tap, retry), READONLY, "SSE retry: field seen, or -1"},
     {"fast", T_INT, offsetof(Tap, fast), READONLY, "still on the compiled path"},
     {"t_post_ns", T_LONGLONG, offsetof(Tap, t_post_ns), 0, "when the prompt was posted"},
+    {"stream", T_LONGLONG, offsetof(Tap, stream), 0, "grpc: the HTTP/2 stream read (0: none)"},
+    {"unacked", T_LONGLONG, offsetof(Tap, unacked), 0, "grpc: DATA bytes not yet credited"},
+    {"credit_at", T_LONGLONG, offsetof(Tap, credit_at), 0, "grpc: conn.credit(n) at this many"},
     {NULL}};
 
 static PyTypeObject TapType = {

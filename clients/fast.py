@@ -5,8 +5,9 @@ tap becomes each connection's asyncio protocol once the request is sent, so uvlo
 straight to C, which parses the head's end, the chunked event stream or the frames, and the
 token JSON, and does the accounting into a process-wide ``Tally``. Whatever is not the common
 case goes back to the same Python code the plain clients run. ``tokenbench bench
---no-fast-path`` turns it off. Long polling and gRPC have no fast path: a poll's cost is its
-request, gRPC's is grpcio's.
+--no-fast-path`` turns it off. gRPC is read by the load generator's own HTTP/2 client
+(clients/h2grpc.py), which hands the tap its DATA frames once a call's headers are in. Long
+polling has no fast path: a poll's cost is its request.
 """
 
 from __future__ import annotations
@@ -45,8 +46,8 @@ def set_clock(correction_ns: int) -> None:
 
 def tap_for(reader: Any, mode: str, tally: Any, seed: int | None, t_post_ns: int) -> Any:
     """Attach a tap to ``reader``: its tokens are then accounted in ``tally`` (``on_token``).
-    ``mode`` is the parser, ``"sse"`` (chunked event stream) or ``"ws"`` (RFC 6455 frames): the
-    transport record's ``fast_path``."""
+    ``mode`` is the parser, ``"sse"`` (chunked event stream), ``"ws"`` (RFC 6455 frames) or
+    ``"grpc"`` (HTTP/2 DATA frames of gRPC messages): the transport record's ``fast_path``."""
     assert _fastpath is not None
     tap = _fastpath.Tap(tally, reader.tap_deliver, mode, seed, t_post_ns)
     reader.tap = tap

@@ -209,9 +209,15 @@ _LINGER_0 = struct.pack("ii", 1, 0)
 
 
 async def open_connection(
-    host: str, port: int, timeout: float, local_addr: str | None = None, rst_close: bool = False
-) -> HttpConnection:
-    """Connect (from ``local_addr`` if given); connection failures raise ``Retry``.
+    host: str,
+    port: int,
+    timeout: float,
+    local_addr: str | None = None,
+    rst_close: bool = False,
+    protocol: Callable[[asyncio.AbstractEventLoop], Any] = HttpConnection,
+) -> Any:
+    """Connect (from ``local_addr`` if given); connection failures raise ``Retry``. The
+    connection's protocol is ``protocol(loop)``, an ``HttpConnection`` unless asked otherwise.
 
     ``rst_close``: SO_LINGER 0, so closing sends RST and leaves no TIME_WAIT (load generator).
     """
@@ -226,7 +232,7 @@ async def open_connection(
             sock.setsockopt(socket.IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, 1)
             sock.bind((local_addr, 0))
         await asyncio.wait_for(loop.sock_connect(sock, (host, port)), timeout)
-        _, conn = await loop.create_connection(lambda: HttpConnection(loop), sock=sock)
+        _, conn = await loop.create_connection(lambda: protocol(loop), sock=sock)
     except TimeoutError:
         if sock is not None:
             sock.close()

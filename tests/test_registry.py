@@ -30,8 +30,12 @@ def test_the_four_are_registered_once_with_what_differs() -> None:
     assert transports.names()[:4] == ("sse", "ws", "grpc", "poll")
     assert {t.name for t in transports.all_transports() if not t.binds_source} == {"grpc"}
     assert {t.name: t.fast_path for t in transports.all_transports() if t.fast_path} == {
-        "sse": "sse", "ws": "ws",
+        "sse": "sse", "ws": "ws", "grpc": "grpc",
     }  # fmt: skip
+    # a load process reads gRPC with its own h2 client while the compiled path is on
+    assert transports.get("grpc").load_client(True)[0].__name__ == "H2GrpcReader"
+    assert transports.get("grpc").load_client(False)[0].__name__ == "GrpcReader"
+    assert transports.get("sse").load_client(True)[0].__name__ == "SSEReader"
     with pytest.raises(ValueError, match="unknown transport 'pigeon': one of sse, ws, grpc, poll"):
         transports.get("pigeon")
     assert [t.name for t in transports.select("grpc, sse")] == ["grpc", "sse"]
@@ -44,6 +48,7 @@ def test_no_module_outside_a_transport_branches_on_its_name() -> None:
     root = Path(__file__).resolve().parent.parent
     own = {"servers/sse.py", "servers/ws.py", "servers/rpc.py", "servers/poll.py",
            "clients/sse.py", "clients/ws.py", "clients/rpc.py", "clients/poll.py",
+           "clients/h2grpc.py", "clients/h2conn.py",
            "transports/__init__.py", "bench/report/verdicts.py",
            "bench/report/behind_lb.py"}  # fmt: skip
     pattern = ("== \"sse\"", "== \"ws\"", "== \"grpc\"", "== \"poll\"", "!= \"sse\"", "!= \"grpc\"",

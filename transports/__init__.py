@@ -43,8 +43,12 @@ class Transport:
     # False: the client cannot bind a source address (grpcio), so the server listens on several
     # loopback addresses and each load process dials its own, to spread ephemeral ports.
     binds_source: bool = True
-    fast_path: str | None = None  # which parser of clients/_fastpath.c reads it: "sse", "ws"
+    fast_path: str | None = None  # which parser of clients/_fastpath.c reads it: sse, ws, grpc
     batched_reads: bool = True  # load processes may doze between loop turns (--doze-us)
+    # The load generator's own client while the compiled path is on, if not ``reader`` and
+    # ``create``: cheaper, on uvloop (so it may doze), held to the reference by parity tests.
+    load_reader: str | None = None
+    load_create: str | None = None
     resume: str = "?after="  # how its client resumes (what the report tells a team to build)
     watchdog: str = "heartbeats"  # what its client's silence watchdog listens for
     lean: str | None = None  # the lean stack's server module (servers/lean.py), if it has one
@@ -78,6 +82,13 @@ class Transport:
 
     def create_fn(self) -> Callable[..., Any]:
         return _attr(self.create)
+
+    def load_client(self, fast: bool) -> tuple[type[Reader], Callable[..., Any], bool]:
+        """(reader class, create function, may doze) of a load process: its own client when
+        ``fast`` (the compiled path reads) and the record names one, else the reference."""
+        if fast and self.load_reader is not None:
+            return _attr(self.load_reader), _attr(self.load_create or self.create), True
+        return self.reader_class(), self.create_fn(), self.batched_reads
 
     def clock_fn(self) -> Callable[..., Any]:
         return _attr(self.clock)
@@ -159,6 +170,9 @@ register(Transport(
     create="clients.rpc:create_stream", clock="clients.rpc:time_exchange", scheme="grpc",
     server_loop="asyncio", browser=("grpc-web",), web_front=True,
     binds_source=False, batched_reads=False,  # grpc.aio stalls when its loop sleeps
+    # grpcio's client costs as much per token as the server: load processes read with h2 and C
+    fast_path="grpc", load_reader="clients.h2grpc:H2GrpcReader",
+    load_create="clients.h2grpc:create_stream",
     resume="StreamRequest.after", watchdog="HTTP/2 keepalive pings",
 ))  # fmt: skip
 register(Transport(

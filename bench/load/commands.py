@@ -99,11 +99,13 @@ def bench(
         int,
         typer.Option(
             help="Load processes read in batches this far apart, µs (latency reads at most this "
-            "much high; fewer wake-ups per token). 0: read at once. Not used for gRPC."
+            "much high; fewer wake-ups per token). 0: read at once. Not with grpcio's client "
+            "(gRPC with --no-fast-path)."
         ),
     ] = 1000,
     fast_path: Annotated[
-        bool, typer.Option(help="Read SSE and WebSocket through the compiled path, if built.")
+        bool,
+        typer.Option(help="Read SSE, WebSocket and gRPC (its h2 client) on the compiled path."),
     ] = True,
     cooldown: Annotated[
         float,

@@ -47,8 +47,8 @@ class Loader:
             heartbeat=cfg.heartbeat, poll_timeout=cfg.poll_timeout, local_addr=cfg.local_addr,
             rst_close=True, **cfg.options,
         )  # fmt: skip
-        self.reader_cls = self.record.reader_class()
-        self.create_fn = self.record.create_fn()
+        self.reader_cls, self.create_fn, dozes = self.record.load_client(self.fast)
+        self.doze_us = cfg.doze_us if dozes else 0
         self._next_conv = 0
         self.arrived = 0  # running users whose first stream has connected (the ramp's progress)
 
@@ -164,7 +164,7 @@ class Loader:
 
         await self.sync_clock()
         command_task = asyncio.ensure_future(read_commands())
-        doze_task = asyncio.ensure_future(self.doze()) if self.cfg.doze_us > 0 else None
+        doze_task = asyncio.ensure_future(self.doze()) if self.doze_us > 0 else None
         cfg = self.cfg
         next_report = time.monotonic() + cfg.interval
         stopping = False
@@ -211,7 +211,7 @@ class Loader:
         """Read in batches: between loop turns, sleep ``doze_us`` so that each turn finds many
         sockets ready (one wake-up for many tokens, not one each). A token then waits at most
         ``doze_us`` longer to be read: latency can only read high, by at most that."""
-        pause, sleep = self.cfg.doze_us / 1e6, time.sleep
+        pause, sleep = self.doze_us / 1e6, time.sleep
         while True:
             sleep(pause)
             await asyncio.sleep(0)

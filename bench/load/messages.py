@@ -35,7 +35,7 @@ class LoaderConfig:
     poll_timeout: float = 25.0
     interval: float = 0.5  # seconds between reports (a window's windows hold several)
     doze_us: int = 0  # see Loader.doze
-    fast_path: bool = True  # read SSE and WebSocket through clients/_fastpath.c if it was built
+    fast_path: bool = True  # read SSE, WebSocket and gRPC through clients/_fastpath.c if built
     clock_sync: bool = True  # put latencies on the server's clock (bench.load.clock)
     clock_shift_ns: int = 0  # tests: this process's clock reads wrong by this much
     seed: int = 0

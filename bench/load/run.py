@@ -122,7 +122,6 @@ def run_transport(
     transport: str, cfg: BenchConfig, say: ProgressFn, variant: Variant | None = None
 ) -> dict[str, Any]:
     variant = variant or Variant()
-    record = transports.get(transport)
     server_cores, loader_cores = _cores() if cfg.pin else (None, None)
     n_loaders = cfg.loaders_for()
     topo = _topology(transport, cfg, n_loaders, variant)
@@ -138,7 +137,7 @@ def run_transport(
             transport=transport, url=topo.urls[k], index=k, local_addr=topo.sources[k],
             tokens=cfg.tokens, rate=cfg.rate_for(transport), think=cfg.think,
             heartbeat=cfg.heartbeat, poll_timeout=cfg.poll_timeout, seed=k,
-            doze_us=cfg.doze_us if record.batched_reads else 0, fast_path=cfg.fast_path,
+            doze_us=cfg.doze_us, fast_path=cfg.fast_path,  # the loader knows if it may doze
         )
         for k in range(n_loaders)
     ]  # fmt: skip
