@@ -8,7 +8,7 @@ RUN    := $(shell date -u +%Y%m%d-%H%M%S)
 TB     := $(BIN)/tokenbench
 
 .PHONY: install system-check web proto test fuzz lint format bench bench-full bench-knee bench-50k bench-faults bench-quick \
-	bench-cluster bench-lb bench-browser browser-jobs bench-stacks \
+	bench-cluster bench-lb bench-browser browser-jobs bench-stacks bench-loadgen \
 	idle-memory report clean
 
 $(STAMP): pyproject.toml setup.py clients/_fastpath.c
@@ -164,6 +164,14 @@ bench-stacks: $(READY)  ## SSE and long polling knees on stock (uvicorn), lean a
 	$(TB) bench --transport sse,poll --stack stock,lean,granian $(KNEE) --out results/$(RUN)-stacks
 	$(TB) report results/$(RUN)-stacks --out results/$(RUN)-stacks/report
 	@echo "report: results/$(RUN)-stacks/report/REPORT.md"
+
+# What the load generator costs, for gRPC (about 8 minutes): the knee read by the load
+# generator's own client (h2 + the compiled path, the default) and by grpcio's, in one run.
+bench-loadgen: $(READY)  ## gRPC's knee read by the h2 client and by grpcio, report (~8 min)
+	$(TB) bench --transport grpc $(KNEE) --out results/$(RUN)-loadgen/knee-h2
+	$(TB) bench --transport grpc --no-fast-path $(KNEE) --out results/$(RUN)-loadgen/knee-grpcio
+	$(TB) report results/$(RUN)-loadgen/knee-h2 --out results/$(RUN)-loadgen/report
+	@echo "report: results/$(RUN)-loadgen/report/REPORT.md"
 
 # Real browsers (docs/browsers.md), about 12 minutes: 1, 6, 7 and 10 tabs of every browser
 # client over HTTP/1.1 and HTTP/2 (HAProxy, TLS, ALPN h2); a close, a black hole and a server

@@ -15,6 +15,11 @@
  *   protobuf Token (proto/tokens.proto); every other frame goes whole to h2 in Python (on_other),
  *   and flow-control credit goes back in batches (conn.credit). When Python ends the call
  *   (tap.stream = 0), the bytes after it go back to the connection.
+ * - Long polling (mode "poll"): the Tap reads the whole keep-alive connection, answers with a
+ *   Content-Length whose body is {"tokens":[...],"end":false} go no further than here, and it
+ *   writes the next poll itself (set_poll's prefix, the cursor, the suffix). The first answer,
+ *   any other status, the end and anything odd go to Python (on_other) whole, which may ask for
+ *   the next poll (tap.poll()); an answer without Content-Length hands the connection back.
  * - Only the common case is handled here: a message event / final unmasked text frame whose
  *   JSON is a flat object with integer seq and t and a string text, and whose seq is the next
  *   one. Anything else (other events, control frames, odd JSON, a gap or a duplicate) goes to
@@ -340,7 +345,7 @@ static int parse_token(const char *p, const char *e, Tok *tok) {
 }
 
 /* ---- Tap: one conversation's reader ---- */
-enum { MODE_SSE = 0, MODE_WS = 1, MODE_GRPC = 2 };
+enum { MODE_SSE = 0, MODE_WS = 1, MODE_GRPC = 2, MODE_POLL = 3 };
 enum { C_SIZE, C_DATA, C_DATA_END, C_TRAILER, C_DONE };
 
 typedef struct {
@@ -362,6 +367,9 @@ typedef struct {
     int64_t stream;    /* grpc: the HTTP/2 stream read here (0: none, hand everything back) */
     int64_t unacked;   /* grpc: DATA bytes consumed and not yet credited (RFC 9113 6.9) */
     int64_t credit_at; /* grpc: conn.credit(unacked) once it reaches this */
+    PyObject *prefix, *suffix, *write; /* poll: the request around the cursor; transport.write */
+    PyObject *stats;                   /* poll: the reader's ReaderStats (requests, live) */
+    int64_t requests, answers;        /* poll: requests written here; answers read */
 } Tap;
 
 /* The accounting of one delivered token (Reader.deliver already said it is the next one). */
@@ -776,6 +784,205 @@ static int h2_frames(Tap *s) {
     return rc;
 }
 
+/* ---- long polling: HTTP/1.1 answers with Content-Length, {"tokens":[...],"end":bool} ---- */
+
+static const char *find_crlfcrlf(const char *p, Py_ssize_t n) {
+    for (Py_ssize_t i = 3; i < n; i++)
+        if (p[i] == '\n' && p[i - 1] == '\r' && p[i - 2] == '\n' && p[i - 3] == '\r')
+            return p + i + 1;
+    return NULL;
+}
+
+static int name_is(const char *p, Py_ssize_t n, const char *want) {
+    Py_ssize_t k = (Py_ssize_t)strlen(want);
+    if (n != k) return 0;
+    for (Py_ssize_t i = 0; i < k; i++) {
+        char c = p[i];
+        if (c >= 'A' && c <= 'Z') c += 32;
+        if (c != want[i]) return 0;
+    }
+    return 1;
+}
+
+/* The head's status, Content-Length (-1: none, or anything that is not plain) and whether
+ * the answer is the connection's last (Connection: close). */
+static int poll_head(const char *p, const char *e, int *status, int64_t *clen, int *close) {
+    *status = 0, *clen = -1, *close = 0;
+    if (e - p < 12 || memcmp(p, "HTTP/1.", 7)) return 0;
+    for (int i = 9; i < 12; i++) {
+        if (p[i] < '0' || p[i] > '9') return 0;
+        *status = *status * 10 + (p[i] - '0');
+    }
+    const char *line = memchr(p, '\n', e - p);
+    int chunked = 0;
+    while (line && ++line < e) {
+        const char *nl = memchr(line, '\n', e - line);
+        if (!nl) break;
+        const char *end = nl > line && nl[-1] == '\r' ? nl - 1 : nl;
+        const char *colon = memchr(line, ':', end - line);
+        if (colon) {
+            const char *v = colon + 1;
+            while (v < end && (*v == ' ' || *v == '\t')) v++;
+            const char *ve = end;
+            while (ve > v && (ve[-1] == ' ' || ve[-1] == '\t')) ve--;
+            if (name_is(line, colon - line, "content-length")) {
+                int64_t x = 0;
+                if (ve == v || ve - v > 12 || *clen != -1) return 0; /* a second one: odd */
+                for (const char *q = v; q < ve; q++) {
+                    if (*q < '0' || *q > '9') return 0;
+                    x = x * 10 + (*q - '0');
+                }
+                *clen = x;
+            } else if (name_is(line, colon - line, "transfer-encoding")) {
+                chunked = 1;
+            } else if (name_is(line, colon - line, "connection") && ve - v == 5 &&
+                       name_is(v, 5, "close")) {
+                *close = 1;
+            }
+        }
+        line = nl;
+    }
+    if (chunked) *clen = -1;
+    return 1;
+}
+
+/* One flat token object in an array: the position after its closing brace, or NULL. */
+static const char *poll_object(const char *p, const char *e, Tok *tok) {
+    const char *start = p, *q = p + 1;
+    if (p >= e || *p != '{') return NULL;
+    while (q < e && *q != '}') {
+        if (*q == '"') {
+            if (!(q = jstring(q + 1, e, NULL, 0, NULL))) return NULL;
+            continue;
+        }
+        if (*q == '{' || *q == '[') return NULL;
+        q++;
+    }
+    if (q >= e || !parse_token(start, q + 1, tok)) return NULL;
+    return q + 1;
+}
+
+/* pass 0 checks the whole answer, pass 1 delivers: nothing is delivered from an answer Python
+ * will read again. 1: read here (*end says whether it ended the stream); 0: Python's. */
+static int poll_body(Tap *s, const char *p, const char *e, int deliver_pass, int *end) {
+    static const char head[] = "\"tokens\"";
+    Tok tok;
+    p = ws(p, e);
+    if (p >= e || *p++ != '{') return 0;
+    p = ws(p, e);
+    if (e - p < 8 || memcmp(p, head, 8)) return 0;
+    p = ws(p + 8, e);
+    if (p >= e || *p++ != ':') return 0;
+    p = ws(p, e);
+    if (p >= e || *p++ != '[') return 0;
+    p = ws(p, e);
+    if (p < e && *p == ']') {
+        p++;
+    } else {
+        for (;;) {
+            if (!(p = poll_object(ws(p, e), e, &tok))) return 0;
+            if (deliver_pass && deliver(s, &tok) < 0) return -1;
+            p = ws(p, e);
+            if (p < e && *p == ',') {
+                p++;
+                continue;
+            }
+            if (p >= e || *p++ != ']') return 0;
+            break;
+        }
+    }
+    p = ws(p, e);
+    if (e - p < 6 || memcmp(p, ",", 1)) return 0;
+    p = ws(p + 1, e);
+    if (e - p < 5 || memcmp(p, "\"end\"", 5)) return 0;
+    p = ws(p + 5, e);
+    if (p >= e || *p++ != ':') return 0;
+    p = ws(p, e);
+    if (e - p >= 4 && !memcmp(p, "true", 4)) *end = 1, p += 4;
+    else if (e - p >= 5 && !memcmp(p, "false", 5)) *end = 0, p += 5;
+    else return 0;
+    p = ws(p, e);
+    if (p >= e || *p++ != '}') return 0;
+    return ws(p, e) == e;
+}
+
+static PyObject *one; /* the int 1 */
+
+static int poll_send(Tap *s) {
+    if (!s->prefix || !s->write) {
+        PyErr_SetString(PyExc_RuntimeError, "poll tap without set_poll");
+        return -1;
+    }
+    char num[24];
+    int k = snprintf(num, sizeof num, "%lld", (long long)s->cursor);
+    Py_ssize_t a = PyBytes_GET_SIZE(s->prefix), b = PyBytes_GET_SIZE(s->suffix);
+    PyObject *req = PyBytes_FromStringAndSize(NULL, a + k + b);
+    if (!req) return -1;
+    char *out = PyBytes_AS_STRING(req);
+    memcpy(out, PyBytes_AS_STRING(s->prefix), a);
+    memcpy(out + a, num, k);
+    memcpy(out + a + k, PyBytes_AS_STRING(s->suffix), b);
+    PyObject *r = PyObject_CallOneArg(s->write, req);
+    Py_DECREF(req);
+    if (!r) return -1;
+    Py_DECREF(r);
+    s->requests++;
+    if (s->stats) { /* stats.requests += 1, as the Python path counts each poll */
+        PyObject *n = PyObject_GetAttrString(s->stats, "requests"), *m = NULL;
+        if (n) m = PyNumber_Add(n, one);
+        int rc = m ? PyObject_SetAttrString(s->stats, "requests", m) : -1;
+        Py_XDECREF(n);
+        Py_XDECREF(m);
+        if (rc < 0) return -1;
+    }
+    return 0;
+}
+
+static int poll_answers(Tap *s) {
+    Buf *r = &s->raw;
+    Py_ssize_t pos = 0;
+    int rc = 0;
+    while (s->fast && s->conn && pos < r->len) {
+        const char *p = r->p + pos, *hend = find_crlfcrlf(p, r->len - pos);
+        int status, close, end = 0;
+        int64_t clen;
+        if (!hend) {
+            if (r->len - pos > 65536) rc = error(s, "response head too large");
+            break;
+        }
+        if (!poll_head(p, hend, &status, &clen, &close) || clen < 0) {
+            /* not a plain answer (chunked, no length): the connection is Python's from here */
+            PyObject *rest = PyBytes_FromStringAndSize(p, r->len - pos);
+            s->fast = 0;
+            s->bytes -= r->len - pos;
+            pos = r->len;
+            PyObject *x = rest ? PyObject_CallOneArg(s->on_head, rest) : NULL;
+            Py_XDECREF(rest);
+            if (!x) rc = -1;
+            Py_XDECREF(x);
+            break;
+        }
+        if ((int64_t)(r->p + r->len - hend) < clen) break;
+        const char *body = hend, *bend = hend + clen;
+        pos = bend - r->p;
+        int fast = s->answers++ > 0 && status == 200 && !close &&
+                   poll_body(s, body, bend, 0, &end) == 1 && !end;
+        if (fast) {
+            if ((rc = poll_body(s, body, bend, 1, &end)) < 0) break;
+            rc = poll_send(s);
+        } else {
+            PyObject *x = PyObject_CallFunction(s->on_other, "iy#y#", status, p,
+                                                (Py_ssize_t)(hend - p), body, (Py_ssize_t)clen);
+            rc = x ? 0 : -1;
+            Py_XDECREF(x);
+        }
+        if (rc < 0) break;
+    }
+    if (rc < 0) return -1;
+    buf_drop(r, pos);
+    return rc;
+}
+
 static PyObject *tap_data_received(Tap *s, PyObject *data) {
     Py_buffer view;
     if (PyObject_GetBuffer(data, &view, PyBUF_SIMPLE) < 0) return NULL;
@@ -830,7 +1037,10 @@ static PyObject *tap_data_received(Tap *s, PyObject *data) {
             Py_RETURN_NONE;
         }
     }
-    rc = s->mode == MODE_SSE ? chunked(s) : s->mode == MODE_WS ? frames(s) : h2_frames(s);
+    rc = s->mode == MODE_SSE   ? chunked(s)
+         : s->mode == MODE_WS  ? frames(s)
+         : s->mode == MODE_GRPC ? h2_frames(s)
+                               : poll_answers(s);
     if (rc < 0) return NULL;
     Py_RETURN_NONE;
 }
@@ -856,8 +1066,9 @@ static PyObject *tap_start(Tap *s, PyObject *args) {
     Py_XSETREF(s->on_head, on_head);
     Py_XSETREF(s->on_other, on_other);
     Py_XSETREF(s->on_error, on_error);
-    s->fast = 1, s->head_done = s->mode == MODE_GRPC, s->skip_lf = 0, s->bom_done = 0;
+    s->fast = 1, s->head_done = s->mode >= MODE_GRPC, s->skip_lf = 0, s->bom_done = 0;
     s->cstate = C_SIZE, s->cleft = 0, s->retry = -1, s->bytes = 0, s->stream = s->unacked = 0;
+    s->requests = s->answers = 0;
     s->raw.len = s->sse.len = s->data.len = s->type.len = s->idbuf.len = s->msg.len = 0;
     s->last_rx = monotonic();
     Py_RETURN_NONE;
@@ -865,8 +1076,31 @@ static PyObject *tap_start(Tap *s, PyObject *args) {
 
 static PyObject *tap_stop(Tap *s, PyObject *u) { /* the connection is over: drop references */
     Py_CLEAR(s->conn); Py_CLEAR(s->on_head); Py_CLEAR(s->on_other); Py_CLEAR(s->on_error);
+    Py_CLEAR(s->write); Py_CLEAR(s->stats);
     s->raw.len = s->sse.len = s->data.len = s->type.len = s->msg.len = 0;
     s->stream = 0;
+    Py_RETURN_NONE;
+}
+
+static PyObject *tap_set_poll(Tap *s, PyObject *args) {
+    PyObject *prefix, *suffix, *write, *stats = Py_None;
+    if (!PyArg_ParseTuple(args, "O!O!O|O", &PyBytes_Type, &prefix, &PyBytes_Type, &suffix, &write,
+                          &stats))
+        return NULL;
+    Py_INCREF(prefix); Py_INCREF(suffix); Py_INCREF(write);
+    Py_XSETREF(s->prefix, prefix);
+    Py_XSETREF(s->suffix, suffix);
+    Py_XSETREF(s->write, write);
+    if (stats == Py_None) Py_CLEAR(s->stats);
+    else {
+        Py_INCREF(stats);
+        Py_XSETREF(s->stats, stats);
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *tap_poll(Tap *s, PyObject *u) {
+    if (poll_send(s) < 0) return NULL;
     Py_RETURN_NONE;
 }
 
@@ -905,8 +1139,9 @@ static int tap_init(Tap *s, PyObject *args, PyObject *kw) {
     if (!strcmp(mode, "sse")) s->mode = MODE_SSE;
     else if (!strcmp(mode, "ws")) s->mode = MODE_WS;
     else if (!strcmp(mode, "grpc")) s->mode = MODE_GRPC;
+    else if (!strcmp(mode, "poll")) s->mode = MODE_POLL;
     else {
-        PyErr_SetString(PyExc_ValueError, "mode must be 'sse', 'ws' or 'grpc'");
+        PyErr_SetString(PyExc_ValueError, "mode must be 'sse', 'ws', 'grpc' or 'poll'");
         return -1;
     }
     s->check = seed != Py_None;
@@ -923,13 +1158,15 @@ static int tap_init(Tap *s, PyObject *args, PyObject *kw) {
 
 static int tap_traverse(Tap *s, visitproc visit, void *arg) {
     Py_VISIT(s->tally); Py_VISIT(s->conn); Py_VISIT(s->on_head); Py_VISIT(s->on_other);
-    Py_VISIT(s->on_error); Py_VISIT(s->slow);
+    Py_VISIT(s->on_error); Py_VISIT(s->slow); Py_VISIT(s->prefix); Py_VISIT(s->suffix);
+    Py_VISIT(s->write); Py_VISIT(s->stats);
     return 0;
 }
 
 static int tap_clear(Tap *s) {
     Py_CLEAR(s->tally); Py_CLEAR(s->conn); Py_CLEAR(s->on_head); Py_CLEAR(s->on_other);
-    Py_CLEAR(s->on_error); Py_CLEAR(s->slow);
+    Py_CLEAR(s->on_error); Py_CLEAR(s->slow); Py_CLEAR(s->prefix); Py_CLEAR(s->suffix);
+    Py_CLEAR(s->write); Py_CLEAR(s->stats);
     return 0;
 }
 
@@ -952,6 +1189,10 @@ static PyMethodDef tap_methods[] = {
      "start(conn, on_head, on_other, on_error): a new connection of this reader. In grpc mode "
      "on_head is on_message(flag, message) and on_other gets whole HTTP/2 frames."},
     {"stop", (PyCFunction)tap_stop, METH_NOARGS, "The connection is over."},
+    {"set_poll", (PyCFunction)tap_set_poll, METH_VARARGS,
+     "poll: set_poll(prefix, suffix, write, stats=None): a poll is prefix + cursor + suffix, "
+     "sent by write; each one adds 1 to stats.requests."},
+    {"poll", (PyCFunction)tap_poll, METH_NOARGS, "poll: send the next poll (after the cursor)."},
     {"release", (PyCFunction)tap_release, METH_NOARGS,
      "grpc: stop reading at once; returns the bytes not yet framed, for the connection."},
     {"account", (PyCFunction)tap_account, METH_VARARGS,
@@ -970,6 +1211,7 @@ static PyMemberDef tap_members[] = {
     {"stream", T_LONGLONG, offsetof(Tap, stream), 0, "grpc: the HTTP/2 stream read (0: none)"},
     {"unacked", T_LONGLONG, offsetof(Tap, unacked), 0, "grpc: DATA bytes not yet credited"},
     {"credit_at", T_LONGLONG, offsetof(Tap, credit_at), 0, "grpc: conn.credit(n) at this many"},
+    {"requests", T_LONGLONG, offsetof(Tap, requests), 0, "poll: requests written here"},
     {NULL}};
 
 static PyTypeObject TapType = {
@@ -1064,6 +1306,7 @@ static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "clients._fastpath",
 
 PyMODINIT_FUNC PyInit__fastpath(void) {
     if (PyType_Ready(&TallyType) < 0 || PyType_Ready(&TapType) < 0) return NULL;
+    if (!one && !(one = PyLong_FromLong(1))) return NULL;
     PyObject *m = PyModule_Create(&module);
     if (!m) return NULL;
     Py_INCREF(&TallyType); Py_INCREF(&TapType);

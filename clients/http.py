@@ -157,13 +157,13 @@ class HttpConnection(asyncio.Protocol):
     ) -> None:
         if self.transport is None or self.transport.is_closing():
             raise Retry("connection lost")
+        self.expect()
+        self.transport.write(request_bytes(method, target, host, headers, body))
+
+    def expect(self) -> None:
+        """Wait for a response to a request already sent (``send`` without the writing)."""
         self.status, self.headers, self.body_parts = 0, {}, []
         self._head, self._done = self.loop.create_future(), self.loop.create_future()
-        lines = [f"{method} {target} HTTP/1.1", f"Host: {host}"]
-        lines += [f"{k}: {v}" for k, v in headers.items()]
-        if body or method == "POST":
-            lines.append(f"Content-Length: {len(body)}")
-        self.transport.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body)
 
     async def head(self, timeout: float) -> int:
         assert self._head is not None
@@ -203,6 +203,17 @@ class HttpConnection(asyncio.Protocol):
                 self.loop.call_later(seconds - idle, check)
 
         self.loop.call_later(seconds, check)
+
+
+def request_bytes(
+    method: str, target: str, host: str, headers: dict[str, str], body: bytes = b""
+) -> bytes:
+    """An HTTP/1.1 request as ``HttpConnection.send`` writes it (RFC 9112 section 3)."""
+    lines = [f"{method} {target} HTTP/1.1", f"Host: {host}"]
+    lines += [f"{k}: {v}" for k, v in headers.items()]
+    if body or method == "POST":
+        lines.append(f"Content-Length: {len(body)}")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
 
 
 _LINGER_0 = struct.pack("ii", 1, 0)

@@ -293,7 +293,9 @@ def test_a_declined_head_hands_every_byte_back() -> None:
     assert tally.take()[0] == 0
 
 
-FAULTY = ClientOptions(heartbeat=0.5, backoff_initial=0.02, backoff_max=0.2, give_up_after=20)
+FAULTY = ClientOptions(
+    heartbeat=0.5, poll_timeout=1.0, backoff_initial=0.02, backoff_max=0.2, give_up_after=20
+)
 
 
 @pytest.mark.timeout(90)

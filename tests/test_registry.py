@@ -30,7 +30,7 @@ def test_the_four_are_registered_once_with_what_differs() -> None:
     assert transports.names()[:4] == ("sse", "ws", "grpc", "poll")
     assert {t.name for t in transports.all_transports() if not t.binds_source} == {"grpc"}
     assert {t.name: t.fast_path for t in transports.all_transports() if t.fast_path} == {
-        "sse": "sse", "ws": "ws", "grpc": "grpc",
+        "sse": "sse", "ws": "ws", "grpc": "grpc", "poll": "poll",
     }  # fmt: skip
     # a load process reads gRPC with its own h2 client while the compiled path is on
     assert transports.get("grpc").load_client(True)[0].__name__ == "H2GrpcReader"

@@ -43,7 +43,7 @@ class Transport:
     # False: the client cannot bind a source address (grpcio), so the server listens on several
     # loopback addresses and each load process dials its own, to spread ephemeral ports.
     binds_source: bool = True
-    fast_path: str | None = None  # which parser of clients/_fastpath.c reads it: sse, ws, grpc
+    fast_path: str | None = None  # clients/_fastpath.c's parser for it: sse, ws, grpc, poll
     batched_reads: bool = True  # load processes may doze between loop turns (--doze-us)
     # The load generator's own client while the compiled path is on, if not ``reader`` and
     # ``create``: cheaper, on uvloop (so it may doze), held to the reference by parity tests.
@@ -177,6 +177,6 @@ register(Transport(
 ))  # fmt: skip
 register(Transport(
     "poll", "long polling", "#d62728", "servers.poll", "clients.poll:PollReader",
-    lean="servers.poll_lean", browser=("fetch",), granian=True,
+    lean="servers.poll_lean", browser=("fetch",), granian=True, fast_path="poll",
     watchdog="the poll timeout",
 ))  # fmt: skip

@@ -85,6 +85,10 @@ def bench(
         bool, typer.Option("--find-knee", help="Step up users until the SLO breaks.")
     ] = False,
     slo_ms: Annotated[float, typer.Option(help="The SLO: p99 token latency, ms.")] = 250.0,
+    ttft_slo_ms: Annotated[
+        float,
+        typer.Option(help="The SLO's other half: p99 time to first token from the prompt, ms."),
+    ] = 1000.0,
     knee_start: Annotated[int, typer.Option(help="--find-knee: first step's users.")] = 250,
     knee_factor: Annotated[float, typer.Option(help="--find-knee: growth per step.")] = 1.5,
     knee_refine: Annotated[
@@ -185,6 +189,7 @@ def bench(
         (1 <= tokens <= 100_000, "--tokens must be 1..100,000"),
         (think >= 0 and hold >= 0, "--think and --hold must be >= 0"),
         (slo_ms > 0 and knee_factor > 1 and knee_start >= 1, "--slo-ms > 0, --knee-factor > 1"),
+        (ttft_slo_ms > 0, "--ttft-slo-ms must be > 0"),
         (heartbeat > 0, "--heartbeat must be > 0"),
         (0 <= settle <= 3600, "--settle must be 0..3600 seconds"),
         (0 <= cooldown <= 3600, "--cooldown must be 0..3600 seconds"),
@@ -234,7 +239,8 @@ def bench(
     cfg = BenchConfig(
         transports=names, steps=steps, rate=rate, tokens=tokens, think=think, workers=workers,
         loaders=loaders, target=target, cluster=cluster, out=out_dir, find_knee=find_knee,
-        slo_ms=slo_ms, heartbeat=heartbeat, pin=pin, quiet=quiet, settle_s=settle,
+        slo_ms=slo_ms, ttft_slo_ms=ttft_slo_ms, heartbeat=heartbeat, pin=pin, quiet=quiet,
+        settle_s=settle,
         cooldown_s=cooldown, knee_refine=knee_refine, doze_us=doze_us, fast_path=fast_path,
         windows=windows, knee_repeats=knee_repeats, rates=rates, stacks=stacks, gcs=gcs,
         flushes=flushes, deploy=deploy if deploy.topology else None,

@@ -22,7 +22,7 @@ from bench.load.messages import ERROR_CLASSES  # the error classes of a step are
 SCHEMA_VERSION = 1
 PACKAGES = (
     "fastapi", "starlette", "uvicorn", "uvloop", "httptools", "websockets", "sse-starlette",
-    "grpcio", "protobuf", "aiohttp", "numpy", "matplotlib",
+    "grpcio", "protobuf", "aiohttp", "numpy", "matplotlib", "granian", "h2",
 )  # fmt: skip
 PERCENTILES = ("p50", "p90", "p99", "p999", "max")
 
