@@ -165,12 +165,17 @@ bench-stacks: $(READY)  ## SSE and long polling knees on stock (uvicorn), lean a
 	$(TB) report results/$(RUN)-stacks --out results/$(RUN)-stacks/report
 	@echo "report: results/$(RUN)-stacks/report/REPORT.md"
 
-# What the load generator costs, for gRPC (about 8 minutes): the knee read by the load
-# generator's own client (h2 + the compiled path, the default) and by grpcio's, in one run.
-bench-loadgen: $(READY)  ## gRPC's knee read by the h2 client and by grpcio, report (~8 min)
+# What the load generator costs (about 12 minutes): gRPC and long polling at a fixed load, read
+# by the compiled path (gRPC: the h2 client) and by the Python clients (gRPC: grpcio's); then
+# gRPC's knee read both ways, in one run so they compare as ratios.
+LOADGEN := --transport grpc,poll --clients 250 --ramp 3s --hold 4 --windows 3 --think 0
+bench-loadgen: $(READY)  ## load-generator CPU per token, compiled against Python; gRPC knees both ways
+	$(TB) bench $(LOADGEN) --out results/$(RUN)-loadgen/compiled
+	$(TB) bench $(LOADGEN) --no-fast-path --out results/$(RUN)-loadgen/python
 	$(TB) bench --transport grpc $(KNEE) --out results/$(RUN)-loadgen/knee-h2
 	$(TB) bench --transport grpc --no-fast-path $(KNEE) --out results/$(RUN)-loadgen/knee-grpcio
-	$(TB) report results/$(RUN)-loadgen/knee-h2 --out results/$(RUN)-loadgen/report
+	$(TB) report results/$(RUN)-loadgen/knee-h2 results/$(RUN)-loadgen/compiled \
+		--out results/$(RUN)-loadgen/report
 	@echo "report: results/$(RUN)-loadgen/report/REPORT.md"
 
 # Real browsers (docs/browsers.md), about 12 minutes: 1, 6, 7 and 10 tabs of every browser

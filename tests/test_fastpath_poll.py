@@ -38,29 +38,38 @@ def answer(body: bytes | str, status: int = 200, head: str = "content-type: appl
 
 
 def tokens(*seqs: int, end: bool = False) -> str:
-    return '{"tokens":[' + ",".join(STREAM.payload(s) for s in seqs) + f'],"end":{json.dumps(end)}}}'
+    body = ",".join(STREAM.payload(s) for s in seqs)
+    return '{"tokens":[' + body + f'],"end":{json.dumps(end)}}}'
 
 
 ANSWERS = [
     answer(tokens(0, 1, 2)),  # the first answer: always Python's
     answer(tokens(3, 4)),
-    answer(json.dumps({"tokens": [{"text": STREAM.text(5), "t": 1, "seq": 5, "x": "y"}],
-                       "end": False}, ensure_ascii=True)),  # fmt: skip
+    answer(
+        json.dumps(
+            {"tokens": [{"text": STREAM.text(5), "t": 1, "seq": 5, "x": "y"}], "end": False},
+            ensure_ascii=True,
+        )
+    ),
     answer('{"tokens":[],"end":false}'),  # the poll's timeout
     answer(tokens(4, 6)),  # 4 again: a duplicate
     answer('{"tokens":[{"seq":7,"t":1,"text":"not it"}],"end":false}'),  # a wrong text
     answer(tokens(9)),  # 8 skipped ...
     answer(tokens(8, 10)),  # ... and late
-    answer(' { "tokens" : [ ' + STREAM.payload(11) + " ] , \"end\" : false } "),  # spaces
+    answer(' { "tokens" : [ ' + STREAM.payload(11) + ' ] , "end" : false } '),  # spaces
     answer('{"end":false,"tokens":[' + STREAM.payload(12) + "]}"),  # another key order
     answer(tokens(13), head="Content-Type: application/json\r\nX-Other: 1").replace(
-        b"content-length", b"CONTENT-Length"),  # header names in any case
+        b"content-length", b"CONTENT-Length"
+    ),  # header names in any case
 ]
 ENDS: dict[str, tuple[list[bytes | None], Any]] = {
     "end": ([answer(tokens(14, 15, end=True))], True),
     "503": ([answer("busy", 503)], (Retry, "HTTP 503")),
     "404": ([answer('{"error":"gone"}', 404)], (StreamError, 404)),
-    "malformed": ([answer('{"tokens":[{"seq":14}],"end":false}')], (Retry, "malformed poll answer")),
+    "malformed": (
+        [answer('{"tokens":[{"seq":14}],"end":false}')],
+        (Retry, "malformed poll answer"),
+    ),
     "chunked": ([answer(tokens(14), length=False), answer(tokens(15, end=True))], True),
     # the server's last answer on the connection, which it then closes (None)
     "close": ([answer(tokens(14), head="connection: close"), None], (Retry, "connection lost")),

@@ -201,8 +201,12 @@ def summarize(
         "server": server,
         "loadgen": gen,
         "limited_by": limited_by,
-        "slo": {"p99_ms": cfg.slo_ms, "ttft_p99_ms": cfg.ttft_slo_ms,
-                "min_goodput": cfg.min_goodput, "held": held_slo},  # fmt: skip
+        "slo": {
+            "p99_ms": cfg.slo_ms,
+            "ttft_p99_ms": cfg.ttft_slo_ms,
+            "min_goodput": cfg.min_goodput,
+            "held": held_slo,
+        },
         "histograms": {
             "latency_us": w.latency.to_json(),
             "ttft_us": w.ttft.to_json(),
