@@ -174,8 +174,7 @@ bench-loadgen: $(READY)  ## load-generator CPU per token, compiled against Pytho
 	$(TB) bench $(LOADGEN) --no-fast-path --out results/$(RUN)-loadgen/python
 	$(TB) bench --transport grpc $(KNEE) --out results/$(RUN)-loadgen/knee-h2
 	$(TB) bench --transport grpc --no-fast-path $(KNEE) --out results/$(RUN)-loadgen/knee-grpcio
-	$(TB) report results/$(RUN)-loadgen/knee-h2 results/$(RUN)-loadgen/compiled \
-		--out results/$(RUN)-loadgen/report
+	$(TB) report results/$(RUN)-loadgen/knee-h2 --out results/$(RUN)-loadgen/report
 	@echo "report: results/$(RUN)-loadgen/report/REPORT.md"
 
 # Real browsers (docs/browsers.md), about 12 minutes: 1, 6, 7 and 10 tabs of every browser
