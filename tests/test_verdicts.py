@@ -93,6 +93,50 @@ def test_a_real_difference_shows_with_its_margin() -> None:
     assert v["WebSockets cost more memory per connection"]["verdict"] == "refuted"
 
 
+def _with_lean(stock: dict, lean: dict) -> dict:
+    """One document: ``stock``'s runs as they are, ``lean``'s as the lean stack's."""
+    return {**stock, "runs": stock["runs"] + [{**r, "stack": "lean"} for r in lean["runs"]]}
+
+
+def test_a_cost_verdict_says_whose_it_is_the_protocols_or_the_libraries() -> None:
+    stock = _doc(1, ws_cpu=18.0, knees=(600, 675, 914, 1012))  # WebSocket ahead, as stock
+    same = {x["claim"]: x for x in verdicts.verdicts([_with_lean(stock, _doc(2, ws_cpu=18.0,
+            knees=(600, 675, 914, 1012)))], [])}  # fmt: skip
+    one_way = same["One-way traffic fits SSE best"]
+    assert one_way["verdict"] == "refuted"
+    assert "lean against lean:" in one_way["why"] and "the protocol's" in one_way["why"]
+    # lean SSE and lean WebSocket tie: WebSocket's lead was its library's
+    tie = _doc(3, ws_cpu=28.0, knees=(826, 914, 914, 1012))
+    differ = {x["claim"]: x for x in verdicts.verdicts([_with_lean(stock, tie)], [])}
+    one_way = differ["One-way traffic fits SSE best"]
+    assert one_way["verdict"] == "nuanced"
+    assert "refuted with the stock libraries, tie lean against lean" in one_way["why"]
+    # without lean runs the stock verdict stands and says so
+    alone = {x["claim"]: x for x in verdicts.verdicts([stock], [])}
+    assert alone["One-way traffic fits SSE best"]["verdict"] == "refuted"
+    assert "lean stacks not measured" in alone["One-way traffic fits SSE best"]["why"]
+
+
+def test_polling_requests_per_token_is_judged_on_every_stack() -> None:
+    def poll_doc(requests_per_s: float, stack: str) -> dict:
+        run = _run("poll", 300, 450, 90.0, 50_000, random.Random(1), 0.01)
+        for st in run["steps"]:
+            for w in [st, *st["windows"]]:
+                w["requests_per_s"] = requests_per_s
+        return {**run, "stack": stack}
+
+    base = _doc(1)
+    stock_only = {**base, "runs": [*base["runs"], poll_doc(300 * 40 * 0.83, "stock")]}
+    claim = "Long polling costs a request per token"
+    v = {x["claim"]: x for x in verdicts.verdicts([stock_only], [])}[claim]
+    assert v["verdict"] == "confirmed" and "0.83 requests per token" in v["why"]
+    # a server that batches answers under load (granian: 0.16) makes it the server's count
+    both = {**stock_only, "runs": [*stock_only["runs"], poll_doc(300 * 40 * 0.16, "granian")]}
+    v = {x["claim"]: x for x in verdicts.verdicts([both], [])}[claim]
+    assert v["verdict"] == "nuanced"
+    assert "granian: 0.16 requests per token" in v["why"] and "the server's" in v["why"]
+
+
 def test_normalised_figures_remove_the_machine() -> None:
     slow = _doc(1, unit_us=15.0)  # a machine three times slower...
     for run in slow["runs"]:  # ...holds a third of the users, at three times the CPU per token
