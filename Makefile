@@ -8,7 +8,7 @@ RUN    := $(shell date -u +%Y%m%d-%H%M%S)
 TB     := $(BIN)/tokenbench
 
 .PHONY: install system-check web proto test fuzz lint format bench bench-full bench-knee bench-50k bench-faults bench-quick \
-	bench-cluster bench-lb bench-browser browser-jobs bench-stacks bench-loadgen \
+	bench-cluster bench-lb bench-browser browser-jobs bench-stacks bench-loadgen bench-lean \
 	idle-memory report clean
 
 $(STAMP): pyproject.toml setup.py clients/_fastpath.c
@@ -176,6 +176,19 @@ bench-loadgen: $(READY)  ## load-generator CPU per token, compiled against Pytho
 	$(TB) bench --transport grpc --no-fast-path $(KNEE) --out results/$(RUN)-loadgen/knee-grpcio
 	$(TB) report results/$(RUN)-loadgen/knee-h2 --out results/$(RUN)-loadgen/report
 	@echo "report: results/$(RUN)-loadgen/report/REPORT.md"
+
+# The lean stacks against issue 12's targets (about 20 minutes): knees with a 100 ms write
+# window, as far as one load core can read them; then 50,000 connections at 1 token/s each on
+# lean SSE and lean WebSocket, collector tuned, ramped at the pace the server accepts them.
+bench-lean: $(READY)  ## knees at --flush-ms 100, and 50,000 connections at 1 tok/s on the lean stacks
+	$(TB) bench --transport sse,ws,poll --stack lean --flush-ms 100 $(KNEE) --clients 8000 \
+		--out results/$(RUN)-lean/knee-flush100
+	$(TB) bench --transport sse,ws --stack lean --gc tuned --clients 50000 --rate 1 --tokens 60 \
+		--think 5 --adaptive-ramp --ramp 90s --cooldown 5 --hold 15 --windows 3 --no-pin \
+		--out results/$(RUN)-lean/hold-50k
+	$(TB) report results/$(RUN)-lean/knee-flush100 results/$(RUN)-lean/hold-50k \
+		--out results/$(RUN)-lean/report
+	@echo "report: results/$(RUN)-lean/report/REPORT.md"
 
 # Real browsers (docs/browsers.md), about 12 minutes: 1, 6, 7 and 10 tabs of every browser
 # client over HTTP/1.1 and HTTP/2 (HAProxy, TLS, ALPN h2); a close, a black hole and a server
