@@ -177,17 +177,22 @@ bench-loadgen: $(READY)  ## load-generator CPU per token, compiled against Pytho
 	$(TB) report results/$(RUN)-loadgen/knee-h2 --out results/$(RUN)-loadgen/report
 	@echo "report: results/$(RUN)-loadgen/report/REPORT.md"
 
-# The lean stacks against issue 12's targets (about 20 minutes): knees with a 100 ms write
-# window, as far as one load core can read them; then 50,000 connections at 1 token/s each on
-# lean SSE and lean WebSocket, collector tuned, ramped at the pace the server accepts them.
+# The lean stacks against issue 12's targets (about 25 minutes): knees with a 100 ms write
+# window; then 50,000 connections at 1 token/s each on lean SSE and lean WebSocket, collector
+# tuned, ramped at the pace the server accepts them: 60-token answers (a new conversation per
+# user every 65 s: about 770 prompts and connections a second), then lean SSE with 600-token
+# answers (about 80 a second), which separates holding connections from churning them.
 bench-lean: $(READY)  ## knees at --flush-ms 100, and 50,000 connections at 1 tok/s on the lean stacks
 	$(TB) bench --transport sse,ws,poll --stack lean --flush-ms 100 $(KNEE) --clients 8000 \
 		--out results/$(RUN)-lean/knee-flush100
 	$(TB) bench --transport sse,ws --stack lean --gc tuned --clients 50000 --rate 1 --tokens 60 \
 		--think 5 --adaptive-ramp --ramp 90s --cooldown 5 --hold 15 --windows 3 --no-pin \
 		--out results/$(RUN)-lean/hold-50k
+	$(TB) bench --transport sse --stack lean --gc tuned --clients 50000 --rate 1 --tokens 600 \
+		--think 5 --adaptive-ramp --ramp 180s --cooldown 10 --hold 15 --windows 3 --no-pin \
+		--out results/$(RUN)-lean/hold-50k-long
 	$(TB) report results/$(RUN)-lean/knee-flush100 results/$(RUN)-lean/hold-50k \
-		--out results/$(RUN)-lean/report
+		results/$(RUN)-lean/hold-50k-long --out results/$(RUN)-lean/report
 	@echo "report: results/$(RUN)-lean/report/REPORT.md"
 
 # Real browsers (docs/browsers.md), about 12 minutes: 1, 6, 7 and 10 tabs of every browser
