@@ -189,7 +189,7 @@ bench-lean: $(READY)  ## knees at --flush-ms 100, and 50,000 connections at 1 to
 		--think 5 --adaptive-ramp --ramp 90s --cooldown 5 --hold 15 --windows 3 --no-pin \
 		--out results/$(RUN)-lean/hold-50k
 	$(TB) bench --transport sse --stack lean --gc tuned --clients 50000 --rate 1 --tokens 600 \
-		--think 5 --adaptive-ramp --ramp 180s --cooldown 10 --hold 15 --windows 3 --no-pin \
+		--think 5 --adaptive-ramp --ramp 300s --cooldown 10 --hold 15 --windows 3 --no-pin \
 		--out results/$(RUN)-lean/hold-50k-long
 	$(TB) report results/$(RUN)-lean/knee-flush100 results/$(RUN)-lean/hold-50k \
 		results/$(RUN)-lean/hold-50k-long --out results/$(RUN)-lean/report
