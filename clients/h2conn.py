@@ -6,9 +6,8 @@ Rules of this module:
   ``grpc``) can take the connection over between two frames once a call's response headers
   are in (``go_fast``), hand every frame it does not read back to ``frame``, and give the
   connection back (``end_fast``) with the bytes it had not framed.
-- Messages are length-prefixed (gRPC PROTOCOL-HTTP2.md); a call ends with its status, from
-  trailers, trailers-only headers, an HTTP status, RST_STREAM, GOAWAY or the connection's loss,
-  mapped to gRPC codes as grpc/doc/http-grpc-status-mapping.md says.
+- A call (clients/grpccall.py) ends with its status, from trailers, trailers-only headers, an
+  HTTP status, RST_STREAM, GOAWAY or the connection's loss.
 - Flow control (RFC 9113 section 6.9): ``window`` bytes per stream and for the connection;
   credit goes back once half of it was read (h2's own rule on the Python path).
 - Keepalive: a PING after ``heartbeat`` seconds of silence; after two, the connection is
@@ -19,11 +18,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import struct
 import time
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import unquote
 
 import h2.config
 import h2.connection
@@ -32,77 +29,7 @@ import h2.exceptions
 import h2.settings
 
 from clients.base import Retry
-
-CODES = (
-    "OK",
-    "CANCELLED",
-    "UNKNOWN",
-    "INVALID_ARGUMENT",
-    "DEADLINE_EXCEEDED",
-    "NOT_FOUND",
-    "ALREADY_EXISTS",
-    "PERMISSION_DENIED",
-    "RESOURCE_EXHAUSTED",
-    "FAILED_PRECONDITION",
-    "ABORTED",
-    "OUT_OF_RANGE",
-    "UNIMPLEMENTED",
-    "INTERNAL",
-    "UNAVAILABLE",
-    "DATA_LOSS",
-    "UNAUTHENTICATED",
-)  # fmt: skip  (grpc/doc/statuscodes.md, in number order)
-HTTP_CODES = {400: "INTERNAL", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED",
-              404: "UNIMPLEMENTED", 429: "UNAVAILABLE", 502: "UNAVAILABLE",
-              503: "UNAVAILABLE", 504: "UNAVAILABLE"}  # fmt: skip
-RST_CODES = {7: "UNAVAILABLE", 8: "CANCELLED", 11: "RESOURCE_EXHAUSTED", 12: "PERMISSION_DENIED"}
-MAX_MESSAGE = 4 << 20  # grpcio's default max_receive_message_length
-CANCEL = 8  # RST_STREAM error code (RFC 9113 section 7)
-
-
-class Call:
-    """One RPC: its response headers, its messages (to ``on_message``) and its status."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop, stream_id: int) -> None:
-        self.stream_id = stream_id
-        self.headers: dict[str, str] = {}
-        self.trailers: dict[str, str] | None = None  # trailers-only headers, until the end
-        self.head: asyncio.Future[None] = loop.create_future()
-        self.done: asyncio.Future[tuple[str, str]] = loop.create_future()  # (code, message)
-        self.on_message: Callable[[int, bytes], None] = lambda flag, message: None
-        self.buffer = bytearray()
-
-    def data(self, data: bytes) -> tuple[str, str] | None:
-        """DATA on the Python path; a status if a message broke the call."""
-        buf = self.buffer
-        buf += data
-        while len(buf) >= 5 and not self.done.done():
-            n = int.from_bytes(buf[1:5])
-            if n > MAX_MESSAGE:
-                return "RESOURCE_EXHAUSTED", "message larger than 4 MiB"
-            if len(buf) < 5 + n:
-                break
-            flag, message = buf[0], bytes(buf[5 : 5 + n])
-            del buf[: 5 + n]
-            self.on_message(flag, message)
-        return None
-
-    def finish(self, code: str, message: str = "") -> None:
-        if not self.head.done():
-            self.head.set_result(None)
-        if not self.done.done():
-            self.done.set_result((code, message))
-
-
-def status_of(headers: dict[str, str]) -> tuple[str, str]:
-    raw = headers.get("grpc-status", "")
-    code = CODES[int(raw)] if raw.isdigit() and int(raw) < len(CODES) else "UNKNOWN"
-    return code, unquote(headers.get("grpc-message", ""))
-
-
-def window_update(stream_id: int, n: int) -> bytes:
-    """A WINDOW_UPDATE frame (RFC 9113 section 6.9): length 4, type 8, no flags."""
-    return struct.pack(">IBII", 4 << 8 | 8, 0, stream_id, n)
+from clients.grpccall import CANCEL, HTTP_CODES, RST_CODES, Call, status_of, window_update
 
 
 class Session(asyncio.Protocol):

@@ -20,7 +20,8 @@ from typing import Any
 from google.protobuf.message import DecodeError
 
 from clients.base import ClientOptions, Reader, Retry, StreamError
-from clients.h2conn import Call, Session
+from clients.grpccall import Call
+from clients.h2conn import Session
 from clients.http import open_connection, split_url
 from proto import tokens_pb2 as pb
 

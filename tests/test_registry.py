@@ -48,7 +48,7 @@ def test_no_module_outside_a_transport_branches_on_its_name() -> None:
     root = Path(__file__).resolve().parent.parent
     own = {"servers/sse.py", "servers/ws.py", "servers/rpc.py", "servers/poll.py",
            "clients/sse.py", "clients/ws.py", "clients/rpc.py", "clients/poll.py",
-           "clients/h2grpc.py", "clients/h2conn.py",
+           "clients/h2grpc.py", "clients/h2conn.py", "clients/grpccall.py",
            "transports/__init__.py", "bench/report/verdicts.py",
            "bench/report/behind_lb.py"}  # fmt: skip
     pattern = ("== \"sse\"", "== \"ws\"", "== \"grpc\"", "== \"poll\"", "!= \"sse\"", "!= \"grpc\"",
