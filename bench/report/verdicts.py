@@ -180,9 +180,11 @@ def verdicts(
         others = [(st, o) for st, o in others if o is not None]
         for st, (v, w) in others:
             why += f"; {st}: {w} ({v})"
-        if any(v != verdict for _, (v, _) in others):
-            why += (f"; {verdict} on the stock server only: the count is the server's, not the "
-                    f"protocol's")  # fmt: skip
+        differ = [st for st, (v, _) in others if v != verdict]
+        if differ:
+            same = ["stock", *(st for st, (v, _) in others if v == verdict)]
+            why += (f"; {verdict} on {' and '.join(same)}, not on {' and '.join(differ)}: the "
+                    f"count is the server's, not the protocol's")  # fmt: skip
             verdict = "nuanced"
         add(claim, verdict, why)
 
