@@ -73,7 +73,7 @@ format: $(READY)
 # knee and the first broken step run three times each; then the same for the lean stacks, and
 # for the stock apps of SSE and long polling on granian.
 # 2. Tokens per write: 150 users at 40 tok/s with write windows of 0 to 250 ms, on the lean
-# stacks (gRPC: stock, it has no other). 3. Collector pauses at 10,000 connections in one
+# stacks, and gRPC's stock stack too. 3. Collector pauses at 10,000 connections in one
 # worker, stock and tuned (lean SSE, and long polling, whose requests churn the heap). 4. 50,000 users, ramped at the pace the server accepts them (a 60 s
 # budget per transport), each at the token rate that loads the server to a quarter of what it
 # carried at its knee (--rate-from the knee just measured). 5. Three fault scenarios. 6. Real
@@ -85,7 +85,7 @@ bench: $(READY)  ## installs, then knees (stock, lean) + write windows + GC + 50
 	$(TB) bench --transport all $(KNEE) --out results/$(RUN)/knee
 	$(TB) bench --transport all --stack lean $(KNEE) --out results/$(RUN)/knee-lean
 	$(TB) bench --transport sse,poll --stack granian $(KNEE) --out results/$(RUN)/knee-granian
-	$(TB) bench --transport sse,ws,poll --stack lean --flush-ms 0,25,50,100,250 --clients 150 \
+	$(TB) bench --transport all --stack lean --flush-ms 0,25,50,100,250 --clients 150 \
 		--ramp 2s --hold 4 --windows 2 --think 0 --out results/$(RUN)/flush
 	$(TB) bench --transport grpc --flush-ms 0,25,50,100,250 --clients 150 \
 		--ramp 2s --hold 4 --windows 2 --think 0 --out results/$(RUN)/flush-grpc
@@ -181,7 +181,8 @@ bench-loadgen: $(READY)  ## load-generator CPU per token, compiled against Pytho
 # window; then 50,000 connections at 1 token/s each on lean SSE and lean WebSocket, collector
 # tuned, ramped at the pace the server accepts them: 60-token answers (a new conversation per
 # user every 65 s: about 770 prompts and connections a second), then lean SSE with 600-token
-# answers (about 80 a second), which separates holding connections from churning them.
+# answers (about 80 a second), which separates holding connections from churning them; then
+# gRPC's knees on grpc.aio and on the lean HTTP/2 server, writing each token and at 100 ms.
 bench-lean: $(READY)  ## knees at --flush-ms 100, and 50,000 connections at 1 tok/s on the lean stacks
 	$(TB) bench --transport sse,ws,poll --stack lean --flush-ms 100 $(KNEE) --clients 8000 \
 		--out results/$(RUN)-lean/knee-flush100
@@ -191,8 +192,11 @@ bench-lean: $(READY)  ## knees at --flush-ms 100, and 50,000 connections at 1 to
 	$(TB) bench --transport sse --stack lean --gc tuned --clients 50000 --rate 1 --tokens 600 \
 		--think 5 --adaptive-ramp --ramp 300s --cooldown 10 --hold 15 --windows 3 --no-pin \
 		--out results/$(RUN)-lean/hold-50k-long
+	$(TB) bench --transport grpc --stack stock,lean --flush-ms 0,100 $(KNEE) \
+		--out results/$(RUN)-lean/knee-grpc
 	$(TB) report results/$(RUN)-lean/knee-flush100 results/$(RUN)-lean/hold-50k \
-		results/$(RUN)-lean/hold-50k-long --out results/$(RUN)-lean/report
+		results/$(RUN)-lean/hold-50k-long results/$(RUN)-lean/knee-grpc \
+		--out results/$(RUN)-lean/report
 	@echo "report: results/$(RUN)-lean/report/REPORT.md"
 
 # Real browsers (docs/browsers.md), about 12 minutes: 1, 6, 7 and 10 tabs of every browser

@@ -66,7 +66,8 @@ def main() -> None:
         await ctx.start()
         await module.serve(ctx, on_ready)
 
-    if transports.get(cfg.transport).server_loop == "uvloop":
+    # a stack's module may name its own loop (servers/rpc_lean.py runs on uvloop)
+    if getattr(module, "LOOP", transports.get(cfg.transport).server_loop) == "uvloop":
         import uvloop
 
         uvloop.run(run())

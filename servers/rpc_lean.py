@@ -1,0 +1,307 @@
+"""gRPC, lean stack: the same RPCs on a small HTTP/2 server of our own (h2 on uvloop).
+
+Wire: as servers/rpc.py (proto/tokens.proto, gRPC PROTOCOL-HTTP2.md, docs/protocol.md); the
+contract and resilience suites hold both stacks to it with grpcio's client.
+
+Rules of this module:
+- h2 (RFC 9113) keeps every connection's state: preface, SETTINGS, HPACK, PING, flow control,
+  RST_STREAM, GOAWAY. Requests, unary answers, headers and trailers go through it.
+- Token messages do not: each batch the pacing loop yields is framed here (one DATA frame per
+  length-prefixed ``Token``) and written at once, after h2's flow-control windows are charged
+  for it, so h2's books stay right. With ``--flush-ms`` a write carries several messages, which
+  grpc.aio cannot do. A batch waits for window (RFC 9113 section 6.9) and for the socket's
+  write buffer to drain (a stalled reader pins at most its window).
+- Errors are trailers-only answers with servers/rpc.py's status codes. Keepalive: a PING every
+  ``heartbeat`` seconds; a connection that answers none by the next one is closed. SIGTERM:
+  health turns NOT_SERVING, open streams end UNAVAILABLE (drain), then GOAWAY.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import struct
+import time
+from collections.abc import Callable
+from contextlib import aclosing, suppress
+from typing import Any
+from urllib.parse import quote
+
+import h2.config
+import h2.connection
+import h2.events
+import h2.exceptions
+from google.protobuf.message import DecodeError
+from grpc_health.v1 import health_pb2
+
+from proto import tokens_pb2 as pb
+from servers import metrics as m
+from servers import rpc as stock
+from servers.base import Context, ServerConfig
+from servers.core import ContractError, Stream, parse_after
+from servers.listen import listen_sockets
+from servers.pacing import Pacer
+
+NAME = "grpc"
+LOOP = "uvloop"  # the worker's event loop (grpc.aio's stock stack needs asyncio's)
+SERVICE = "/tokenbench.v1.TokenStream/"
+HEALTH = "/grpc.health.v1.Health/Check"
+OK, UNIMPLEMENTED, INTERNAL, UNAVAILABLE, EXHAUSTED = 0, 12, 13, 14, 8
+MAX_REQUEST = 4 << 20  # grpcio's default max_receive_message_length
+_DATA = struct.Struct(">I")
+
+
+class Messages:
+    """gRPC framing as bytes: one DATA frame (RFC 9113 6.1) per length-prefixed ``Token``."""
+
+    def __init__(self, stream_id: int) -> None:
+        # after the 3-byte length: type 0 (DATA), no flags, the stream
+        self.header = b"\0\0" + stream_id.to_bytes(4, "big")
+
+    def start(self) -> None:
+        return None
+
+    def tokens(self, stream: Stream, seqs: range) -> tuple[bytes, int]:
+        """The frames, and the bytes flow control counts (each frame's payload)."""
+        due, text, token, head, pack = stream.due_ns, stream.text, pb.Token, self.header, _DATA.pack
+        out = []
+        for s in seqs:
+            msg = token(seq=s, t=due(s), text=text(s)).SerializeToString()
+            n = len(msg)
+            out.append(pack(n + 5)[1:] + head + b"\0" + pack(n) + msg)
+        data = b"".join(out)
+        return data, len(data) - 9 * len(seqs)
+
+    def heartbeat(self) -> tuple[bytes, int]:
+        return b"", 0  # never asked for: keepalive is HTTP/2 PING
+
+    def end(self, stream: Stream) -> None:
+        return None
+
+
+def _status(code: int, message: str = "") -> list[tuple[str, str]]:
+    out = [("grpc-status", str(code))]
+    return [*out, ("grpc-message", quote(message, safe=" "))] if message else out
+
+
+class Conn(asyncio.Protocol):
+    """One client connection: its streams, its keepalive, its flow control."""
+
+    def __init__(self, ctx: Context, live: set[Conn], serving: list[bool]) -> None:
+        self.ctx, self.live, self.serving = ctx, live, serving
+        config = h2.config.H2Configuration(client_side=False, header_encoding="utf-8")
+        self.h2 = h2.connection.H2Connection(config)
+        self.transport: asyncio.Transport | None = None
+        self.requests: dict[int, tuple[dict[str, str], bytearray]] = {}
+        self.tasks: dict[int, asyncio.Task[None]] = {}
+        self.window = asyncio.Event()  # set when a WINDOW_UPDATE or SETTINGS may have freed room
+        self.writable: asyncio.Future[None] | None = None  # pending while the socket is full
+        self.pinged = False
+
+    # asyncio.Protocol
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        self.live.add(self)
+        self.h2.initiate_connection()
+        self.flush()
+        asyncio.get_running_loop().call_later(self.ctx.cfg.heartbeat, self._keepalive)
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            events = self.h2.receive_data(data)
+        except h2.exceptions.ProtocolError:
+            self.flush()  # h2's GOAWAY
+            self.abort()
+            return
+        for ev in events:
+            self._event(ev)
+        self.flush()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.live.discard(self)
+        for task in self.tasks.values():
+            task.cancel()
+        if self.writable is not None and not self.writable.done():
+            self.writable.set_result(None)
+
+    def pause_writing(self) -> None:
+        self.writable = asyncio.get_running_loop().create_future()
+
+    def resume_writing(self) -> None:
+        if self.writable is not None and not self.writable.done():
+            self.writable.set_result(None)
+
+    def _event(self, ev: Any) -> None:
+        sid = getattr(ev, "stream_id", 0)
+        if isinstance(ev, h2.events.RequestReceived):
+            self.requests[sid] = (dict(ev.headers), bytearray())
+        elif isinstance(ev, h2.events.DataReceived):
+            self.h2.acknowledge_received_data(ev.flow_controlled_length, sid)
+            if sid in self.requests:
+                body = self.requests[sid][1]
+                body += ev.data
+                if len(body) > MAX_REQUEST + 5:
+                    self.requests.pop(sid)
+                    self.trailers_only(sid, EXHAUSTED, "request larger than 4 MiB")
+        elif isinstance(ev, h2.events.StreamEnded) and sid in self.requests:
+            headers, body = self.requests.pop(sid)
+            self.tasks[sid] = asyncio.ensure_future(self._call(sid, headers, bytes(body)))
+            self.tasks[sid].add_done_callback(lambda _, s=sid: self.tasks.pop(s, None))
+        elif isinstance(ev, h2.events.StreamReset):
+            self.requests.pop(sid, None)
+            if sid in self.tasks:
+                self.tasks[sid].cancel()
+        elif isinstance(ev, (h2.events.WindowUpdated, h2.events.RemoteSettingsChanged)):
+            self.window.set()
+        elif isinstance(ev, h2.events.PingAckReceived):
+            self.pinged = False
+        elif isinstance(ev, h2.events.ConnectionTerminated):
+            self.abort()
+
+    # writing
+    def flush(self) -> None:
+        data = self.h2.data_to_send()
+        if data and self.transport is not None and not self.transport.is_closing():
+            self.transport.write(data)
+
+    def abort(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
+
+    def trailers_only(self, sid: int, code: int, message: str) -> None:
+        headers = [(":status", "200"), ("content-type", "application/grpc")]
+        with suppress(h2.exceptions.H2Error):  # the client may have reset it already
+            self.h2.send_headers(sid, headers + _status(code, message), end_stream=True)
+        self.flush()
+
+    def unary(self, sid: int, message: bytes) -> None:
+        self.h2.send_headers(sid, [(":status", "200"), ("content-type", "application/grpc")])
+        self.h2.send_data(sid, b"\0" + len(message).to_bytes(4, "big") + message)
+        self.h2.send_headers(sid, _status(OK), end_stream=True)
+        self.flush()
+
+    async def send_tokens(self, sid: int, frames: bytes, payload: int) -> None:
+        """Write DATA frames carrying ``payload`` flow-controlled bytes, once window allows."""
+        h2c = self.h2
+        while h2c.local_flow_control_window(sid) < payload:
+            self.window.clear()
+            await self.window.wait()
+        h2c.outbound_flow_control_window -= payload  # h2's books, as send_data would keep them
+        h2c._get_stream_by_id(sid).outbound_flow_control_window -= payload
+        if self.writable is not None:
+            await self.writable
+        assert self.transport is not None
+        self.transport.write(frames)
+
+    # the RPCs
+    async def _call(self, sid: int, headers: dict[str, str], body: bytes) -> None:
+        path, ctx = headers.get(":path", ""), self.ctx
+        if not headers.get("content-type", "").startswith("application/grpc"):
+            self.h2.send_headers(sid, [(":status", "415")], end_stream=True)
+            return self.flush()
+        if len(body) < 5 or body[0] != 0 or int.from_bytes(body[1:5], "big") != len(body) - 5:
+            return self.trailers_only(sid, INTERNAL, "one uncompressed request message expected")
+        message = body[5:]
+        try:
+            if path == SERVICE + "StreamTokens":
+                return await self._stream_tokens(sid, pb.StreamRequest.FromString(message))
+            if path == SERVICE + "CreateStream":
+                request = pb.CreateStreamRequest.FromString(message)
+                reply = await stock.create_stream(ctx, request)
+            elif path == SERVICE + "Time":
+                reply = pb.TimeResponse(t_ns=time.time_ns())
+            elif path == HEALTH:
+                service = health_pb2.HealthCheckRequest.FromString(message).service
+                if service not in ("", SERVICE.strip("/")):
+                    return self.trailers_only(sid, stock.grpc.StatusCode.NOT_FOUND.value[0], "")
+                status = health_pb2.HealthCheckResponse
+                reply = status(status=status.SERVING if self.serving[0] else status.NOT_SERVING)
+            else:
+                return self.trailers_only(sid, UNIMPLEMENTED, f"unknown method {path}")
+        except DecodeError:
+            return self.trailers_only(sid, INTERNAL, "could not parse the request")
+        except ContractError as exc:
+            ctx.metrics.add(m.ERRORS)
+            return self.trailers_only(sid, stock.GRPC_STATUS[exc.kind].value[0], exc.message)
+        with suppress(h2.exceptions.H2Error):
+            self.unary(sid, reply.SerializeToString())
+
+    async def _stream_tokens(self, sid: int, request: pb.StreamRequest) -> None:
+        ctx, metrics = self.ctx, self.ctx.metrics
+        metrics.add(m.REQUESTS)
+        try:
+            stream = ctx.open(request.id)
+            after = parse_after(request.after if request.HasField("after") else None, stream)
+            feed = await ctx.feed(request.id, stream, after)
+        except ContractError as exc:
+            metrics.add(m.ERRORS)
+            return self.trailers_only(sid, stock.GRPC_STATUS[exc.kind].value[0], exc.message)
+        if after >= 0:
+            metrics.add(m.RESUMES)
+        self.h2.send_headers(sid, [(":status", "200"), ("content-type", "application/grpc")])
+        self.flush()
+        pacer = Pacer(ctx, feed, after, Messages(sid))
+        try:
+            async with aclosing(pacer.frames()) as frames:
+                async for data, payload in frames:
+                    if data:
+                        await self.send_tokens(sid, data, payload)
+            code, why = (UNAVAILABLE, "server shutting down; resume") if pacer.drained else (OK, "")
+            self.h2.send_headers(sid, _status(code, why), end_stream=True)
+            self.flush()
+        except h2.exceptions.H2Error:
+            pass  # the client reset the stream or the connection is closing
+
+    def _keepalive(self) -> None:
+        if self.transport is None or self.transport.is_closing():
+            return
+        if self.pinged:  # the last PING went unanswered for a heartbeat
+            return self.abort()
+        self.pinged = True
+        self.h2.ping(b"tbserver")
+        self.flush()
+        asyncio.get_running_loop().call_later(self.ctx.cfg.heartbeat, self._keepalive)
+
+
+def settings(cfg: ServerConfig) -> dict[str, Any]:
+    return {
+        "effective": {"server": "h2 on uvloop (servers/rpc_lean.py)", "loop": LOOP,
+                      "keepalive_s": cfg.heartbeat, "messages_per_write": "a batch"},
+        "stack_defaults": stock.GRPC_DEFAULTS,
+    }  # fmt: skip
+
+
+async def serve(ctx: Context, on_ready: Callable[[], None]) -> None:
+    cfg, loop = ctx.cfg, asyncio.get_running_loop()
+    live: set[Conn] = set()
+    serving = [True]
+    socks = listen_sockets(cfg.hosts, cfg.port, cfg.backlog)
+    servers = [await loop.create_server(lambda: Conn(ctx, live, serving), sock=s) for s in socks]
+    from servers import grpcweb
+
+    web = await grpcweb.start(ctx) if cfg.web_port is not None else None
+    if web is not None and not web.server.started:
+        raise OSError(f"gRPC-Web could not listen on {cfg.web_port}")
+    on_ready()
+    stop = asyncio.Event()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    loop.add_signal_handler(signal.SIGINT, lambda: None)  # the supervisor sends SIGTERM
+    await stop.wait()
+    if web is not None:
+        web.server.handle_exit(signal.SIGTERM, None)
+    serving[0] = False
+    for server in servers:
+        server.close()
+    ctx.hub.drain()  # every stream ends UNAVAILABLE; its client resumes elsewhere
+    deadline = loop.time() + cfg.grace
+    while any(c.tasks for c in live) and loop.time() < deadline:
+        await asyncio.sleep(0.05)
+    for conn in list(live):
+        with suppress(h2.exceptions.H2Error):
+            conn.h2.close_connection()
+        conn.flush()
+        if conn.transport is not None:
+            conn.transport.close()
+    if web is not None:
+        web.server.should_exit = True
+        await web.task
