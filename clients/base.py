@@ -188,7 +188,19 @@ class Reader:
         raise NotImplementedError
 
     async def run(self) -> None:
-        """Read to the end of the stream, resuming as often as needed."""
+        """Read to the end of the stream, resuming as often as needed: on ``self.session`` if
+        one was given, else on a session of its own (if the transport has sessions)."""
+        if self.session is not None:
+            return await self._resume()
+        self.session = self.open_session(self.url, self.options)
+        try:
+            await self._resume()
+        finally:
+            if self.session is not None:
+                await self.close_session(self.session)
+            self.session = None
+
+    async def _resume(self) -> None:
         opts = self.options
         delay = opts.backoff_initial
         progress_at = time.monotonic()

@@ -78,16 +78,6 @@ class H2GrpcReader(Reader):
     async def close_session(cls, session: Channel) -> None:
         await session.close()
 
-    async def run(self) -> None:
-        if self.session is not None:
-            return await super().run()
-        self.session = self.open_session(self.url, self.options)
-        try:
-            await super().run()
-        finally:
-            await self.session.close()
-            self.session = None
-
     def _on_message(self, call: Call, conn: Session, fast: bool) -> Any:
         def on_message(flag: int, message: bytes) -> None:
             if flag != 0:  # compressed, though we never asked for it

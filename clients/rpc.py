@@ -73,16 +73,6 @@ class GrpcReader(Reader):
     async def close_session(cls, session: grpc.aio.Channel) -> None:
         await session.close()
 
-    async def run(self) -> None:
-        if self.session is not None:
-            return await super().run()
-        self.session = self.open_session(self.url, self.options)
-        try:
-            await super().run()
-        finally:
-            await self.session.close()
-            self.session = None
-
     async def _attempt(self, after: int) -> bool:
         assert self.session is not None
         stub = pb_grpc.TokenStreamStub(self.session)

@@ -24,6 +24,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from proto import tokens_pb2 as pb
 from proto import tokens_pb2_grpc as pb_grpc
 from servers import metrics as m
+from servers.answers import Answer
 from servers.base import Context, ServerConfig
 from servers.core import (
     DEFAULT_RATE,
@@ -105,6 +106,18 @@ async def create_stream(ctx: Context, request: pb.CreateStreamRequest) -> pb.Cre
     return pb.CreateStreamResponse(id=sid, tokens=tokens, rate=rate, created_ns=stream.created_ns)
 
 
+async def open_read(ctx: Context, request: pb.StreamRequest) -> tuple[Stream | Answer, int]:
+    """``StreamTokens``' opening, counted: what to read and after which seq; ``ContractError``
+    (NOT_FOUND, INVALID_ARGUMENT) if nothing. Shared with servers/rpc_lean.py."""
+    ctx.metrics.add(m.REQUESTS)
+    stream = ctx.open(request.id)
+    after = parse_after(request.after if request.HasField("after") else None, stream)
+    feed = await ctx.feed(request.id, stream, after)
+    if after >= 0:
+        ctx.metrics.add(m.RESUMES)
+    return feed, after
+
+
 class TokenStreamServicer(pb_grpc.TokenStreamServicer):
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
@@ -130,16 +143,12 @@ class TokenStreamServicer(pb_grpc.TokenStreamServicer):
     async def StreamTokens(
         self, request: pb.StreamRequest, context: grpc.aio.ServicerContext
     ) -> None:
-        ctx, metrics = self.ctx, self.ctx.metrics
-        metrics.add(m.REQUESTS)
+        ctx = self.ctx
         try:
-            stream = ctx.open(request.id)
-            after = parse_after(request.after if request.HasField("after") else None, stream)
-            feed = await ctx.feed(request.id, stream, after)
+            feed, after = await open_read(ctx, request)
         except ContractError as exc:
             await self._fail(context, exc)
-        if after >= 0:
-            metrics.add(m.RESUMES)
+            raise  # not reached: abort raises
         pacer, write = Pacer(ctx, feed, after, Messages()), context.write
         async with aclosing(pacer.frames()) as frames:
             async for messages in frames:

@@ -38,7 +38,7 @@ from proto import tokens_pb2 as pb
 from servers import metrics as m
 from servers import rpc as stock
 from servers.base import Context, ServerConfig
-from servers.core import ContractError, Stream, parse_after
+from servers.core import ContractError, Stream
 from servers.listen import listen_sockets
 from servers.pacing import Pacer
 
@@ -227,17 +227,12 @@ class Conn(asyncio.Protocol):
             self.unary(sid, reply.SerializeToString())
 
     async def _stream_tokens(self, sid: int, request: pb.StreamRequest) -> None:
-        ctx, metrics = self.ctx, self.ctx.metrics
-        metrics.add(m.REQUESTS)
+        ctx = self.ctx
         try:
-            stream = ctx.open(request.id)
-            after = parse_after(request.after if request.HasField("after") else None, stream)
-            feed = await ctx.feed(request.id, stream, after)
+            feed, after = await stock.open_read(ctx, request)
         except ContractError as exc:
-            metrics.add(m.ERRORS)
+            ctx.metrics.add(m.ERRORS)
             return self.trailers_only(sid, stock.GRPC_STATUS[exc.kind].value[0], exc.message)
-        if after >= 0:
-            metrics.add(m.RESUMES)
         self.h2.send_headers(sid, [(":status", "200"), ("content-type", "application/grpc")])
         self.flush()
         pacer = Pacer(ctx, feed, after, Messages(sid))

@@ -19,6 +19,7 @@ from clients.base import Retry
 from clients.http import HttpConnection
 from clients.poll import PollReader
 from servers.core import Stream
+from tests.fakes import FakeTransport
 
 pytestmark = pytest.mark.skipif(not fast.enabled(), reason="clients/_fastpath.c was not built")
 
@@ -74,23 +75,6 @@ ENDS: dict[str, tuple[list[bytes | None], Any]] = {
     # the server's last answer on the connection, which it then closes (None)
     "close": ([answer(tokens(14), head="connection: close"), None], (Retry, "connection lost")),
 }
-
-
-class FakeTransport:
-    def __init__(self, protocol: Any) -> None:
-        self.protocol, self.written, self.closed = protocol, bytearray(), False
-
-    def write(self, data: bytes) -> None:
-        self.written += data
-
-    def is_closing(self) -> bool:
-        return self.closed
-
-    def abort(self) -> None:
-        self.closed = True
-
-    def set_protocol(self, protocol: Any) -> None:
-        self.protocol = protocol
 
 
 async def read(end: str, cut: int, tapped: bool, monkeypatch: pytest.MonkeyPatch) -> tuple:

@@ -28,29 +28,11 @@ from clients.h2grpc import H2GrpcReader
 from clients.rpc import GrpcReader
 from proto import tokens_pb2 as pb
 from servers.core import Stream
+from tests.fakes import FakeTransport
 
 SEED = 987654321987654321
 STREAM = Stream(1_764_000_000_000_000_000, 40, 40.0, SEED)
 WINDOW = 1 << 16
-
-
-class FakeTransport:
-    """Records writes; ``protocol`` is whoever reads the connection now (the tap, or not)."""
-
-    def __init__(self, protocol: Any) -> None:
-        self.protocol, self.written, self.closed = protocol, bytearray(), False
-
-    def write(self, data: bytes) -> None:
-        self.written += data
-
-    def is_closing(self) -> bool:
-        return self.closed
-
-    def abort(self) -> None:
-        self.closed = True
-
-    def set_protocol(self, protocol: Any) -> None:
-        self.protocol = protocol
 
 
 class OneConnection:
