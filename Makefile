@@ -69,8 +69,9 @@ format: $(READY)
 
 # The main job, about 40 minutes on 2 cores (22 measured before the browser jobs, which take
 # about 12 here, the granian knees, about 3, and the lean gRPC knee and sweep, about 3). Every
-# run measures the machine first and last (machine.yardstick). 1. The knee at 40 tok/s: each step measured as three 1 s windows, the
-# knee and the first broken step run three times each; then the same for the lean stacks, and
+# run measures the machine first and last (machine.yardstick). 1. The knee at 40 tok/s: each
+# step measured as three 1 s windows, the knee and the first broken step run three times
+# each; then the same for the lean stacks, and
 # for the stock apps of SSE and long polling on granian.
 # 2. Tokens per write: 150 users at 40 tok/s with write windows of 0 to 250 ms, on the lean
 # stacks, and gRPC's stock stack too. 3. Collector pauses at 10,000 connections in one
