@@ -369,7 +369,7 @@ typedef struct {
     int64_t credit_at; /* grpc: conn.credit(unacked) once it reaches this */
     PyObject *prefix, *suffix, *write; /* poll: the request around the cursor; transport.write */
     PyObject *stats;                   /* poll: the reader's ReaderStats (requests, live) */
-    int64_t requests, answers;        /* poll: requests written here; answers read */
+    int64_t answers;                  /* poll: answers read (the first goes to Python) */
 } Tap;
 
 /* The accounting of one delivered token (Reader.deliver already said it is the next one). */
@@ -926,7 +926,6 @@ static int poll_send(Tap *s) {
     Py_DECREF(req);
     if (!r) return -1;
     Py_DECREF(r);
-    s->requests++;
     if (s->stats) { /* stats.requests += 1, as the Python path counts each poll */
         PyObject *n = PyObject_GetAttrString(s->stats, "requests"), *m = NULL;
         if (n) m = PyNumber_Add(n, one);
@@ -1068,7 +1067,7 @@ static PyObject *tap_start(Tap *s, PyObject *args) {
     Py_XSETREF(s->on_error, on_error);
     s->fast = 1, s->head_done = s->mode >= MODE_GRPC, s->skip_lf = 0, s->bom_done = 0;
     s->cstate = C_SIZE, s->cleft = 0, s->retry = -1, s->bytes = 0, s->stream = s->unacked = 0;
-    s->requests = s->answers = 0;
+    s->answers = 0;
     s->raw.len = s->sse.len = s->data.len = s->type.len = s->idbuf.len = s->msg.len = 0;
     s->last_rx = monotonic();
     Py_RETURN_NONE;
@@ -1211,7 +1210,6 @@ static PyMemberDef tap_members[] = {
     {"stream", T_LONGLONG, offsetof(Tap, stream), 0, "grpc: the HTTP/2 stream read (0: none)"},
     {"unacked", T_LONGLONG, offsetof(Tap, unacked), 0, "grpc: DATA bytes not yet credited"},
     {"credit_at", T_LONGLONG, offsetof(Tap, credit_at), 0, "grpc: conn.credit(n) at this many"},
-    {"requests", T_LONGLONG, offsetof(Tap, requests), 0, "poll: requests written here"},
     {NULL}};
 
 static PyTypeObject TapType = {

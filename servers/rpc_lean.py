@@ -6,11 +6,11 @@ contract and resilience suites hold both stacks to it with grpcio's client.
 Rules of this module:
 - h2 (RFC 9113) keeps every connection's state: preface, SETTINGS, HPACK, PING, flow control,
   RST_STREAM, GOAWAY. Requests, unary answers, headers and trailers go through it.
-- Token messages do not: each batch the pacing loop yields is framed here (one DATA frame per
-  length-prefixed ``Token``) and written at once, after h2's flow-control windows are charged
-  for it, so h2's books stay right. With ``--flush-ms`` a write carries several messages, which
-  grpc.aio cannot do. A batch waits for window (RFC 9113 section 6.9) and for the socket's
-  write buffer to drain (a stalled reader pins at most its window).
+- Token messages do not: each batch the pacing loop yields is framed by servers/rpc_wire.py
+  (one DATA frame per length-prefixed ``Token``) and written at once, after h2's flow-control
+  windows are charged for it, so h2's books stay right. With ``--flush-ms`` a write carries
+  several messages, which grpc.aio cannot do. A batch waits for window (RFC 9113 section
+  6.9) and for the socket's write buffer to drain (a stalled reader pins at most its window).
 - Errors are trailers-only answers with servers/rpc.py's status codes. Keepalive: a PING every
   ``heartbeat`` seconds; a connection that answers none by the next one is closed. SIGTERM:
   health turns NOT_SERVING, open streams end UNAVAILABLE (drain), then GOAWAY.
@@ -20,12 +20,10 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import struct
 import time
 from collections.abc import Callable
 from contextlib import aclosing, suppress
 from typing import Any
-from urllib.parse import quote
 
 import h2.config
 import h2.connection
@@ -38,50 +36,25 @@ from proto import tokens_pb2 as pb
 from servers import metrics as m
 from servers import rpc as stock
 from servers.base import Context, ServerConfig
-from servers.core import ContractError, Stream
+from servers.core import ContractError
 from servers.listen import listen_sockets
 from servers.pacing import Pacer
+from servers.rpc_wire import (
+    EXHAUSTED,
+    INTERNAL,
+    NOT_FOUND,
+    OK,
+    UNAVAILABLE,
+    UNIMPLEMENTED,
+    Messages,
+    status,
+)
 
 NAME = "grpc"
 LOOP = "uvloop"  # the worker's event loop (grpc.aio's stock stack needs asyncio's)
 SERVICE = "/tokenbench.v1.TokenStream/"
-HEALTH = "/grpc.health.v1.Health/Check"
-OK, UNIMPLEMENTED, INTERNAL, UNAVAILABLE, EXHAUSTED = 0, 12, 13, 14, 8
 MAX_REQUEST = 4 << 20  # grpcio's default max_receive_message_length
-_DATA = struct.Struct(">I")
-
-
-class Messages:
-    """gRPC framing as bytes: one DATA frame (RFC 9113 6.1) per length-prefixed ``Token``."""
-
-    def __init__(self, stream_id: int) -> None:
-        # after the 3-byte length: type 0 (DATA), no flags, the stream
-        self.header = b"\0\0" + stream_id.to_bytes(4, "big")
-
-    def start(self) -> None:
-        return None
-
-    def tokens(self, stream: Stream, seqs: range) -> tuple[bytes, int]:
-        """The frames, and the bytes flow control counts (each frame's payload)."""
-        due, text, token, head, pack = stream.due_ns, stream.text, pb.Token, self.header, _DATA.pack
-        out = []
-        for s in seqs:
-            msg = token(seq=s, t=due(s), text=text(s)).SerializeToString()
-            n = len(msg)
-            out.append(pack(n + 5)[1:] + head + b"\0" + pack(n) + msg)
-        data = b"".join(out)
-        return data, len(data) - 9 * len(seqs)
-
-    def heartbeat(self) -> tuple[bytes, int]:
-        return b"", 0  # never asked for: keepalive is HTTP/2 PING
-
-    def end(self, stream: Stream) -> None:
-        return None
-
-
-def _status(code: int, message: str = "") -> list[tuple[str, str]]:
-    out = [("grpc-status", str(code))]
-    return [*out, ("grpc-message", quote(message, safe=" "))] if message else out
+HEALTH = "/grpc.health.v1.Health/Check"
 
 
 class Conn(asyncio.Protocol):
@@ -145,7 +118,7 @@ class Conn(asyncio.Protocol):
                     self.trailers_only(sid, EXHAUSTED, "request larger than 4 MiB")
         elif isinstance(ev, h2.events.StreamEnded) and sid in self.requests:
             headers, body = self.requests.pop(sid)
-            self.tasks[sid] = asyncio.ensure_future(self._call(sid, headers, bytes(body)))
+            self.tasks[sid] = asyncio.ensure_future(self._guarded(sid, headers, bytes(body)))
             self.tasks[sid].add_done_callback(lambda _, s=sid: self.tasks.pop(s, None))
         elif isinstance(ev, h2.events.StreamReset):
             self.requests.pop(sid, None)
@@ -171,13 +144,13 @@ class Conn(asyncio.Protocol):
     def trailers_only(self, sid: int, code: int, message: str) -> None:
         headers = [(":status", "200"), ("content-type", "application/grpc")]
         with suppress(h2.exceptions.H2Error):  # the client may have reset it already
-            self.h2.send_headers(sid, headers + _status(code, message), end_stream=True)
+            self.h2.send_headers(sid, headers + status(code, message), end_stream=True)
         self.flush()
 
     def unary(self, sid: int, message: bytes) -> None:
         self.h2.send_headers(sid, [(":status", "200"), ("content-type", "application/grpc")])
         self.h2.send_data(sid, b"\0" + len(message).to_bytes(4, "big") + message)
-        self.h2.send_headers(sid, _status(OK), end_stream=True)
+        self.h2.send_headers(sid, status(OK), end_stream=True)
         self.flush()
 
     async def send_tokens(self, sid: int, frames: bytes, payload: int) -> None:
@@ -194,6 +167,10 @@ class Conn(asyncio.Protocol):
         self.transport.write(frames)
 
     # the RPCs
+    async def _guarded(self, sid: int, headers: dict[str, str], body: bytes) -> None:
+        with suppress(h2.exceptions.H2Error):  # the client reset the stream, or the connection
+            await self._call(sid, headers, body)  # is closing: nothing left to answer on
+
     async def _call(self, sid: int, headers: dict[str, str], body: bytes) -> None:
         path, ctx = headers.get(":path", ""), self.ctx
         if not headers.get("content-type", "").startswith("application/grpc"):
@@ -213,7 +190,7 @@ class Conn(asyncio.Protocol):
             elif path == HEALTH:
                 service = health_pb2.HealthCheckRequest.FromString(message).service
                 if service not in ("", SERVICE.strip("/")):
-                    return self.trailers_only(sid, stock.grpc.StatusCode.NOT_FOUND.value[0], "")
+                    return self.trailers_only(sid, NOT_FOUND, "")
                 status = health_pb2.HealthCheckResponse
                 reply = status(status=status.SERVING if self.serving[0] else status.NOT_SERVING)
             else:
@@ -223,8 +200,7 @@ class Conn(asyncio.Protocol):
         except ContractError as exc:
             ctx.metrics.add(m.ERRORS)
             return self.trailers_only(sid, stock.GRPC_STATUS[exc.kind].value[0], exc.message)
-        with suppress(h2.exceptions.H2Error):
-            self.unary(sid, reply.SerializeToString())
+        self.unary(sid, reply.SerializeToString())
 
     async def _stream_tokens(self, sid: int, request: pb.StreamRequest) -> None:
         ctx = self.ctx
@@ -236,16 +212,13 @@ class Conn(asyncio.Protocol):
         self.h2.send_headers(sid, [(":status", "200"), ("content-type", "application/grpc")])
         self.flush()
         pacer = Pacer(ctx, feed, after, Messages(sid))
-        try:
-            async with aclosing(pacer.frames()) as frames:
-                async for data, payload in frames:
-                    if data:
-                        await self.send_tokens(sid, data, payload)
-            code, why = (UNAVAILABLE, "server shutting down; resume") if pacer.drained else (OK, "")
-            self.h2.send_headers(sid, _status(code, why), end_stream=True)
-            self.flush()
-        except h2.exceptions.H2Error:
-            pass  # the client reset the stream or the connection is closing
+        async with aclosing(pacer.frames()) as frames:
+            async for data, payload in frames:
+                if data:
+                    await self.send_tokens(sid, data, payload)
+        code, why = (UNAVAILABLE, "server shutting down; resume") if pacer.drained else (OK, "")
+        self.h2.send_headers(sid, status(code, why), end_stream=True)
+        self.flush()
 
     def _keepalive(self) -> None:
         if self.transport is None or self.transport.is_closing():
