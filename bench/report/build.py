@@ -31,7 +31,7 @@ from bench.load import yardstick
 from bench.load.config import headline_runs
 from bench.load.hist import Histogram, bucket_bounds
 from bench.load.yardstick import REFERENCE_WALL_US
-from bench.report import behind_lb, browsers, figures, results, ship, variants, verdicts
+from bench.report import behind_lb, browsers, figures, results, ship, stats, variants, verdicts
 from bench.report.tables import faults_markdown, merge_faults
 
 COLORS = {t.name: t.color for t in transports.all_transports()}
@@ -231,13 +231,9 @@ def build(paths: list[Path], out: Path) -> Path:
     return report
 
 
-def _iv(d: dict[str, Any] | None, digits: int = 0, unit: str = "") -> str:
-    """``mean [lo, hi]`` of an interval doc, and a flag when it is unstable."""
-    if not d:
-        return "-"
-    f = f"{{:,.{digits}f}}"
-    span = "" if d["lo"] == d["hi"] else f" [{f.format(d['lo'])}, {f.format(d['hi'])}]"
-    return f"{f.format(d['mean'])}{unit}{span}" + (" (unstable)" if d.get("unstable") else "")
+def _iv(d: dict[str, Any] | None, digits: int = 0) -> str:
+    """``mean [lo, hi]`` of an interval doc (bench.report.stats.show), flagged when unstable."""
+    return stats.show(d, digits) + (" (unstable)" if d and d.get("unstable") else "")
 
 
 def _fleet_md(docs: list[dict[str, Any]]) -> list[str]:
@@ -246,12 +242,14 @@ def _fleet_md(docs: list[dict[str, Any]]) -> list[str]:
         return []
     out = [
         "", f"## Fleet projection: {figures.USERS:,} users at {figures.RATE:g} tok/s", "",
-        "Users per core is the knee at 40 tok/s, a bracket: the busiest count that held the SLO "
-        "in most of its runs, and the first that broke. Server cores = users / users per core, "
-        "over that bracket. Normalised: what the reference machine (a reference token in "
-        f"{REFERENCE_WALL_US:g} µs of wall time) would hold, from the run's yardstick. CPU per "
-        "token at the "
-        "knee is the mean of its windows with a 95 % interval; a figure whose windows spread "
+        "Users per core is the knee at 40 tok/s, a half-open bracket [held, broke): the busiest "
+        "count that held the SLO in most of its runs, and the first that broke (`...` when none "
+        "did, or the break was the load generator's). Server cores = users / users per core, "
+        "over that bracket; unsettled: the search ended with the bracket wider than its target, "
+        "so it is not a knee by itself. Normalised: what the reference machine (a reference "
+        f"token in {REFERENCE_WALL_US:g} µs of wall time) would hold, from the run's "
+        "yardstick. CPU per token at the knee is the mean of its windows with a 95 % interval; "
+        "a figure whose windows spread "
         "over 10 % is flagged unstable. The CPU ratio compares the knee with half the knee: "
         "below 1, fixed costs amortise with load. A knee bounded by the load generator is a "
         "lower bound, so its core count is an upper bound. A knee is unstable when its edges "
@@ -266,13 +264,15 @@ def _fleet_md(docs: list[dict[str, Any]]) -> list[str]:
         bound = ">= " if r["harness_bound"] else ""
         cores = r["cores"]
         upto = "<= " if r["harness_bound"] else ""
-        cores_txt = f"{upto}{cores['mean']:,} [{cores['lo']:,}, {cores['hi']:,}]"
+        low = "0" if cores["lo"] is None else f"{cores['lo']:,}"
+        cores_txt = f"{upto}{cores['mean']:,} ({low}, {cores['hi']:,}]"
         mem = "-" if r["memory_gib"] is None else f"{r['memory_gib']} GiB"
         at = "-" if r["mem_per_conn_kib"] is None else (
             f"{r['mem_per_conn_kib']} KiB ({r['memory_measured_at']:,})"
             + (" (unstable)" if r["mem_unstable"] else ""))  # fmt: skip
         held = f"{r['held_runs'][0]}/{r['held_runs'][1]}" + (
-            " (unstable)" if r["knee_unstable"] else "")  # fmt: skip
+            " (unstable)" if r["knee_unstable"] else "") + (
+            " (unsettled)" if r["settled"] is False else "")  # fmt: skip
         out.append(f"| {NAMES[r['transport']]} | {bound}{_iv(r['users_per_core'])} | {held} | "
                    f"{_iv(r['users_per_core_normalised'])}"
                    f"{' (machine drifted)' if r['machine_drifted'] else ''} | {cores_txt} | "

@@ -41,7 +41,7 @@ def compare_runs(
     with changes inside the noise flagged as such."""
     from bench.load import yardstick
     from bench.report import compare as cmp
-    from bench.report import results
+    from bench.report import results, stats
 
     try:
         docs_a, docs_b = results.load_all(a), results.load_all(b)
@@ -63,6 +63,10 @@ def compare_runs(
     print("\nverdicts:")
     for c in whole["claims"]:
         print(f"  {'same     ' if c['same'] else 'DIFFERENT'} {c['claim']}: {c['a']} / {c['b']}")
+    names = lambda g: " or ".join(g) or "none named"  # noqa: E731
+    sh = whole["ship"]
+    print(f"  {'same     ' if sh['same'] else 'DIFFERENT'} What to ship: {names(sh['a'])} / "
+          f"{names(sh['b'])}")  # fmt: skip
     print("\nrankings (best first; a flip is an order both runs are sure of, reversed):")
     for r in whole["rankings"]:
         verdict = "FLIPPED " + ", ".join(r["flips"]) if r["flips"] else "same"
@@ -73,11 +77,8 @@ def compare_runs(
                 ratio = ib["mean"] / ia["mean"] if ia["mean"] else float("nan")
                 noisy = t in r["unstable"] or ia["unstable"] or ib["unstable"]
                 flag = " (unstable)" if noisy else "" if abs(ratio - 1) <= 0.10 else " (over 10 %)"
-                print(
-                    f"    {t:<5} A {ia['mean']:>10,.2f} [{ia['lo']:,.2f}, {ia['hi']:,.2f}]  "
-                    f"B {ib['mean']:>10,.2f} [{ib['lo']:,.2f}, {ib['hi']:,.2f}]  "
-                    f"B/A {ib['mean'] / ia['mean'] if ia['mean'] else float('nan'):.2f}{flag}"
-                )
+                print(f"    {t:<5} A {stats.show(ia, 2):>28}  B {stats.show(ib, 2):>28}  "
+                      f"B/A {ratio:.2f}{flag}")  # fmt: skip
     if not steps:
         return
     pairs = [(x, y) for x in docs_a for y in docs_b if x.get("kind") == y.get("kind")

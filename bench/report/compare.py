@@ -155,7 +155,7 @@ def headline_intervals(
         for out, k in ((out_a, ka[t]), (out_b, kb[t])):
             iv = cpu_at(k.steps, c)
             if iv is not None:
-                out[cpu][t] = _scale(iv, 1 / k.speed) if k.speed else iv
+                out[cpu][t] = iv.scaled(1 / k.speed) if k.speed else iv
                 if k.drifted:
                     unstable[f"{cpu}/{t}"] = True
     for out, docs in ((out_a, docs_a), (out_b, docs_b)):
@@ -167,10 +167,6 @@ def headline_intervals(
             unstable[f"{label}/{t}"] = unstable.get(f"{label}/{t}") or any(
                 i.unstable for i in ivs)  # fmt: skip
     return out_a, out_b, unstable
-
-
-def _scale(i: stats.Interval, k: float) -> stats.Interval:
-    return stats.Interval(i.mean * k, i.lo * k, i.hi * k, i.n, i.sd * k)
 
 
 def flips(a: dict[str, stats.Interval], b: dict[str, stats.Interval]) -> list[str]:
@@ -187,10 +183,17 @@ def flips(a: dict[str, stats.Interval], b: dict[str, stats.Interval]) -> list[st
 
 
 def whole_runs(docs_a: list[dict[str, Any]], docs_b: list[dict[str, Any]]) -> dict[str, Any]:
-    """Verdicts side by side, and for each headline figure whether the ranking flipped."""
+    """Verdicts and what to ship side by side, and for each headline figure whether the ranking
+    flipped."""
+    from bench.report import behind_lb, browsers, ship
     from bench.report.tables import merge_faults
     from bench.report.verdicts import verdicts
 
+    picks = []
+    for docs in (docs_a, docs_b):
+        bench, _ = behind_lb.split_docs([d for d in docs if d.get("runs")])
+        faults, lb = behind_lb.split(merge_faults(docs))
+        picks.append(ship.recommend(bench, faults, lb, browsers.entries(docs)))
     va = verdicts([d for d in docs_a if d.get("runs")], merge_faults(docs_a))
     vb = {v["claim"]: v for v in verdicts([d for d in docs_b if d.get("runs")],
                                           merge_faults(docs_b))}  # fmt: skip
@@ -212,7 +215,9 @@ def whole_runs(docs_a: list[dict[str, Any]], docs_b: list[dict[str, Any]]) -> di
                          "unstable": {t for t in ha[label] if unstable.get(f"{label}/{t}")},
                          "a_values": {t: i.doc(2) for t, i in ha[label].items()},
                          "b_values": {t: i.doc(2) for t, i in hb[label].items()}})  # fmt: skip
-    return {"claims": claims, "rankings": rankings}
+    ship_ab = {"a": picks[0]["group"], "b": picks[1]["group"],
+               "same": picks[0]["group"] == picks[1]["group"]}  # fmt: skip
+    return {"claims": claims, "rankings": rankings, "ship": ship_ab}
 
 
 def _order(figures: dict[str, stats.Interval], lower_is_better: bool) -> list[str]:

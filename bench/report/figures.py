@@ -31,9 +31,10 @@ class Knee:
     transport: str
     clients: int
     broke_at: int | None
-    held_runs: tuple[int, int]
-    broke_runs: tuple[int, int]  # (runs held, runs) of the first broken count
-    users_per_core: Interval  # a bracket
+    held_runs: tuple[int, int]  # (runs held, runs) of the knee, from its steps
+    broke_runs: tuple[int, int] | None  # the same of the first broken count; None: none broke
+    users_per_core: Interval  # a half-open bracket [held, broke) per core; unbounded above
+    # when nothing broke, or when the break was the load generator's
     cpu_us_per_token: Interval | None  # server CPU per token at the knee, over its windows
     p99_ms: Interval | None
     harness_bound: bool  # the load generator saturated at or above the knee
@@ -42,24 +43,30 @@ class Knee:
     steps: list[dict[str, Any]]
     step: dict[str, Any]  # the knee's (last) step
     drifted: bool = False  # the machine changed speed during the run: normalising is unsure
+    settled: bool | None = None  # the search narrowed the bracket to its target; None: unknown
 
     @property
     def unstable(self) -> bool:
         """The edges were not unanimous: the knee held in only some of its runs, or the first
         break held in some of its. The capacity is then within a step's noise."""
-        return self.held_runs[0] < self.held_runs[1] or self.broke_runs[0] > 0
+        return self.held_runs[0] < self.held_runs[1] or (self.broke_runs or (0, 0))[0] > 0
+
+    def runs_at(self, clients: int) -> tuple[int, int]:
+        return _runs(self.steps, clients)
 
     def normalised_users_per_core(self) -> Interval | None:
-        return None if self.pace is None else _scale(self.users_per_core, self.pace)
+        return None if self.pace is None else self.users_per_core.scaled(self.pace)
 
     def normalised_cpu_us(self) -> Interval | None:
         if self.speed is None or self.cpu_us_per_token is None:
             return None
-        return _scale(self.cpu_us_per_token, 1 / self.speed)
+        return self.cpu_us_per_token.scaled(1 / self.speed)
 
 
-def _scale(i: Interval, k: float) -> Interval:
-    return Interval(i.mean * k, i.lo * k, i.hi * k, i.n, i.sd * k)
+def _runs(steps: list[dict[str, Any]], clients: int) -> tuple[int, int]:
+    """(runs held, runs) at ``clients`` users."""
+    held = [bool(s["slo"]["held"]) for s in steps if s["clients"] == clients]
+    return sum(held), len(held)
 
 
 def windows(steps: list[dict[str, Any]], key: str, scale: float = 1.0) -> list[float]:
@@ -94,17 +101,19 @@ def knees(docs: list[dict[str, Any]], variant: Variant = HEADLINE) -> dict[str, 
                 continue
             at = [s for s in steps if s["clients"] == kd["clients"]]
             cores = kd.get("server_cores") or round(kd["clients"] / kd["clients_per_server_core"])
-            per_core = stats.bracket(kd["clients"], kd["broke_at"])
-            held = tuple(kd.get("held_runs") or (1, 1))
-            broke = tuple(kd.get("broke_runs") or (0, 1))
+            bound = kd["limited_by"] == "loadgen" or any(
+                s["limited_by"] == "loadgen" for s in steps if s["clients"] >= kd["clients"]
+            )
+            # a break the load generator caused says nothing of the server: at least ``held``
+            per_core = stats.bracket(kd["clients"], None if bound else kd["broke_at"])
             out[t] = Knee(
-                t, kd["clients"], kd["broke_at"], held, broke,  # type: ignore[arg-type]
-                _scale(per_core, 1 / cores),
+                t, kd["clients"], kd["broke_at"], _runs(steps, kd["clients"]),
+                _runs(steps, kd["broke_at"]) if kd["broke_at"] else None,
+                per_core.scaled(1 / cores),
                 stats.of(windows(at, "cpu_s_per_1k_tokens", 1000.0)),  # s per 1k = ms/tok
-                stats.of(windows(at, "p99_ms")),
-                kd["limited_by"] == "loadgen" or any(
-                    s["limited_by"] == "loadgen" for s in steps if s["clients"] >= kd["clients"]),
+                stats.of(windows(at, "p99_ms")), bound,
                 machine_speed(doc), machine_pace(doc), steps, at[-1], machine_drifted(doc),
+                kd.get("settled"),
             )  # fmt: skip
             rates[t] = rate
     return out
@@ -147,24 +156,48 @@ def scale_of(step: dict[str, Any]) -> int:
     return step["server"].get("connections") or step["clients"]
 
 
-def memory(
+def memory_points(
     docs: list[dict[str, Any]], variant: Variant = HEADLINE
-) -> dict[str, tuple[int, Interval]]:
-    """Per transport, server memory per connection (bytes) at the most connections measured."""
-    best: dict[str, tuple[int, dict[str, Any]]] = {}
+) -> dict[str, dict[int, Interval]]:
+    """Per transport, server memory per connection (bytes) at each scale measured (the busiest
+    step of each scale, over its windows)."""
+    best: dict[str, dict[int, dict[str, Any]]] = {}
     for doc in docs:
         for run in runs_of(doc, variant):
             for st in run["steps"]:
                 if st["server"].get("mem_per_conn_bytes") is None:
                     continue
-                if scale_of(st) >= best.get(run["transport"], (0, {}))[0]:
-                    best[run["transport"]] = (scale_of(st), st)
-    out = {}
-    for t, (n, st) in best.items():
-        interval = stats.of(windows([st], "mem_per_conn_bytes"))
-        if interval is not None:
-            out[t] = (n, interval)
+                best.setdefault(run["transport"], {})[scale_of(st)] = st
+    out: dict[str, dict[int, Interval]] = {}
+    for t, by_scale in best.items():
+        for n, st in by_scale.items():
+            interval = stats.of(windows([st], "mem_per_conn_bytes"))
+            if interval is not None:
+                out.setdefault(t, {})[n] = interval
     return out
+
+
+def memory(
+    docs: list[dict[str, Any]], variant: Variant = HEADLINE
+) -> dict[str, tuple[int, Interval]]:
+    """Per transport, server memory per connection (bytes) at the most connections measured."""
+    return {t: max(pts.items()) for t, pts in memory_points(docs, variant).items()}
+
+
+COMMON_SCALE = 1.25  # two scales are "the same" within this factor: fixed costs amortise with it
+
+
+def memory_at_common_scale(
+    a: dict[int, Interval], b: dict[int, Interval]
+) -> tuple[int, Interval, int, Interval] | None:
+    """Memory per connection of two transports at the largest scale both measured (within
+    ``COMMON_SCALE`` of each other), or None: per-connection memory falls with scale as fixed
+    costs amortise, so 10,000 connections against 800 compares scales, not transports."""
+    pairs = [(min(x, y), x, y) for x in a for y in b if max(x, y) <= COMMON_SCALE * min(x, y)]
+    if not pairs:
+        return None
+    _, x, y = max(pairs)
+    return x, a[x], y, b[y]
 
 
 def fleet(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -187,11 +220,14 @@ def fleet(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "users_per_core": per_core.doc(1),
             "users_per_core_normalised": norm.doc(1) if norm else None,
             "held_runs": list(knee.held_runs),
-            "broke_runs": list(knee.broke_runs),
+            "broke_runs": list(knee.broke_runs) if knee.broke_runs else None,
+            "settled": knee.settled,
             "knee_unstable": knee.unstable,
             "machine_drifted": knee.drifted,
             "harness_bound": knee.harness_bound,
-            "cores": {"mean": round(USERS / per_core.mean, 1), "lo": round(USERS / per_core.hi, 1),
+            # at most USERS / held cores; unbounded capacity leaves no lower bound
+            "cores": {"mean": round(USERS / per_core.mean, 1),
+                      "lo": round(USERS / per_core.hi, 1) if per_core.bounded else None,
                       "hi": round(USERS / per_core.lo, 1)},
             "cpu_us_per_token": cpu.doc(2) if cpu else None,
             "cpu_ratio_knee_to_half": round(cpu.mean / cpu_half.mean, 2)

@@ -1,21 +1,21 @@
 """What to ship: the meeting's question answered in one paragraph, by a rule, from the runs.
 
 The rule:
-1. A candidate is a transport with a measured knee whose hardened client lost nothing and
-   recovered every stream in every fault scenario run. A transport without fault runs is a
-   candidate only with that caveat; one that lost tokens even hardened is out.
-2. The cheapest candidate is the one needing the fewest server cores for 50,000 users at
-   40 tok/s (bench.report.figures.fleet). Candidates whose core intervals overlap the cheapest
-   tie with it, and are named with it.
-3. What to build around it is what its out-of-the-box client failed in the fault runs: a
-   watchdog (silence was never noticed), retrying after a 5xx (a 503 ended the stream), and
-   resume from the last seq (every transport needs it to lose nothing).
-   A candidate whose knee never broke (its capacity is above what was tried) leaves the cost
-   comparison open when it could be the cheapest: then the paragraph says so and names none.
-4. The caveats are what the runs could not show: a knee bound by the load generator, an
-   unstable figure, scenarios never run, and what no run here measures (a load balancer with
-   several backends, real browsers).
-It never claims more than the runs measured, and it changes when the numbers do.
+0. Only a complete run answers: a knee, memory per connection and hardened fault runs for every
+   transport of the registry. Anything less says "not enough measured" and names what is missing.
+1. A candidate is a transport whose hardened client lost nothing, left nothing unread, repeated
+   nothing and recovered every stream in every fault scenario run; one that did not is out.
+2. The cheapest candidates are those no other candidate beats on users per core, compared as
+   half-open knee brackets by ``stats.compare`` (the comparison of every verdict and of
+   ``tokenbench compare``). Two that the evidence allows in either order tie and are named
+   together, in the registry's order. A knee bounded by the load generator, or that never broke,
+   is "at least" its count: it stays in the running, with that caveat.
+3. What to build around each is what its client as it comes failed in the fault runs (a watchdog
+   where silence was never noticed, a retry where a 5xx ended the stream), what behind the load
+   balancer lost tokens (bench.report.behind_lb), what the browsers needed (bench.report.browsers),
+   each naming the run that measured it.
+4. The caveats are what the runs could not show: every fault scenario not run, an unsettled or
+   unstable knee, a drifting machine, and what no run here measured.
 """
 
 from __future__ import annotations
@@ -23,11 +23,38 @@ from __future__ import annotations
 from typing import Any
 
 import transports
-from bench.report.figures import NAMES, fleet, knees
+from bench.faults.scenarios import SCENARIOS
+from bench.report import stats
+from bench.report.figures import NAMES, Knee, fleet, knees, memory
 
 
 def _faults_of(faults: list[dict[str, Any]], t: str, mode: str) -> list[dict[str, Any]]:
     return [e for e in faults if e["transport"] == t and e["mode"] == mode]
+
+
+def _kept_all(e: dict[str, Any]) -> bool:
+    return not (e["lost"] or e.get("unread") or e["unrecovered"] or e["duplicated"])
+
+
+def missing(docs: list[dict[str, Any]], faults: list[dict[str, Any]]) -> list[str]:
+    """What a complete run has that these runs lack, one phrase per figure."""
+    k = knees(docs)
+    mem = set(memory(docs))
+    hard = {e["transport"] for e in faults if e["mode"] == "hardened"}
+    out = []
+    for what, have in (("a knee", set(k)), ("memory per connection", mem),
+                       ("hardened fault runs", hard)):  # fmt: skip
+        lack = [NAMES[t] for t in NAMES if t not in have]
+        if lack:
+            out.append(f"{what} for {', '.join(lack)}")
+    return out
+
+
+def cheapest(k: dict[str, Knee], candidates: list[str]) -> list[str]:
+    """The candidates no other candidate beats on users per core, in the registry's order."""
+    beaten = {a for a in candidates for b in candidates
+              if stats.compare(k[a].users_per_core, k[b].users_per_core) == "b"}  # fmt: skip
+    return [t for t in NAMES if t in candidates and t not in beaten]
 
 
 def recommend(
@@ -37,69 +64,85 @@ def recommend(
     """What to ship. ``faults`` are runs on one server; ``lb_faults`` behind the load balancer
     (bench.report.behind_lb) add what the deployment needs and lift that caveat; ``browser``
     (bench.report.browsers) adds what the browsers needed and lifts theirs."""
+    lack = missing(docs, faults)
+    if lack:
+        return {"text": f"**Not enough measured to say what to ship.** Missing: {'; '.join(lack)}"
+                ". `make bench` measures all of it.", "pick": None, "group": [], "build": {},
+                "missing": lack}  # fmt: skip
     rows = {r["transport"]: r for r in fleet(docs)}
     k = knees(docs)
-    if not rows:
-        return {"text": "Not enough measured to say: no knee run.", "pick": None}
-    out_lost, caveats = [], []
-    candidates = []
-    for t in rows:
-        hardened = _faults_of(faults, t, "hardened")
-        if any(e["lost"] or e["unrecovered"] or e["duplicated"] for e in hardened):
-            out_lost.append(NAMES[t])
-            continue
-        candidates.append(t)
+    out_lost = [t for t in NAMES if not all(map(_kept_all, _faults_of(faults, t, "hardened")))]
+    candidates = [t for t in NAMES if t not in out_lost]
     if not candidates:
-        return {"text": "No transport kept every token even with a hardened client: ship none "
-                "of them as measured.", "pick": None}  # fmt: skip
-    by_cost = sorted(candidates, key=lambda t: rows[t]["cores"]["mean"])
-    best = by_cost[0]
-    open_ended = [t for t in candidates if k[t].broke_at is None]
-    if open_ended and (best in open_ended or rows[best]["cores"]["hi"] >= min(
-            rows[t]["cores"]["lo"] for t in open_ended)):  # fmt: skip
-        names = ", ".join(NAMES[t] for t in open_ended)
-        return {"text": f"**Not enough measured to name one.** No step broke the SLO for "
-                f"{names}: their capacity is above what was tried, so the cost comparison is "
-                f"open. A knee search settles it (`make bench`).", "pick": None,
-                "group": [], "build": {}}  # fmt: skip
-    ties = [t for t in by_cost[1:] if rows[t]["cores"]["lo"] <= rows[best]["cores"]["hi"]]
-    order = list(NAMES)  # a tie is named in the registry's order, so the headline cannot flip
-    group = sorted([best, *ties], key=order.index)
-
-    def cost(t: str) -> str:
-        c = rows[t]["cores"]
-        return (f"{NAMES[t]} needs {c['mean']:g} server cores (interval {c['lo']:g} to "
-                f"{c['hi']:g}) and {rows[t]['memory_gib'] or '?'} GiB")  # fmt: skip
-
+        return {"text": "**Ship none of them as measured.** No transport kept every token even "
+                "with a hardened client.", "pick": None, "group": [], "build": {},
+                "missing": []}  # fmt: skip
+    group = cheapest(k, candidates)
     builds = {t: _build(t, faults) + _deployment(t, lb_faults or []) + _browser(t, browser or [])
               for t in group}  # fmt: skip
     text = [f"**Ship {' or '.join(NAMES[t] for t in group)}.** "]
-    if ties:
-        text.append("They tie on cost for 50,000 users at 40 tok/s (the core intervals "
-                    f"overlap): {'; '.join(cost(t) for t in group)}. Choose between them on the "
-                    "client side. ")  # fmt: skip
+    if len(group) > 1:
+        text.append(f"They tie on cost for 50,000 users at 40 tok/s (the evidence allows either "
+                    f"order): {'; '.join(_cost(rows[t]) for t in group)}. Choose between them "
+                    f"on the client side. ")  # fmt: skip
     else:
-        text.append(f"{cost(best)} for 50,000 users at 40 tok/s. ")
-    text.append(" ".join(f"Build around {NAMES[t]}: {'; '.join(builds[t])}." for t in group))
+        text.append(f"{_cost(rows[group[0]])} for 50,000 users at 40 tok/s. ")
+    behind = [t for t in candidates if t not in group]
+    if behind:
+        text.append(f"Behind it on users per core: {', '.join(NAMES[t] for t in behind)}. ")
+    text.append(" ".join(f"Build around {NAMES[t]}: {'; '.join(builds[t])}." for t in group
+                         if builds[t]))  # fmt: skip
     if out_lost:
-        text.append(f" Out: {', '.join(out_lost)} lost tokens even with a hardened client.")
-    if not faults:
-        caveats.append("no fault scenarios were run")
-    if any(k[t].harness_bound for t in group):
-        caveats.append("a knee bounded by the load generator is a lower bound")
-    unstable = [NAMES[t] for t in group if rows[t]["knee_unstable"]]
+        text.append(f" Out: {', '.join(NAMES[t] for t in out_lost)} lost tokens or streams even "
+                    f"with a hardened client.")  # fmt: skip
+    text.append(
+        " Caveats: " + "; ".join(_caveats(docs, faults, lb_faults, browser, group, k)) + "."
+    )
+    return {"text": "".join(text).replace("  ", " "), "pick": group[0], "group": group,
+            "build": builds, "missing": []}  # fmt: skip
+
+
+def _cost(r: dict[str, Any]) -> str:
+    c, name = r["cores"], NAMES[r["transport"]]
+    mem = f" and {r['memory_gib']} GiB"
+    if c["lo"] is None:
+        return f"{name} needs at most {c['hi']:g} server cores (its capacity: at least){mem}"
+    return f"{name} needs {c['lo']:g} to {c['hi']:g} server cores{mem}"
+
+
+def _caveats(
+    docs: list[dict[str, Any]], faults: list[dict[str, Any]],
+    lb_faults: list[dict[str, Any]] | None, browser: list[dict[str, Any]] | None,
+    group: list[str], k: dict[str, Knee],
+) -> list[str]:  # fmt: skip
+    out = []
+    ran = {e["scenario"] for e in faults}
+    not_run = [s for s in SCENARIOS if s not in ran]
+    if not_run:
+        out.append(f"fault scenarios not run: {', '.join(not_run)}")
+    bound = [NAMES[t] for t in group if k[t].harness_bound]
+    if bound:
+        out.append(f"the knee of {' and '.join(bound)} was bounded by the load generator: its "
+                   f"capacity is at least that")  # fmt: skip
+    unsettled = [NAMES[t] for t in group if k[t].settled is False]
+    if unsettled:
+        out.append(f"the knee bracket of {' and '.join(unsettled)} is unsettled (wider than the "
+                   f"search's target)")  # fmt: skip
+    unstable = [NAMES[t] for t in group if k[t].unstable]
     if unstable:
-        caveats.append(f"the knee of {' and '.join(unstable)} is unstable (its edges split "
-                       f"between runs): capacity is known to one bracket step")  # fmt: skip
+        out.append(f"the knee of {' and '.join(unstable)} is unstable (its edges split between "
+                   f"runs)")  # fmt: skip
+    drifted = [NAMES[t] for t in group if k[t].drifted]
+    if drifted:
+        out.append(f"the machine changed speed during the knee run of {' and '.join(drifted)}")
     unmeasured = [] if browser else ["real browsers"]
     if not lb_faults:
         unmeasured.insert(0, "a load balancer with several backends and a shared replay log")
     if not _several_load_machines(docs):
         unmeasured.append("several load machines")
     if unmeasured:
-        caveats.append("not measured here: " + ", ".join(unmeasured))
-    text.append(" Caveats: " + "; ".join(caveats) + ".")
-    return {"text": "".join(text), "pick": group[0], "group": group, "build": builds}
+        out.append("not measured here: " + ", ".join(unmeasured))
+    return out
 
 
 def _several_load_machines(docs: list[dict[str, Any]]) -> bool:
@@ -119,9 +162,10 @@ def _deployment(t: str, lb_faults: list[dict[str, Any]]) -> list[str]:
     pod = [e for e in mine if deployment(e).startswith("pod")]
     shared = [e for e in mine if deployment(e).startswith("redis")]
     if any(not e["passed"] for e in pod) and shared and all(e["passed"] for e in shared):
-        return ["a replay log every backend reads (Redis Streams here), not the pod's memory: "
-                "behind the load balancer that lost tokens when a backend died or a read "
-                "landed on another one"]  # fmt: skip
+        bad = sorted({e["scenario"] for e in pod if not e["passed"]})
+        return [f"a replay log every backend reads (Redis Streams here), not the pod's memory: "
+                f"behind the load balancer answers held in the pod lost tokens in "
+                f"{', '.join(bad)}{_runs(pod)}"]  # fmt: skip
     return []
 
 
@@ -135,20 +179,31 @@ def _browser(t: str, entries: list[dict[str, Any]]) -> list[str]:
     h2 = [e for e in wide if e["network"] == "2"]
     if h1 and h2 and not any(waited(e) for e in h2):
         return [
-            "HTTP/2 from the browser to the load balancer (an ALB's HTTPS listener): over "
-            "HTTP/1.1 a tab beyond the sixth on one origin waited for a connection"
+            f"HTTP/2 from the browser to the load balancer (an ALB's HTTPS listener): over "
+            f"HTTP/1.1 a Chromium tab beyond the sixth on one origin waited for a connection "
+            f"({h1[0]['client']}, {h1[0]['tabs']} tabs)"
         ]
     return []
 
 
+def _runs(entries: list[dict[str, Any]]) -> str:
+    names = sorted({e["_run"] for e in entries if e.get("_run")})
+    return f" (run {', '.join(f'`{n}`' for n in names)})" if names else ""
+
+
 def _build(t: str, faults: list[dict[str, Any]]) -> list[str]:
-    """What ``t``'s client as it comes failed in the fault runs, and the resume it needs."""
+    """What ``t``'s client as it comes failed in the fault runs, with the run that showed it."""
     build = []
     default = _faults_of(faults, t, "default")
-    if any(e["scenario"] == "blackhole" and e["unrecovered"] for e in default):
+    silent = [e for e in default if e["scenario"] == "blackhole" and e["unrecovered"]]
+    if silent:
         build.append(f"a watchdog that reconnects after two heartbeats of silence (listening "
-                     f"for {transports.get(t).watchdog})")  # fmt: skip
-    if any("503" in (e.get("user_saw") or "") and e["unrecovered"] for e in default):
-        build.append("a client that retries after a 5xx from the load balancer")
-    build.append(f"resume from the last seq seen ({transports.get(t).resume})")
+                     f"for {transports.get(t).watchdog}): the Python reader as it comes left "
+                     f"{silent[0]['unrecovered']} of {silent[0]['clients']} streams unrecovered "
+                     f"in the black hole{_runs(silent)}")  # fmt: skip
+    refused = [e for e in default if "503" in (e.get("user_saw") or "") and e["unrecovered"]]
+    if refused:
+        build.append(f"a client that retries after a 5xx from the load balancer: a 503 ended "
+                     f"{refused[0]['unrecovered']} of {refused[0]['clients']} streams in "
+                     f"{refused[0]['scenario']}{_runs(refused)}")  # fmt: skip
     return build

@@ -16,7 +16,8 @@ def merge_faults(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     merged: dict[tuple[str, str, str, str], dict[str, Any]] = {}
     for doc in docs:
         for e in doc.get("faults", []):
-            merged[(e["scenario"], e["transport"], e["mode"], deployment(e))] = e
+            merged[(e["scenario"], e["transport"], e["mode"], deployment(e))] = {
+                **e, "_run": doc.get("run_id")}  # fmt: skip
     order = {name: i for i, name in enumerate(SCENARIOS)}
     return sorted(merged.values(), key=lambda e: (order.get(e["scenario"], 99), e["transport"]))
 

@@ -26,9 +26,7 @@ COLORS = {t.name: t.color for t in transports.all_transports()}
 
 
 def _iv(d: dict[str, Any] | None, digits: int = 0) -> str:
-    if d is None:
-        return "-"
-    return f"{d['mean']:,.{digits}f} [{d['lo']:,.{digits}f}, {d['hi']:,.{digits}f}]"
+    return stats.show(d, digits)
 
 
 def stacks_md(docs: list[dict[str, Any]]) -> list[str]:
