@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.load.cluster import PLACE_S, ClusterError, ip_of, joined, normal_priority, ray_module
+from bench.load.fleet import on_cores, pin
 from bench.load.messages import LoaderCommand, LoaderConfig, LoaderReport, as_report, config_json
 
 ENV_PREFIXES = ("TOKENBENCH_",)  # what a load process inherits of the coordinator's env
@@ -40,14 +41,15 @@ class LoaderHost:
         root = Path(bench.__file__).resolve().parent.parent
         self.node = ray.get_runtime_context().get_node_id()
         self.ip = ray.util.get_node_ip_address()
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "bench.load.loader", config],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, cwd=root,
-            env={**os.environ, **env}, text=True, bufsize=1,
-        )  # fmt: skip
-        if cores and self.ip == coordinator_ip:  # pinned as on one machine (bench.load.run)
-            with contextlib.suppress(OSError):
-                os.sched_setaffinity(self.proc.pid, set(cores))
+        # pinned as on one machine (bench.load.fleet): from its start, then every thread
+        pinned = set(cores) if cores and self.ip == coordinator_ip else None
+        with on_cores(pinned):
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "bench.load.loader", config],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, cwd=root,
+                env={**os.environ, **env}, text=True, bufsize=1,
+            )  # fmt: skip
+        pin([self.proc.pid], pinned)
         self.nice = normal_priority(self.proc.pid)
         normal_priority(os.getpid())  # this relay too
         self.buf = ""

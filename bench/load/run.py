@@ -22,7 +22,7 @@ import transports
 from bench.load import clock, hops, knee, procstat, ramp
 from bench.load.config import BenchConfig, Step, Variant
 from bench.load.driver import Driver, ProgressFn
-from bench.load.fleet import Fleet, LoadFleet, pin
+from bench.load.fleet import Fleet, LoadFleet, on_cores, pin, tasks_outside
 from bench.load.messages import LoaderConfig
 from bench.load.window import ServerCost, StepSummary, Window, summarize
 from servers import gcpolicy
@@ -32,6 +32,7 @@ from servers.supervisor import Supervisor
 from servers.topology import Topology as Deployment
 
 PROBE_TIMEOUT_S = 5.0
+OVER_CORES = 1.02  # server CPU over its cores' time by more than /proc's ticks explain
 
 
 class TargetError(RuntimeError):
@@ -80,7 +81,9 @@ class Topology:
     settings: dict[str, Any] | None
 
 
-def _topology(transport: str, cfg: BenchConfig, n_loaders: int, variant: Variant) -> Topology:
+def _topology(
+    transport: str, cfg: BenchConfig, n_loaders: int, variant: Variant, cores: set[int] | None
+) -> Topology:
     record = transports.get(transport)
     sources = [f"127.0.0.{10 + k}" for k in range(n_loaders)]
     if cfg.target:  # someone else's server, maybe not on loopback: no source addresses
@@ -100,7 +103,8 @@ def _topology(transport: str, cfg: BenchConfig, n_loaders: int, variant: Variant
         sup = Deployment(cfg.deploy.server(scfg), cfg.deploy.topology, cfg.out / f"{transport}-lb")
     else:
         sup = Supervisor(scfg)
-    sup.start()
+    with on_cores(cores):  # every process of the server born on its cores (bench.load.fleet)
+        sup.start()
     if isinstance(sup, Deployment):
         scfg.port = int(sup.url.rsplit(":", 1)[1])  # what the clients dial: the LB's port
     if record.binds_source:
@@ -124,10 +128,10 @@ def run_transport(
     variant = variant or Variant()
     server_cores, loader_cores = _cores() if cfg.pin else (None, None)
     n_loaders = cfg.loaders_for()
-    topo = _topology(transport, cfg, n_loaders, variant)
+    topo = _topology(transport, cfg, n_loaders, variant, server_cores)
     sup = topo.sup
-    if sup is not None:
-        pin(sup.pids + [p for ps in sup.parts().values() for p in ps], server_cores)
+    if sup is not None:  # each thread they started before the mask held, and any child
+        pin(_server_pids(sup), server_cores)
     time.sleep(cfg.warmup_s)
     base = Driver.sample_of(sup)
     base_rss = base.rss_bytes if base else None
@@ -156,6 +160,7 @@ def run_transport(
     by_clients = {s.clients: s for s in cfg.steps}
     refine = cfg.knee_refine if cfg.find_knee else 0
     template = cfg.steps[0]
+    escaped: int | None = None
     try:
         i = 0
         while True:
@@ -173,11 +178,13 @@ def run_transport(
             else:
                 break
             doc = _measure_step(drive, step, i, n_loaders, base_rss, n_server_cores,
-                                n_loader_cores)  # fmt: skip
+                                n_loader_cores, pinned=server_cores is not None)  # fmt: skip
             doc["order"] = i
             steps_out.append(doc)
             say(_step_line(transport, i, 0 if cfg.find_knee else len(cfg.steps), doc))
             i += 1
+        if sup is not None and server_cores:  # did any server thread leave its cores?
+            escaped = sum(len(tasks_outside(p, server_cores)) for p in _server_pids(sup))
     finally:
         for r in fleet.stop():
             drive.note(r)
@@ -195,6 +202,7 @@ def run_transport(
         "loaders": n_loaders,
         "server_cores": sorted(server_cores) if server_cores else None,
         "loader_cores": sorted(loader_cores) if loader_cores else None,
+        "escaped_threads": escaped,
         "baseline_rss_bytes": base_rss,
         "server_settings": topo.settings,
         "steps": steps_out,
@@ -233,7 +241,7 @@ def _knee_doc(steps: list[StepSummary], cores: int) -> dict[str, Any] | None:
 
 def _measure_step(
     drive: Driver, step: Step, i: int, n_loaders: int, base_rss: int | None, server_cores: int,
-    loader_cores: int,
+    loader_cores: int, pinned: bool = False,
 ) -> StepSummary:  # fmt: skip
     """Ramp to the step's users, settle, cool down, then measure one window."""
     fleet, cfg = drive.fleet, drive.cfg
@@ -272,6 +280,7 @@ def _measure_step(
     doc = summarize(step, w, seconds, cost, cfg, loader_cores)
     doc["windows"] = parts
     doc["server"]["gc"] = _gc_doc(counts_start, counts_prev)
+    doc["server"]["cpu_over_cores"] = _over_cores(cost, seconds, server_cores if pinned else None)
     counted = cost.tokens_sent if cost and cost.tokens_sent else w.sums["tokens"]
     if (h := hops.cost(drive.parts_base, parts_start, drive.parts_sample(), counted, seconds,
                        doc["streaming"])) is not None:  # fmt: skip
@@ -294,6 +303,19 @@ def _cost(
         sent = counts_b["tokens_sent_total"] - counts_a["tokens_sent_total"]
     conns = counts_b["connections_open"] if counts_b else None
     return ServerCost(a, b, rss_max, files_max, base_rss, conns, sent, cores)
+
+
+def _server_pids(sup: Supervisor | Deployment) -> list[int]:
+    """The server's processes: its workers and, through a topology, every other part."""
+    return sup.pids + [p for ps in sup.parts().values() for p in ps]
+
+
+def _over_cores(cost: ServerCost | None, seconds: float, cores: int | None) -> bool | None:
+    """Server CPU over the window beyond what ``cores`` give (some thread ran elsewhere);
+    ``None`` when not pinned or not measured."""
+    if cost is None or cores is None or seconds <= 0:
+        return None
+    return cost.end.cpu_s - cost.start.cpu_s > seconds * cores * OVER_CORES
 
 
 def _gc_doc(a: dict[str, int] | None, b: dict[str, int] | None) -> dict[str, Any] | None:
