@@ -6,6 +6,8 @@ import pytest
 
 from bench.faults import scenarios as faults
 from bench.faults.scenarios import Timeline
+from servers.core import Stream
+from servers.llm import LlmShape
 from tests.conftest import TRANSPORTS
 
 pytestmark = pytest.mark.timeout(120)
@@ -52,3 +54,75 @@ def test_summary_counts_from_timelines() -> None:
     assert entry["catchup_ms"]["p50"] == pytest.approx(200, abs=1)  # 10.8 was late; 10.9 live
     assert (entry["duplicated"], entry["lost"]) == (1, 1)  # seq 1 twice, seq 3 never
     assert not entry["passed"]
+
+
+T0 = 1_764_000_000_000_000_000
+S = 1_000_000_000
+
+
+def _frozen(tokens: int = 400, rate: float = 40.0, at: int = 76) -> Timeline:
+    """A stream created at T0 (monotonic 100.0) that got seqs 0..at-1 on time, then nothing."""
+    line = Timeline(stream=Stream(T0, tokens, rate, 0), started=100.0)
+    line.connects = [100.0]
+    line.tokens = [(100.0 + s / rate, s, 1_000_000) for s in range(at)]
+    return line
+
+
+def test_a_frozen_stream_stalls_to_the_window_end_and_owes_what_fell_due() -> None:
+    line = _frozen()  # last token, seq 75, at 101.875
+    # The window closes 5 s after creation: seqs 0..200 are due (seq 200 at exactly T0 + 5 s).
+    entry = faults.summarize("x", "sse", "default", [line], [None], 400, live_ms=250, window_s=5,
+                             ended=105.0, ended_ns=T0 + 5 * S)  # fmt: skip
+    assert entry["lost"] == 0  # no gap below seq 75
+    assert entry["unread"] == 201 - 76
+    assert entry["max_stall_ms"] == pytest.approx(3125.0, abs=0.1)  # 101.875 to 105.0
+    assert entry["unrecovered"] == 1 and not entry["passed"]
+    assert "never came" in entry["user_saw"] and "stall of up to 3.1 s" in entry["user_saw"]
+    # Owed is capped at the stream's length: long after its last token was due.
+    late = faults.summarize("x", "sse", "default", [_frozen()], [None], 400, live_ms=250,
+                            window_s=60, ended=160.0, ended_ns=T0 + 60 * S)  # fmt: skip
+    assert late["unread"] == 400 - 76 and late["max_stall_ms"] == pytest.approx(58125.0, abs=0.1)
+
+
+def test_a_stream_that_got_nothing_stalls_from_its_start() -> None:
+    line = _frozen(at=0)
+    entry = faults.summarize("x", "ws", "default", [line], [None], 400, live_ms=250, window_s=2,
+                             ended=102.0, ended_ns=T0 + 2 * S)  # fmt: skip
+    assert entry["unread"] == 81 and entry["lost"] == 0  # seqs 0..80 due by T0 + 2 s
+    assert entry["max_stall_ms"] == pytest.approx(2000.0, abs=0.1)
+
+
+def test_a_finished_stream_owes_nothing_and_passes() -> None:
+    line = _frozen(tokens=80, at=80)
+    line.done = True
+    entry = faults.summarize("x", "grpc", "hardened", [line], [None], 80, live_ms=250,
+                             window_s=30, ended=130.0, ended_ns=T0 + 30 * S)  # fmt: skip
+    assert entry["unread"] == 0 and entry["lost"] == 0 and entry["passed"]
+    assert entry["max_stall_ms"] == pytest.approx(25.0, abs=0.1)  # its own gaps, not the window
+    assert entry["user_saw"] == "nothing"
+    # A stream the server ended early: its end says every token was owed.
+    short = _frozen(tokens=80, at=70)
+    short.done = True
+    cut = faults.summarize("x", "grpc", "hardened", [short], [None], 80, live_ms=250,
+                           window_s=30, ended=130.0, ended_ns=T0 + 30 * S)  # fmt: skip
+    assert cut["unread"] == 10 and not cut["passed"]
+
+
+def test_without_the_window_end_unread_and_an_open_stall_are_not_measured() -> None:
+    entry = faults.summarize("x", "sse", "default", [_frozen()], [None], 400, live_ms=250,
+                             window_s=5)  # fmt: skip
+    assert entry["unread"] is None and entry["max_stall_ms"] is None and not entry["passed"]
+
+
+def test_the_llm_schedule_owes_nothing_during_a_pause() -> None:
+    shape = LlmShape(ttft_min_s=0.5, ttft_max_s=0.5, jitter=0.0, pause_every=100, pause_s=12.0)
+    due = faults.llm_due(shape)
+    stream = Stream(T0, 200, 40.0, 7)
+    assert due(stream, T0) == 0 and due(stream, T0 + S // 2) == 1  # the first token at 0.5 s
+    # seq 99 at 0.5 + 99 / 40 = 2.975 s; seq 100 after the pause, at 15.0 s.
+    assert due(stream, T0 + 5 * S) == 100 == due(stream, T0 + 14 * S)
+    assert due(stream, T0 + 15 * S) == 101 and due(stream, T0 + 3600 * S) == 200
+    line = _frozen(tokens=200, at=100)  # everything before the pause came
+    entry = faults.summarize("x", "sse", "default", [line], [None], 200, live_ms=250, window_s=9,
+                             ended=109.0, ended_ns=T0 + 9 * S, due=due)  # fmt: skip
+    assert entry["unread"] == 0

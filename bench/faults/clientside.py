@@ -19,7 +19,7 @@ import transports
 from bench.faults.proxy import Fault, FaultProxy
 from bench.load.clock import Clock, ClockDoc
 from clients import ClientOptions, GaveUp, StreamError, create_stream, reader_class
-from servers.core import Codec
+from servers.core import Codec, Stream
 
 
 @dataclass
@@ -32,6 +32,8 @@ class Timeline:
     wrong: int = 0
     error: str | None = None
     done: bool = False
+    stream: Stream | None = None  # what it reads (its id decoded: created_ns, tokens, rate)
+    started: float | None = None  # when its prompt POST answered: the user waits from here
 
 
 @dataclass
@@ -40,6 +42,8 @@ class ClientsResult:
     fault_times: list[float | None]  # per client: when its connection fault fired
     window_s: float
     clock: ClockDoc
+    ended: float | None = None  # when the window closed (time.monotonic(), as the timelines)
+    ended_ns: int | None = None  # the same moment on the server's clock (tokens' due times)
 
 
 def client_options(transport: str, mode: str, heartbeat: float) -> ClientOptions:
@@ -100,24 +104,27 @@ class FaultClients:
         for i, proxy in enumerate(self.proxies):
             info = await create_stream(self.transport, server_url, tokens=self.tokens,
                                        rate=self.rate)  # fmt: skip
+            line = self.lines[i]
+            line.started, line.stream = time.monotonic(), codec.decode(info["id"])
             url = record.url("127.0.0.1", proxy.port)
-            task = self._read(url, info["id"], codec.decode(info["id"]), opts, self.lines[i],
-                              info.get("cookie"))  # fmt: skip
+            task = self._read(url, info["id"], line.stream, opts, line, info.get("cookie"))
             self.tasks.append(asyncio.ensure_future(task))
         self.started = time.monotonic()
 
     async def finish(self, window_s: float) -> ClientsResult:
-        """Wait at most ``window_s`` more for every stream to end; then stop."""
+        """Wait at most ``window_s`` more for every stream to end; then stop. The window closes
+        when the wait returns: what a reader had not received by then it never will."""
         try:
             _, pending = await asyncio.wait(self.tasks, timeout=window_s)
+            ended, ended_ns = time.monotonic(), self.clock.now()
             for task in pending:
                 task.cancel()
             fired = [p.fired_at[0] if p.fired_at else None for p in self.proxies]
         finally:
             for proxy in self.proxies:
                 await proxy.stop()
-        return ClientsResult(self.lines, fired, round(time.monotonic() - self.started, 1),
-                             self.clock.doc())  # fmt: skip
+        return ClientsResult(self.lines, fired, round(ended - self.started, 1), self.clock.doc(),
+                             ended, ended_ns)  # fmt: skip
 
     async def _read(
         self,

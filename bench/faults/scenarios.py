@@ -28,6 +28,7 @@ import dataclasses
 import itertools
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,8 @@ from bench.faults.clientside import ClientsResult, FaultClients, Timeline, call
 from bench.faults.proxy import Fault
 from bench.load.hist import Histogram
 from servers.base import ServerConfig
+from servers.core import Stream
+from servers.llm import LlmShape
 from servers.supervisor import Supervisor
 from servers.topology import Topology
 
@@ -86,23 +89,64 @@ def _percentiles(values: list[float]) -> dict[str, Any]:
             "values": [round(v, 1) for v in values]}  # fmt: skip
 
 
+def contract_due(stream: Stream, end_ns: int) -> int:
+    """Tokens of ``stream`` due by ``end_ns`` on the contract's schedule (``--source derive``)."""
+    return stream.due_count(end_ns)
+
+
+def llm_due(shape: LlmShape) -> Callable[[Stream, int], int]:
+    """Tokens due by ``end_ns`` on the producer's schedule (``--source llm``: servers/llm.py),
+    counted from ``created_ns``: the producer starts its clock when it hears of the stream, a
+    few ms later, so this can only count one token early at the very end, never miss one."""
+
+    def due(stream: Stream, end_ns: int) -> int:
+        at = stream.created_ns
+        for seq, gap in enumerate(shape.gaps(stream)):
+            at += int(gap * 1e9)
+            if at > end_ns:
+                return seq
+        return stream.tokens
+
+    return due
+
+
 def summarize(
     name: str, transport: str, mode: str, lines: list[Timeline], fault_times: list[float | None],
-    tokens: int, live_ms: float, window_s: float,
+    tokens: int, live_ms: float, window_s: float, *, ended: float | None = None,
+    ended_ns: int | None = None, due: Callable[[Stream, int], int] = contract_due,
 ) -> dict[str, Any]:  # fmt: skip
+    """One entry of ``faults[]``. ``ended`` is when the window closed on the timelines' clock,
+    ``ended_ns`` the same moment on the server's; ``due`` counts a stream's tokens due by then.
+    Without them (an older caller) what they measure is None: ``unread``, and ``max_stall_ms``
+    when a stream never finished."""
     detect, reconnect, catchup = [], [], []
     lost = dup = ooo = unexpected = unrecovered = 0
+    unread: int | None = 0
     stall_ms: list[float] = []
+    stall_known = True
     for line, fault_t in zip(lines, fault_times, strict=True):
         seqs = [s for _, s, _ in line.tokens]
         got = set(seqs)
-        lost += tokens - len(got)
+        valid = {s for s in got if 0 <= s < tokens}
+        top = max(valid, default=-1)
+        lost += top + 1 - len(valid)  # gaps below the highest seq seen
         dup += len(seqs) - len(got)
         ooo += sum(1 for a, b in itertools.pairwise(seqs) if b < a)
-        unexpected += line.wrong + sum(1 for s in got if not 0 <= s < tokens)
+        unexpected += line.wrong + len(got) - len(valid)
         if not line.done:
             unrecovered += 1
+        owed = _owed(line, tokens, ended_ns, due)
+        if owed is None or unread is None:
+            unread = None
+        else:
+            unread += max(0, owed - (top + 1))  # due above the highest seq seen, never came
         gaps = [b[0] - a[0] for a, b in itertools.pairwise(line.tokens)]
+        if not line.done:  # the user still waits: the stall runs to the window's end
+            since = line.tokens[-1][0] if line.tokens else line.started
+            if ended is None or since is None:
+                stall_known = False
+            else:
+                gaps.append(max(0.0, ended - since))
         if gaps:
             stall_ms.append(max(gaps) * 1000)
         if fault_t is None:
@@ -119,16 +163,22 @@ def summarize(
         if live is not None:
             catchup.append((live - up) * 1000)
     reasons = collections.Counter(reason for line in lines for _, reason in line.retries)
+    max_stall = round(max(stall_ms), 1) if stall_ms and stall_known else None
     saw = []
     if reasons:
         saw.append(f"{sum(reasons.values())} reconnects ({reasons.most_common(1)[0][0]})")
-    if stall_ms and max(stall_ms) > 1000:
-        saw.append(f"a stall of up to {max(stall_ms) / 1000:.1f} s")
+    if max_stall is not None and max_stall > 1000:
+        saw.append(f"a stall of up to {max_stall / 1000:.1f} s")
+    if unread:
+        saw.append(f"{unread} tokens due that never came")
+    if lost:
+        saw.append(f"{lost} tokens missing mid-answer")
     if any(line.error for line in lines):
         saw.append("an error: " + next(str(line.error) for line in lines if line.error))
     if dup:
         saw.append("duplicates")
-    passed = lost == dup == ooo == unexpected == 0 and unrecovered == 0
+    # Not passed unless every owed token is known to have come: unread None is no pass.
+    passed = lost == dup == ooo == unexpected == 0 and unrecovered == 0 and unread == 0
     lat = Histogram()
     for line in lines:
         for _, _, ns in line.tokens:
@@ -137,13 +187,25 @@ def summarize(
         "scenario": name, "transport": transport, "mode": mode, "clients": len(lines),
         "detection_ms": _percentiles(detect), "reconnect_ms": _percentiles(reconnect),
         "catchup_ms": _percentiles(catchup), "detected": len(detect),
-        "lost": lost, "duplicated": dup, "out_of_order": ooo, "unexpected": unexpected,
-        "unrecovered": unrecovered, "reconnects": sum(reasons.values()),
+        "lost": lost, "unread": unread, "duplicated": dup, "out_of_order": ooo,
+        "unexpected": unexpected, "unrecovered": unrecovered, "reconnects": sum(reasons.values()),
         "reconnect_reasons": dict(reasons.most_common(5)),
-        "max_stall_ms": round(max(stall_ms), 1) if stall_ms else None,
+        "max_stall_ms": max_stall,
         "latency_ms": lat.summary_ms(),
         "user_saw": "; ".join(saw) or "nothing", "window_s": window_s, "passed": passed,
     }  # fmt: skip
+
+
+def _owed(
+    line: Timeline, tokens: int, ended_ns: int | None, due: Callable[[Stream, int], int]
+) -> int | None:
+    """Tokens a stream owed its reader by the window's end: all of them once it ended (its end
+    comes after its last token), else those due by then; None if that is not known."""
+    if line.done:
+        return tokens
+    if line.stream is None or ended_ns is None:
+        return None
+    return min(tokens, due(line.stream, ended_ns))
 
 
 def _plans(scenario: Scenario | behind_lb.LbScenario) -> list[Fault | None]:
@@ -211,7 +273,8 @@ async def _run(
             scenario.name, transport, mode, got.lines,
             [fault_at] * clients if fault_at is not None else got.fault_times, tokens,
             live_ms=max(250.0, (fault.latency_ms + fault.jitter_ms) * 2 if fault else 250.0),
-            window_s=got.window_s,
+            window_s=got.window_s, ended=got.ended, ended_ns=got.ended_ns,
+            due=llm_due(sup.cfg.llm) if sup.cfg.source == "llm" else contract_due,
         )  # fmt: skip
         entry["clock"] = got.clock
         if isinstance(sup, Topology):
