@@ -158,7 +158,12 @@ def run_transport(
     steps_out: list[StepSummary] = []
     ladder = [s.clients for s in cfg.steps]
     by_clients = {s.clients: s for s in cfg.steps}
-    refine = cfg.knee_refine if cfg.find_knee else 0
+    # The search bisects until its bracket is ``--knee-refine`` halvings of the ladder's factor
+    # (read back from the ladder: the config keeps no --knee-factor) wide, at most
+    # ``knee.max_bisects`` times, and never runs more than ``knee.step_cap`` steps.
+    target = knee.target_ratio(knee.factor_of(ladder), cfg.knee_refine)
+    bisects_left = knee.max_bisects(cfg.knee_refine)
+    cap = knee.step_cap(len(ladder), cfg.knee_refine, cfg.knee_repeats)
     template = cfg.steps[0]
     escaped: int | None = None
     try:
@@ -167,11 +172,11 @@ def run_transport(
             if cfg.find_knee:
                 done = [knee.Outcome(d["clients"], d["slo"]["held"]) for d in steps_out]
                 planned = [c for c in ladder if c > max((o.clients for o in done), default=0)]
-                nxt = knee.next_step(done, planned, refine, cfg.knee_repeats)
-                if nxt is None:
+                nxt = knee.next_step(done, planned, bisects_left, cfg.knee_repeats, target)
+                if nxt is None or i >= cap:
                     break
                 n, why = nxt
-                refine -= why == "bisect"
+                bisects_left -= why == "bisect"
                 step = by_clients.get(n) or Step(n, template.ramp_s, template.hold_s)
             elif i < len(cfg.steps):
                 step = cfg.steps[i]
@@ -212,11 +217,20 @@ def run_transport(
     }
     if cfg.find_knee or len(cfg.steps) > 1:
         cores = len(server_cores) if server_cores else os.cpu_count() or 1
-        run["knee"] = _knee_doc(steps_out, cores)
+        searched = target if cfg.find_knee else None
+        run["knee"] = _knee_doc(steps_out, cores, searched, cfg.knee_repeats)
     return run
 
 
-def _knee_doc(steps: list[StepSummary], cores: int) -> dict[str, Any] | None:
+def _knee_doc(
+    steps: list[StepSummary], cores: int, target: float | None = None, repeats: int = 1
+) -> dict[str, Any] | None:
+    """The knee (bench.load.knee) with its bracket and every run: ``target`` is the bracket
+    width the search aimed at (None: no search, the steps were given). ``settled`` says the
+    bracket [clients, broke_at) got that narrow with each edge run ``repeats`` times; an
+    unsettled bracket is no capacity estimate and must never be reported as a knee by itself.
+    ``runs`` lets a reader refit; ``fit`` is ``knee.fit`` of them (None when they are
+    separated: then the bracket alone is the answer)."""
     done = [knee.Outcome(d["clients"], d["slo"]["held"]) for d in steps]
     best, broke_at = knee.knee_of(done)
     if best is None:
@@ -236,6 +250,15 @@ def _knee_doc(steps: list[StepSummary], cores: int) -> dict[str, Any] | None:
     }
     if broke_at is not None:
         out["broke_runs"] = list(knee.runs_of(done, broke_at))
+    out["settled"] = target is not None and knee.settled(done, target, repeats)
+    out["target_ratio"] = None if target is None else round(target, 4)
+    runs_table = knee.table(done)
+    out["runs"] = [list(r) for r in runs_table]
+    got = knee.fit(runs_table)
+    if got is None:
+        out["fit"] = None
+    else:
+        out["fit"] = {"users": round(got[0], 1), "lo": round(got[1], 1), "hi": round(got[2], 1)}
     return out
 
 
