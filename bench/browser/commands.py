@@ -170,5 +170,11 @@ def line(e: dict[str, Any]) -> str:
     rend = e["renderer_us_per_token"]
     return (f"{e['client']:<21} http/{e['network']:<3} {e['fault']:<10} tabs {e['tabs']:>2}: "
             f"{e['tabs_read_all']}/{e['tabs']} read all, first token (s) [{firsts}], "
-            f"lost {e['lost']}, dup {e['duplicated']}, p99 {p99} ms, reconnects {e['reconnects']}, "
+            f"lost {_n(e['lost'])}, unread {_n(e.get('unread'))}, dup {_n(e['duplicated'])}, "
+            f"p99 {p99} ms, reconnects {_n(e['reconnects'])}, "
             f"renderer {rend if rend is not None else '-'} us/token")  # fmt: skip
+
+
+def _n(v: Any) -> str:
+    """A figure, or "-" when it was not measured."""
+    return "-" if v is None else str(v)

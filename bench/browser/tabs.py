@@ -7,7 +7,9 @@ Rules of this module:
 - The run ends when every tab has finished (its stream ended, or its client gave up for good) or
   at ``wait_s``; a tab still reading then is "stalled" (a black hole without a watchdog), one
   whose page never came is "never loaded".
-- What a page recorded is checked and summed by bench/browser/records.py.
+- What a page recorded is checked and summed by bench/browser/records.py. The window ends when
+  the wait does: a token due by then (the server's clock is this machine's) and not read is
+  unread.
 - Renderer cost is the DevTools Performance domain's ``TaskDuration`` (the main thread's CPU
   time, thread ticks) from the first look at which the tab was reading to the end, per token
   received in between: the page load and the prompt POST are not a token's cost.
@@ -94,6 +96,7 @@ async def measure(
                 break
             await asyncio.sleep(POLL_S)
         elapsed = time.monotonic() - began
+        ended_ns = time.time_ns()  # the window's end: tokens due by then are owed (records.py)
         snaps = await asyncio.gather(*[_eval(p, SNAPSHOT) for p in pages])
         ends = await asyncio.gather(*[m.read() for m in meters])
         cpu1 = procstat.sample(origin.server_pids()).cpu_s
@@ -102,7 +105,7 @@ async def measure(
         for nav in navs:
             nav.cancel()
         hists = [histogram(s) for s in snaps]
-        tabs = [tab_record(i, s, hists[i], plan.tokens, starts[i], ends[i])
+        tabs = [tab_record(i, s, hists[i], plan.tokens, starts[i], ends[i], ended_ns)
                 for i, s in enumerate(snaps)]  # fmt: skip
         hist = Histogram()
         for h in hists:
