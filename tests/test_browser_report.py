@@ -64,8 +64,10 @@ def test_the_grpc_web_rule() -> None:
     read[0] |= {"server_cpu_us_per_token": 80.0, "tokens_received": 9000,
                 "native": {"server_cpu_us_per_token": 120.0}}  # fmt: skip
     assert "80 µs per token over gRPC-Web against 120 natively (0.67x" in verdict(read, claim)[1]
-    broken = [entry("grpc-web", firsts=[None])]
-    assert verdict(broken, claim)[0] == "not measured"
+    broken = [entry("grpc-web", firsts=[None])]  # a tab that never read: no proxy was not enough
+    out, why = verdict(broken, claim)
+    assert out == "confirmed" and "1 of 1 tabs did not read every token" in why
+    assert verdict([entry("eventsource")], claim)[0] == "not measured"
 
 
 def test_the_report_sections_render_from_entries() -> None:

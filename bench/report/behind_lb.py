@@ -93,6 +93,8 @@ def verdicts(entries: list[Entry]) -> list[dict[str, str]]:
     def add(claim: str, verdict: str, why: str) -> None:
         out.append({"claim": claim, "verdict": verdict, "why": why})
 
+    from bench.report.recovery import invisible
+
     names = sorted({e["transport"] for e in entries})
     # 1. Rule, over backend-kill and rolling-deploy with hardened clients: a transport "needs
     # stickiness" where it loses tokens or streams without it and keeps them with it. Confirmed
@@ -123,8 +125,7 @@ def verdicts(entries: list[Entry]) -> list[dict[str, str]]:
         else:
             add(claim, "nuanced", why + ": it is where the answer lives, not the transport")
     # 2. Rule: SSE as it comes (EventSource) with the shared log, through a backend kill and a
-    # rolling deploy: confirmed if nothing is lost or unrecovered and no stall reaches 1 s;
-    # refuted if a stream is lost or never recovers; nuanced otherwise.
+    # rolling deploy, judged as on one server (bench.report.recovery.invisible).
     claim = "SSE reconnects are invisible behind a load balancer"
     kinds = ("backend-kill", "rolling-deploy")
     sse = [e for e in entries if e["transport"] == "sse" and e["mode"] == "default"
@@ -132,17 +133,11 @@ def verdicts(entries: list[Entry]) -> list[dict[str, str]]:
     if not sse:
         add(claim, "not measured", "needs tokenbench faults --lb haproxy --replay redis")
     else:
-        bad = [f"{e['scenario']} ({e['unrecovered']}/{e['clients']} gave up: "
-               f"{_flat(e['user_saw'])})"
-               for e in sse if e["unrecovered"] or e["lost"]]  # fmt: skip
-        stall = max((e["max_stall_ms"] or 0) for e in sse)
-        why = (f"EventSource as it comes, shared log: {'; '.join(bad) or 'every stream whole'}; "
-               f"longest stall {stall / 1000:.1f} s")  # fmt: skip
-        add(claim, "refuted" if bad else "nuanced" if stall >= 1000 else "confirmed", why)
+        add(claim, *invisible(sse))
     # 3. Rule, per transport: the LB cut idle connections during the pause with heartbeats off
     # (reconnects > 0) and not with them on. Confirmed if that holds for WebSocket and not for
-    # SSE; nuanced if SSE (or every transport) needs them as well; refuted if WebSocket's
-    # connection survived without heartbeats.
+    # SSE; nuanced if SSE needs them as well; refuted if WebSocket's connection survived without
+    # heartbeats. A transport cut with heartbeats on too is named: heartbeats did not save it.
     claim = "WebSockets need heartbeats (against the LB's idle timeout)"
     # Read where a cut connection can resume (the shared log), so that a refusal is not a cut.
     if any(deployment(e) == "redis" for e in entries):
@@ -151,23 +146,27 @@ def verdicts(entries: list[Entry]) -> list[dict[str, str]]:
     for t in names:
         on = [e for e in entries if e["transport"] == t and e["scenario"] == "idle-timeout"]
         off = [e for e in entries if e["transport"] == t and e["scenario"] == "idle-timeout-silent"]
-        if on and off:
-            cut[t] = (sum(e.get("reconnects", 0) for e in on),
-                      sum(e.get("reconnects", 0) for e in off))  # fmt: skip
+        counts = [e.get("reconnects") for e in on + off]
+        if on and off and None not in counts:
+            cut[t] = (sum(e["reconnects"] for e in on), sum(e["reconnects"] for e in off))
     if "ws" not in cut:
         add(claim, "not measured", "needs tokenbench faults --lb haproxy --source llm "
             "--scenario idle-timeout,idle-timeout-silent")  # fmt: skip
     else:
         needs = [t for t, (on, off) in cut.items() if off > 0 and on == 0]
+        anyway = [t for t, (on, _) in sorted(cut.items()) if on > 0]
         lossy = sorted({e["transport"] for e in entries if e["scenario"].startswith("idle-")
                         and not e["passed"]})  # fmt: skip
-        why = ("reconnects during a pause longer than the idle timeout, heartbeats on / off: "
-               + ", ".join(f"{t} {on} / {off}" for t, (on, off) in sorted(cut.items()))
-               + f"; tokens or streams lost in: {', '.join(lossy) or 'none'}")  # fmt: skip
+        why = (
+            "reconnects during a pause longer than the idle timeout, heartbeats on / off: "
+            + ", ".join(f"{t} {on} / {off}" for t, (on, off) in sorted(cut.items()))
+            + f"; tokens or streams lost in: {', '.join(lossy) or 'none'}"
+            + (f"; cut with heartbeats on too: {', '.join(anyway)}" if anyway else "")
+        )
         if "ws" not in needs:
             add(claim, "refuted", why)
         elif "sse" in needs:
-            add(claim, "nuanced", why + ": every transport cut by the LB needs them")
+            add(claim, "nuanced", why + f"; needed them: {', '.join(needs)}, SSE among them")
         else:
             add(claim, "confirmed", why)
     return out

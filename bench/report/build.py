@@ -31,7 +31,17 @@ from bench.load import yardstick
 from bench.load.config import headline_runs
 from bench.load.hist import Histogram, bucket_bounds
 from bench.load.yardstick import REFERENCE_WALL_US
-from bench.report import behind_lb, browsers, figures, results, ship, stats, variants, verdicts
+from bench.report import (
+    behind_lb,
+    browsers,
+    figures,
+    recovery,
+    results,
+    ship,
+    stats,
+    variants,
+    verdicts,
+)
 from bench.report.tables import faults_markdown, merge_faults
 
 COLORS = {t.name: t.color for t in transports.all_transports()}
@@ -399,7 +409,7 @@ def _markdown(
         lines += variants.gc_md(bench_docs)
     if faults:
         lines += ["", "## Reconnect recovery", "", "Times in ms as p50 / max over the clients.", "",
-                  faults_markdown(faults)]  # fmt: skip
+                  faults_markdown(faults), *recovery.rankings_md(faults)]  # fmt: skip
     lines += behind_lb.hops_md(bench_docs, through)
     lines += behind_lb.matrix_md(lb_faults)
     lines += browsers.markdown(docs)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import transports
 from bench.load.config import Variant
 from bench.report import behind_lb, browsers, stats
 from bench.report.figures import (
@@ -22,8 +21,8 @@ from bench.report.figures import (
     memory_at_common_scale,
     memory_points,
 )
+from bench.report.recovery import invisible, who
 from bench.report.stats import Interval
-from servers.base import ServerConfig
 from transports import STACKS
 
 
@@ -179,51 +178,6 @@ def _protocol_or_library(stock: tuple[str, str], lean: tuple[str, str]) -> str:
     return "nuanced" if stock[0] == "tie" else "refuted"
 
 
-def _who(e: dict[str, Any]) -> str:
-    """Which run measured a fault entry, and with which client."""
-    client = transports.get(e["transport"]).label
-    run = f", run `{e['_run']}`" if e.get("_run") else ""
-    mode = "as it comes" if e["mode"] == "default" else "hardened"
-    return f"{client}'s Python reader {mode}{run}"
-
-
-def stall_limit_ms(entries: list[dict[str, Any]]) -> tuple[float, str]:
-    """The stall a user notices after a drop, and why: the retry the deployment set (the SSE
-    server's ``retry:``, WHATWG HTML "reconnection time"), which EventSource waits by design,
-    plus the latency SLO a token may take."""
-    recorded = {e["retry_ms"] for e in entries if e.get("retry_ms") is not None}
-    retry = max(recorded) if recorded else ServerConfig.retry_ms
-    src = "as the run set it" if recorded else "the server's default"
-    return retry + NOTICE_MS, (
-        f"a stall over {(retry + NOTICE_MS) / 1000:.2f} s is noticed "
-        f"(retry {retry:,.0f} ms, {src}, + the {NOTICE_MS:.0f} ms SLO)"
-    )
-
-
-def invisible(entries: list[dict[str, Any]]) -> tuple[str, str]:
-    """Rule 5 (and behind the LB): EventSource's rules as they come, over every fault entry given:
-    refuted if a stream never recovered or a token was lost or left unread; confirmed if every
-    stall stayed under ``stall_limit_ms``; nuanced if one went over; not measured when a stall
-    was not measured (a stream with fewer than two tokens) and nothing refutes."""
-    limit, limit_words = stall_limit_ms(entries)
-    broken = [e["scenario"] for e in entries if e["unrecovered"]]
-    lost = sum(e["lost"] + (e.get("unread") or 0) for e in entries)
-    stalls = [e.get("max_stall_ms") for e in entries]
-    known = [v for v in stalls if v is not None]
-    worst = f"{max(known) / 1000:.2f} s" if known else "not measured"
-    why = (f"{_who(entries[0])}: never recovered in {', '.join(broken) or 'no scenario'}; "
-           f"{lost} tokens lost or unread; longest stall {worst} over "
-           f"{', '.join(e['scenario'] for e in entries)}; {limit_words}")  # fmt: skip
-    if broken or lost:
-        return "refuted", why
-    if None in stalls:
-        return "not measured", why
-    return ("nuanced" if max(known) > limit else "confirmed"), why
-
-
-NOTICE_MS = 250.0  # the delivery-latency SLO (bench.load.config): a token later than this is late
-
-
 def verdicts(
     docs: list[dict[str, Any]], faults: list[dict[str, Any]],
     browser: list[dict[str, Any]] | None = None,
@@ -261,14 +215,14 @@ def verdicts(
     )
     sd = _fault(faults, "blackhole", "sse", "default")
     if d and h:
-        why = (f"black hole: {_who(d)} left {d['unrecovered']}/{d['clients']} streams "
-               f"unrecovered; {_who(h)} (heartbeat watchdog, ?after= resume) "
+        why = (f"black hole: {who(d)} left {d['unrecovered']}/{d['clients']} streams "
+               f"unrecovered; {who(h)} (heartbeat watchdog, ?after= resume) "
                f"{h['unrecovered']}/{h['clients']}, {h['lost']} tokens lost")  # fmt: skip
         whole = not h["unrecovered"] and not h["lost"]
         if not d["unrecovered"]:
             add(claim, "refuted", why + ": no watchdog was needed")
         elif sd and sd["unrecovered"]:
-            why += (f"; {_who(sd)} missed it too ({sd['unrecovered']}/{sd['clients']}): SSE "
+            why += (f"; {who(sd)} missed it too ({sd['unrecovered']}/{sd['clients']}): SSE "
                     f"needs the same watchdog")  # fmt: skip
             add(claim, "nuanced", why)
         else:
