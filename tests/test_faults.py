@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from bench.faults import scenarios as faults
 from bench.faults.scenarios import Timeline
+from bench.report import results
 from servers.core import Stream
 from servers.llm import LlmShape
 from tests.conftest import TRANSPORTS
@@ -126,3 +129,9 @@ def test_the_llm_schedule_owes_nothing_during_a_pause() -> None:
     entry = faults.summarize("x", "sse", "default", [line], [None], 200, live_ms=250, window_s=9,
                              ended=109.0, ended_ns=T0 + 9 * S, due=due)  # fmt: skip
     assert entry["unread"] == 0
+
+
+def test_an_entry_from_before_unread_still_loads() -> None:
+    """The committed fixture predates ``unread``: it loads, and the field reads as not measured."""
+    doc = results.load(Path(__file__).parent / "fixtures" / "faults.json")
+    assert doc["faults"] and all(e.get("unread") is None for e in doc["faults"])
