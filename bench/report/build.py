@@ -237,8 +237,28 @@ def build(paths: list[Path], out: Path) -> Path:
     if (flush := variants.flush_chart(variants.flush_points(bench_docs), out)) is not None:
         charts.append(("tokens per write", flush))
     report = out / "REPORT.md"
-    report.write_text(_markdown(docs, steps, faults, charts, out, lb_faults))
+    text = _markdown(docs, steps, faults, charts, out, lb_faults)
+    report.write_text(text + f"\n{SOURCES}{' '.join(_shown(p) for p in paths)}`\n")
     return report
+
+
+SOURCES = "Rebuild: `tokenbench report "  # the report's last line: the runs it read
+
+
+def sources(report: Path) -> list[Path] | None:
+    """The runs a REPORT.md was built from (its last line), or None for an older report."""
+    last = report.read_text().rstrip("\n").rsplit("\n", 1)[-1]
+    if not last.startswith(SOURCES):
+        return None
+    return [Path(p) for p in last[len(SOURCES) :].rstrip("`").split()]
+
+
+def _shown(p: Path) -> str:
+    """A run's path as a reader types it: relative to here when it is under here."""
+    try:
+        return str(p.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(p)
 
 
 def _iv(d: dict[str, Any] | None, digits: int = 0) -> str:
@@ -289,6 +309,19 @@ def _fleet_md(docs: list[dict[str, Any]]) -> list[str]:
                    f"{_iv(r['cpu_us_per_token'], 1)} | {r['cpu_ratio_knee_to_half'] or '-'} | "
                    f"{mem} | {at} |")  # fmt: skip
     return out
+
+
+def _tree(d: dict[str, Any]) -> str:
+    """A run's commit and whether its tree was clean (``dirty``: changes, untracked files too,
+    under the package; docs/results-schema.md)."""
+    git = d["machine"].get("git") or {}
+    state = {True: "**dirty tree**", False: "clean tree"}.get(git.get("dirty"), "tree unknown")
+    return f"commit {str(git.get('commit'))[:12]}, {state}"
+
+
+def _commits(docs: list[dict[str, Any]]) -> str:
+    seen = dict.fromkeys(_tree(d) for d in docs)
+    return "; ".join(seen)
 
 
 def _machine_md(docs: list[dict[str, Any]]) -> list[str]:
@@ -356,13 +389,13 @@ def _markdown(
         "",
         f"Machine: {m['cpu_model']}, {m['cores']} cores, "
         f"{(m['memory_bytes'] or 0) / 2**30:.0f} GiB, {m['os']} {m['kernel']}, "
-        f"Python {m['python']}; commit {str(m['git']['commit'])[:12]}; {m['date']}.",
+        f"Python {m['python']}; {m['date']}. Commits: {_commits(docs)}.",
         "",
         "Runs:",
         "",
     ]
-    lines += [f"- `{d['run_id']}` ({d.get('kind', 'bench')}): `{d['machine']['command']}`"
-              for d in docs]  # fmt: skip
+    lines += [f"- `{d['run_id']}` ({d.get('kind', 'bench')}, {_tree(d)}): "
+              f"`{d['machine']['command']}`" for d in docs]  # fmt: skip
     lines += ["", "Yardstick (bench/load/yardstick.py), per run:", "", *_machine_md(docs)]
     lines += _clocks_md(docs)
     bench_docs, through = behind_lb.split_docs([d for d in docs if d.get("runs")])
@@ -398,8 +431,9 @@ def _markdown(
     browser = browsers.entries(docs)
     if bench_docs or faults or lb_faults or browser:
         lines += ["", "## Verdicts", "",
-                  "Each rule is in `bench/report/verdicts.py`; rerun and the verdicts follow the "
-                  "numbers. A comparison whose intervals overlap is a tie.",
+                  "Each rule is stated in docs/verdicts.md; rerun and the verdicts follow the "
+                  "numbers. A comparison is a tie only when the evidence allows either order "
+                  "(95 % intervals, or half-open knee brackets, overlap).",
                   "", "| claim | verdict | the numbers |", "|---|---|---|"]  # fmt: skip
         for v in verdicts.verdicts(bench_docs, faults + lb_faults, browser):
             lines.append(f"| {v['claim']} | **{v['verdict']}** | {v['why']} |")

@@ -48,21 +48,27 @@ def invisible(entries: list[dict[str, Any]]) -> tuple[str, str]:
     limit, limit_words = stall_limit_ms(entries)
     broken = [e["scenario"] for e in entries if e["unrecovered"]]
     lost = sum(e["lost"] for e in entries)
-    unread = [e.get("unread") for e in entries]
+    unread = [e.get("unread") for e in entries if "unread" in e]
     unread_n = sum(u for u in unread if u)
     stalls = [e.get("max_stall_ms") for e in entries]
     known = [v for v in stalls if v is not None]
     worst = f"{max(known) / 1000:.2f} s" if known else "not measured"
     never = f"never recovered in {', '.join(broken)}" if broken else "recovered in every one"
     why = (f"{who(entries[0])}: {never}; "
-           f"{lost} tokens lost, {unread_n if None not in unread else 'not measured'} unread; "
+           f"{lost} tokens lost, {_unread(unread)}; "
            f"longest stall {worst} (scenarios: {', '.join(e['scenario'] for e in entries)}); "
            f"{limit_words}")  # fmt: skip
     if broken or lost or unread_n:
         return "refuted", why
-    if None in stalls:
-        return "not measured", why
+    if None in stalls or any("unread" in e and e["unread"] is None for e in entries):
+        return "not measured", why  # (an older entry has no unread: its lost counted it)
     return ("nuanced" if max(known) > limit else "confirmed"), why
+
+
+def _unread(unread: list[int | None]) -> str:
+    if not unread:
+        return "unread counted in lost (an entry from before unread)"
+    return f"{sum(u or 0 for u in unread) if None not in unread else 'not measured'} unread"
 
 
 PHASES = ("detection_ms", "reconnect_ms", "catchup_ms")

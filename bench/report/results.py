@@ -25,6 +25,9 @@ PACKAGES = (
     "grpcio", "protobuf", "aiohttp", "numpy", "matplotlib", "granian", "h2",
 )  # fmt: skip
 PERCENTILES = ("p50", "p90", "p99", "p999", "max")
+# What a run's code is: a change here, committed or not, tracked or not, makes the tree dirty.
+PACKAGE_PATHS = ("bench", "clients", "servers", "transports", "proto", "web/src", "setup.py",
+                 "pyproject.toml", "Makefile")  # fmt: skip
 
 
 def _cpu_model() -> str:
@@ -55,8 +58,8 @@ def _git() -> dict[str, Any]:
         commit = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=5
         ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
+        dirty = subprocess.run(  # untracked files count: a new module changes what runs
+            ["git", "status", "--porcelain", "--", *PACKAGE_PATHS],
             cwd=root, capture_output=True, text=True, timeout=5,
         ).stdout.strip()  # fmt: skip
     except (OSError, subprocess.SubprocessError):

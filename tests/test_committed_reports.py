@@ -1,0 +1,32 @@
+"""Committed reports cannot drift from the code: each is rebuilt from the runs it names and
+must come out the same, so a change to a rule rebuilds them in the same commit
+(``tokenbench report`` with the paths on each report's last line)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bench.report import build
+
+ROOT = Path(__file__).resolve().parent.parent
+REPORTS = sorted(p.relative_to(ROOT) for p in ROOT.glob("results/**/report/REPORT.md"))
+
+
+def test_there_are_committed_reports() -> None:
+    assert len(REPORTS) >= 5
+
+
+@pytest.mark.parametrize("report", REPORTS, ids=[str(p.parent.parent) for p in REPORTS])
+def test_a_committed_report_is_what_the_code_makes_of_its_runs(
+    report: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(ROOT)  # the sources are written relative to the repository
+    sources = build.sources(report)
+    assert sources, f"{report} does not name its runs: rebuild it with tokenbench report"
+    rebuilt = build.build(sources, tmp_path).read_text()
+    assert rebuilt == report.read_text(), (
+        f"{report} differs from what the code makes of its runs: run "
+        f"`tokenbench report {' '.join(map(str, sources))} --out {report.parent}` and commit it"
+    )
