@@ -30,3 +30,11 @@ def test_a_committed_report_is_what_the_code_makes_of_its_runs(
         f"{report} differs from what the code makes of its runs: run "
         f"`tokenbench report {' '.join(map(str, sources))} --out {report.parent}` and commit it"
     )
+
+
+def test_the_readme_quotes_what_to_ship_as_the_baseline_report_says_it() -> None:
+    readme = (ROOT / "README.md").read_text()
+    quoted = readme.split("What to ship, as the baseline's report computes it", 1)[1]
+    quoted = quoted.split("\n> ", 1)[1].split("\n", 1)[0]
+    report = (ROOT / "results/20261201-222029/report/REPORT.md").read_text()
+    assert f"\n{quoted}\n" in report

@@ -81,7 +81,7 @@ class BenchConfig:
     warmup_s: float = 2.0
     fast_path: bool = True  # load processes use clients/_fastpath.c where the transport has one
     doze_us: int = 1000  # load processes read in batches (Loader.doze), where the transport allows
-    knee_refine: int = 0  # --find-knee: bisection steps between the last held and first broken
+    knee_refine: int = 0  # --find-knee: the bracket's target width, ladder factor ** 0.5**N
     cooldown_s: float = 0.0  # after the settle, seconds before the window opens
     settle_s: float = 120.0  # at most this long after a ramp, wait for every user to connect
     windows: int = 3  # a step's measured window, as this many sub-windows (their spread)
