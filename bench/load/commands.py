@@ -92,9 +92,12 @@ def bench(
     knee_start: Annotated[int, typer.Option(help="--find-knee: first step's users.")] = 250,
     knee_factor: Annotated[float, typer.Option(help="--find-knee: growth per step.")] = 1.5,
     knee_refine: Annotated[
-        int, typer.Option(help="--find-knee: how fine the bracket ends: one ladder step split "
-                          "this many times (factor ** 0.5**N wide); the search bisects again "
-                          "when repeats move an edge, and says unsettled if it cannot get there.")
+        int,
+        typer.Option(
+            help="--find-knee: how fine the bracket ends: one ladder step split "
+            "this many times (factor ** 0.5**N wide); the search bisects again "
+            "when repeats move an edge, and says unsettled if it cannot get there."
+        ),
     ] = 0,
     heartbeat: Annotated[float, typer.Option(help="Server and client heartbeat, seconds.")] = 15.0,
     pin: Annotated[
