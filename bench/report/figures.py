@@ -44,6 +44,7 @@ class Knee:
     step: dict[str, Any]  # the knee's (last) step
     drifted: bool = False  # the machine changed speed during the run: normalising is unsure
     settled: bool | None = None  # the search narrowed the bracket to its target; None: unknown
+    escaped_threads: int | None = None  # server threads found off its cores; None: not checked
 
     @property
     def unstable(self) -> bool:
@@ -113,7 +114,7 @@ def knees(docs: list[dict[str, Any]], variant: Variant = HEADLINE) -> dict[str, 
                 stats.of(windows(at, "cpu_s_per_1k_tokens", 1000.0)),  # s per 1k = ms/tok
                 stats.of(windows(at, "p99_ms")), bound,
                 machine_speed(doc), machine_pace(doc), steps, at[-1], machine_drifted(doc),
-                kd.get("settled"),
+                kd.get("settled"), run.get("escaped_threads"),
             )  # fmt: skip
             rates[t] = rate
     return out

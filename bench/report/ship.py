@@ -132,6 +132,13 @@ def _caveats(
     if unstable:
         out.append(f"the knee of {' and '.join(unstable)} is unstable (its edges split between "
                    f"runs)")  # fmt: skip
+    loose = [NAMES[t] for t in group if k[t].escaped_threads != 0]
+    if loose:
+        out.append(
+            f"the knee run of {' and '.join(loose)} did not check that every server "
+            f"thread stayed on the server's cores (runs before that check, or threads "
+            f"that escaped: a threaded server may have used the load generator's core)"
+        )
     drifted = [NAMES[t] for t in group if k[t].drifted]
     if drifted:
         out.append(f"the machine changed speed during the knee run of {' and '.join(drifted)}")
