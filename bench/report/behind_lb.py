@@ -247,7 +247,8 @@ def projection_md(through: list[dict[str, Any]], users: int, rate: float) -> lis
             if fig is not None:
                 v = fig.value
                 count = f"{v['processes']} processes" if part == "lb" else f"{v['shards']} shards"
-                cells.append(f"{t} {v['cores']:,} cores ({count}, {v['memory_gib']} GiB)")
+                gib = "memory not measured" if v["memory_gib"] is None else f"{v['memory_gib']} GiB"
+                cells.append(f"{t} {v['cores']:,} cores ({count}, {gib})")
         if cells:
             out.append(f"- {name} for {users:,} users at {rate:g} tok/s, projected from "
                        f"`bench --lb`: {'; '.join(cells)}.")  # fmt: skip

@@ -33,11 +33,13 @@ def _wait_cell(e: Entry) -> str:
     if not late:
         return f"{e['tabs_read_all']}/{e['tabs']} read, none waited"
     firsts = e["first_token_ms"]
-    longest = max((firsts[i - 1] or 0) for i in late) / 1000
-    never = sum(1 for i in late if firsts[i - 1] is None)
+    came = [firsts[i - 1] for i in late if firsts[i - 1] is not None]
+    never = len(late) - len(came)
     tabs = ",".join(str(i) for i in late)
     extra = f", {never} never got a token" if never else ""
-    return f"**tab {tabs} waited {longest:.1f} s**{extra}"
+    if not came:
+        return f"**tab {tabs} never got a token**"
+    return f"**tab {tabs} waited {max(came) / 1000:.1f} s**{extra}"
 
 
 def limit_md(es: list[Entry]) -> list[str]:

@@ -162,23 +162,26 @@ def _faults_chart(entries: list[dict[str, Any]], path: Path) -> Path:
     for ax, mode in zip(axes, ("default", "hardened"), strict=True):
         width = 0.2
         for k, t in enumerate(ORDER):
-            xs, ys, fails = [], [], []
+            xs, ys, fails, partial = [], [], [], []
             for i, sc in enumerate(scenarios):
                 e = next((e for e in entries if (e["scenario"], e["transport"], e["mode"])
                           == (sc, t, mode)), None)  # fmt: skip
                 if e is None:
                     continue
-                total = sum((e[k2]["p50"] or 0) for k2 in ("detection_ms", "reconnect_ms",
-                                                           "catchup_ms"))  # fmt: skip
+                phases = [e[k2]["p50"] for k2 in ("detection_ms", "reconnect_ms", "catchup_ms")]
                 x = i + (k - 1.5) * width
                 if e["unrecovered"]:
                     fails.append(x)
-                else:
-                    xs.append(x)
-                    ys.append(max(total, 1) / 1000)
+                    continue
+                xs.append(x)
+                ys.append(max(sum(v for v in phases if v is not None), 1) / 1000)
+                if None in phases:  # a phase never seen: the bar is a lower bound
+                    partial.append((x, ys[-1]))
             ax.bar(xs, ys, width, color=COLORS[t], label=NAMES[t])
             for x in fails:
                 ax.text(x, 0.0012, "✗", color=COLORS[t], ha="center", fontsize=11)
+            for x, y in partial:
+                ax.text(x, y * 1.15, "+?", color=COLORS[t], ha="center", fontsize=8)
         ax.set_xticks(range(len(scenarios)), scenarios, rotation=35, ha="right")
         ax.set_yscale("log")
         ax.set_ylim(0.001, 100)
@@ -188,8 +191,8 @@ def _faults_chart(entries: list[dict[str, Any]], path: Path) -> Path:
     axes[1].legend(fontsize=8)
     fig.text(
         0.01, 0.01,
-        "✗: streams not recovered within the run's window.  latency and slow-reader drop "
-        "nothing, so there is nothing to recover: no bar.",
+        "✗: streams not recovered within the run's window.  +?: a phase never seen (no live "
+        "token after the resume): at least the bar.  latency and slow-reader drop nothing: no bar.",
         fontsize=8,
     )  # fmt: skip
     fig.tight_layout()
@@ -311,6 +314,10 @@ def _fleet_md(docs: list[dict[str, Any]]) -> list[str]:
     return out
 
 
+def _gib(n: int | None) -> str:
+    return "memory not measured" if n is None else f"{n / 2**30:.0f} GiB"
+
+
 def _tree(d: dict[str, Any]) -> str:
     """A run's commit and whether its tree was clean (``dirty``: changes, untracked files too,
     under the package; docs/results-schema.md)."""
@@ -388,7 +395,7 @@ def _markdown(
         "# tokenbench report",
         "",
         f"Machine: {m['cpu_model']}, {m['cores']} cores, "
-        f"{(m['memory_bytes'] or 0) / 2**30:.0f} GiB, {m['os']} {m['kernel']}, "
+        f"{_gib(m['memory_bytes'])}, {m['os']} {m['kernel']}, "
         f"Python {m['python']}; {m['date']}. Commits: {_commits(docs)}.",
         "",
         "Runs:",

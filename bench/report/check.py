@@ -17,12 +17,16 @@ def problems_in(doc: dict[str, Any], min_goodput: float = 0.99) -> list[str]:
             for key in BROKEN:
                 if st.get(key):
                     out.append(f"{where}: {st[key]} tokens {key.replace('_', ' ')}")
-            if st["goodput"] is not None and st["goodput"] < min_goodput:
+            if st["goodput"] is None:
+                out.append(f"{where}: goodput not measured (no token was due)")
+            elif st["goodput"] < min_goodput:
                 out.append(f"{where}: goodput {st['goodput']} < {min_goodput}")
     for e in doc.get("faults", []):
         if e["mode"] == "hardened" and not e["passed"]:
+            unread = "not measured" if e.get("unread", 0) is None else e.get("unread", 0)
             out.append(
                 f"{doc['run_id']}: {e['scenario']} on {e['transport']} (hardened) failed: "
-                f"lost {e['lost']}, duplicated {e['duplicated']}, unrecovered {e['unrecovered']}"
+                f"lost {e['lost']}, unread {unread}, duplicated {e['duplicated']}, "
+                f"unrecovered {e['unrecovered']}"
             )
     return out

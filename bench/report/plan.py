@@ -152,9 +152,10 @@ def measured(docs: list[dict[str, Any]], part: str, users: int, rate: float,
             top[t] = (h, n)
     t, (h, n) = max(top.items(), key=lambda kv: kv[1][0]["cpu_us_per_token"])
     cores = users * rate * h["cpu_us_per_token"] / 1e6
-    per = h.get("mem_per_stream_bytes") or 0
+    per = h.get("mem_per_stream_bytes")
+    gib = None if per is None else round(users * per / 2**30, 2)
     value: dict[str, Any] = {"cpu_us_per_token": h["cpu_us_per_token"], "cores": round(cores, 1),
-                             "memory_gib": round(users * per / 2**30, 2)}  # fmt: skip
+                             "memory_gib": gib}  # fmt: skip
     if part == "lb":
         from servers.haproxy import MAXCONN
 

@@ -59,7 +59,8 @@ def print_summary(doc: dict[str, Any]) -> None:
             print(
                 f"{run['transport']:<9} {st['clients']:>7} {st['tokens_per_s']:>9,.0f} "
                 f"{st['latency_ms']['p50']:>8.1f} {st['latency_ms']['p99']:>8.1f} "
-                f"{(st['goodput'] or 0):>8.3f} {st['lost']:>5} {st['duplicated']:>4} "
+                f"{st['goodput'] if st['goodput'] is not None else float('nan'):>8.3f} "
+                f"{st['lost']:>5} {st['duplicated']:>4} "
                 f"{per_k * 1000 if per_k is not None else float('nan'):>9.1f} "
                 f"{mem / 1024 if mem else float('nan'):>8.1f} "
                 f"{gen['cpu_us_per_token'] or float('nan'):>10.1f} {st['limited_by'] or '-':>7}"
