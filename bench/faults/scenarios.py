@@ -246,6 +246,7 @@ async def _run(
     cfg = ServerConfig(transport=transport, port=0, heartbeat=heartbeat, grace=2.0, retry_ms=1000,
                        stack=stack)  # fmt: skip
     sup, heartbeat = _server(scenario, cfg, deploy, workdir and workdir / mode)
+    served = sup.server if isinstance(sup, Topology) else sup.cfg  # what the backends run
     loop = asyncio.get_running_loop()
     await loop.run_in_executor(None, sup.start)  # runs side by side must not stall each other
     args = (transport, mode, clients, tokens, rate, heartbeat, _plans(scenario))
@@ -274,9 +275,10 @@ async def _run(
             [fault_at] * clients if fault_at is not None else got.fault_times, tokens,
             live_ms=max(250.0, (fault.latency_ms + fault.jitter_ms) * 2 if fault else 250.0),
             window_s=got.window_s, ended=got.ended, ended_ns=got.ended_ns,
-            due=llm_due(sup.cfg.llm) if sup.cfg.source == "llm" else contract_due,
+            due=llm_due(served.llm) if served.source == "llm" else contract_due,
         )  # fmt: skip
         entry["clock"] = got.clock
+        entry["retry_ms"] = served.retry_ms  # the SSE retry the deployment set (WHATWG HTML)
         if isinstance(sup, Topology):
             entry["topology"] = sup.describe()
         return entry
