@@ -279,7 +279,11 @@ def _fleet_md(docs: list[dict[str, Any]]) -> list[str]:
         "count that held the SLO in most of its runs, and the first that broke (`...` when none "
         "did, or the break was the load generator's). Server cores = users / users per core, "
         "over that bracket; unsettled: the search ended with the bracket wider than its target, "
-        "so it is not a knee by itself. Normalised: what the reference machine (a reference "
+        "so it is not a knee by itself. Several passes of the search pool into one bracket, the "
+        "hull of theirs, so the spread between passes is in it; the fit is a logistic fit of the "
+        "chance a step held against users over every step of every pass (bench/load/knee.py), "
+        "`-` where held and broken steps do not overlap enough to fit. Normalised: what the "
+        "reference machine (a reference "
         f"token in {REFERENCE_WALL_US:g} µs of wall time) would hold, from the run's "
         "yardstick. CPU per token at the knee is the mean of its windows with a 95 % interval; "
         "a figure whose windows spread "
@@ -289,9 +293,10 @@ def _fleet_md(docs: list[dict[str, Any]]) -> list[str]:
         "were not unanimous (it held in only some of its runs, or its first break held in "
         "some): its capacity is then within one step's noise.",
         "",
-        "| transport | users per core (knee) | held | normalised | server cores | server CPU µs "
-        "/ token at knee | CPU ratio knee : half | memory | memory per connection (at) |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| transport | users per core (knee) | held | passes | fit: 50 % held [95 %] | normalised "
+        "| server cores | server CPU µs / token at knee | CPU ratio knee : half | memory | memory "
+        "per connection (at) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]  # fmt: skip
     for r in rows:
         bound = ">= " if r["harness_bound"] else ""
@@ -306,7 +311,10 @@ def _fleet_md(docs: list[dict[str, Any]]) -> list[str]:
         held = f"{r['held_runs'][0]}/{r['held_runs'][1]}" + (
             " (unstable)" if r["knee_unstable"] else "") + (
             " (unsettled)" if r["settled"] is False else "")  # fmt: skip
+        f = r["fit_per_core"]
+        fit = "-" if f is None else f"{f[0]:,.0f} [{f[1]:,.0f}, {f[2]:,.0f}]"
         out.append(f"| {NAMES[r['transport']]} | {bound}{_iv(r['users_per_core'])} | {held} | "
+                   f"{r['passes']} | {fit} | "
                    f"{_iv(r['users_per_core_normalised'])}"
                    f"{' (machine drifted)' if r['machine_drifted'] else ''} | {cores_txt} | "
                    f"{_iv(r['cpu_us_per_token'], 1)} | {r['cpu_ratio_knee_to_half'] or '-'} | "

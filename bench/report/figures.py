@@ -9,6 +9,7 @@ of it), memory per connection at the largest scale measured, and the fleet those
 
 from __future__ import annotations
 
+import statistics
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,6 +46,8 @@ class Knee:
     drifted: bool = False  # the machine changed speed during the run: normalising is unsure
     settled: bool | None = None  # the search narrowed the bracket to its target; None: unknown
     escaped_threads: int | None = None  # server threads found off its cores; None: not checked
+    passes: int = 1  # knee searches pooled into this knee (``knees``)
+    fit: tuple[float, float, float] | None = None  # users at 50 % held, and its 95 % interval
 
     @property
     def unstable(self) -> bool:
@@ -89,35 +92,74 @@ def _step_value(st: dict[str, Any], key: str) -> float | None:
 
 
 def knees(docs: list[dict[str, Any]], variant: Variant = HEADLINE) -> dict[str, Knee]:
-    """Per transport, the knee of the --find-knee run at the highest token rate (of the stock
-    servers as they come, unless ``variant`` names another)."""
-    out: dict[str, Knee] = {}
+    """Per transport, the knee of its --find-knee runs at the highest token rate (of the stock
+    servers as they come, unless ``variant`` names another). Several passes of the search (more
+    knee runs of one transport at that rate, in one document or several) pool into one knee:
+    its bracket is the hull of theirs, [least held, most broken), so the spread between passes
+    is in the interval; their steps pool for the edges' run counts, CPU and the fit."""
+    passes: dict[str, list[tuple[dict[str, Any], dict[str, Any]]]] = {}
     rates: dict[str, float] = {}
     for doc in docs:
         rate = doc["config"].get("rate") or 0
         for run in runs_of(doc, variant):
-            steps, kd = run["steps"], run.get("knee")
-            t = run["transport"]
-            if not kd or len(steps) < 2 or (t in rates and rate <= rates[t]):
+            kd, t = run.get("knee"), run["transport"]
+            if not kd or len(run["steps"]) < 2 or rate < rates.get(t, 0):
                 continue
-            at = [s for s in steps if s["clients"] == kd["clients"]]
-            cores = kd.get("server_cores") or round(kd["clients"] / kd["clients_per_server_core"])
-            bound = kd["limited_by"] == "loadgen" or any(
-                s["limited_by"] == "loadgen" for s in steps if s["clients"] >= kd["clients"]
-            )
-            # a break the load generator caused says nothing of the server: at least ``held``
-            per_core = stats.bracket(kd["clients"], None if bound else kd["broke_at"])
-            out[t] = Knee(
-                t, kd["clients"], kd["broke_at"], _runs(steps, kd["clients"]),
-                _runs(steps, kd["broke_at"]) if kd["broke_at"] else None,
-                per_core.scaled(1 / cores),
-                stats.of(windows(at, "cpu_s_per_1k_tokens", 1000.0)),  # s per 1k = ms/tok
-                stats.of(windows(at, "p99_ms")), bound,
-                machine_speed(doc), machine_pace(doc), steps, at[-1], machine_drifted(doc),
-                kd.get("settled"), run.get("escaped_threads"),
-            )  # fmt: skip
-            rates[t] = rate
-    return out
+            if rate > rates.get(t, 0):
+                passes[t], rates[t] = [], rate
+            passes.setdefault(t, []).append((doc, run))
+            rates.setdefault(t, rate)
+    return {t: _pooled(t, ps) for t, ps in passes.items()}
+
+
+def _pooled(t: str, passes: list[tuple[dict[str, Any], dict[str, Any]]]) -> Knee:
+    """One knee from one or more passes of the search (``knees``)."""
+    kds = [run["knee"] for _, run in passes]
+    steps = [st for _, run in passes for st in run["steps"]]
+    cores = [kd.get("server_cores") or round(kd["clients"] / kd["clients_per_server_core"])
+             for kd in kds]  # fmt: skip
+
+    def bound(kd: dict[str, Any], run: dict[str, Any]) -> bool:
+        """The load generator saturated at or above the knee: its break says nothing."""
+        return kd["limited_by"] == "loadgen" or any(
+            s["limited_by"] == "loadgen" for s in run["steps"] if s["clients"] >= kd["clients"]
+        )
+
+    harness = any(bound(kd, run) for kd, (_, run) in zip(kds, passes, strict=True))
+    held = min(kd["clients"] for kd in kds)
+    breaks = [kd["broke_at"] for kd in kds]
+    broke = None if None in breaks else max(breaks)  # type: ignore[type-var]
+    per_core = stats.bracket(held, None if harness else broke).scaled(1 / max(cores))
+    if len(kds) > 1:  # the passes' knees as the point, not the least of them
+        mean = statistics.fmean(kd["clients"] for kd in kds) / max(cores)
+        per_core = Interval(mean, per_core.lo, per_core.hi, len(kds), per_core.sd, True)
+    at = [s for s in steps if s["clients"] == held]
+    docs = [doc for doc, _ in passes]
+    speeds = [v for v in map(machine_speed, docs) if v is not None]
+    paces = [v for v in map(machine_pace, docs) if v is not None]
+    escaped = [run.get("escaped_threads") for _, run in passes]
+    return Knee(
+        t, held, broke, _runs(steps, held), _runs(steps, broke) if broke else None, per_core,
+        stats.of(windows(at, "cpu_s_per_1k_tokens", 1000.0)),  # s per 1k = ms/tok
+        stats.of(windows(at, "p99_ms")), harness,
+        statistics.fmean(speeds) if speeds else None, statistics.fmean(paces) if paces else None,
+        steps, at[-1], any(map(machine_drifted, docs)),
+        None if any(kd.get("settled") is None for kd in kds) else all(kd["settled"] for kd in kds),
+        None if None in escaped else sum(escaped),  # type: ignore[arg-type]
+        len(kds), _fit(steps),
+    )  # fmt: skip
+
+
+def _fit(steps: list[dict[str, Any]]) -> tuple[float, float, float] | None:
+    """The logistic fit of P(SLO held) over every step of every pass (bench.load.knee.fit)."""
+    from bench.load import knee
+
+    counts: dict[int, list[int]] = {}
+    for st in steps:
+        c = counts.setdefault(st["clients"], [0, 0])
+        c[0] += bool(st["slo"]["held"])
+        c[1] += 1
+    return knee.fit([(n, h, r) for n, (h, r) in sorted(counts.items())])
 
 
 def cpu_at_common_load(a: Knee, b: Knee) -> tuple[int, Interval, Interval] | None:
@@ -223,6 +265,9 @@ def fleet(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "held_runs": list(knee.held_runs),
             "broke_runs": list(knee.broke_runs) if knee.broke_runs else None,
             "settled": knee.settled,
+            "passes": knee.passes,
+            "fit_per_core": None if knee.fit is None else [
+                round(v * per_core.lo / knee.clients, 1) for v in knee.fit],
             "knee_unstable": knee.unstable,
             "machine_drifted": knee.drifted,
             "harness_bound": knee.harness_bound,

@@ -132,6 +132,10 @@ def _caveats(
     if unstable:
         out.append(f"the knee of {' and '.join(unstable)} is unstable (its edges split between "
                    f"runs)")  # fmt: skip
+    single = [NAMES[t] for t in group if k[t].passes < 2]
+    if single:
+        out.append(f"the knee of {' and '.join(single)} is one pass of the search: how far a "
+                   f"second pass would move it is not in its interval")  # fmt: skip
     loose = [NAMES[t] for t in group if k[t].escaped_threads != 0]
     if loose:
         out.append(

@@ -56,6 +56,8 @@ def _edge(k: Knee) -> str:
         out += f", {k.broke_at} broke in {n - h} of {n}"
     else:
         out += ", nothing above it broke (at least that)"
+    if k.passes > 1:
+        out += f" over {k.passes} passes (the hull of their brackets)"
     return out + ("; its bracket is unsettled (wider than the search's target)"
                   if k.settled is False else "")  # fmt: skip
 
