@@ -67,11 +67,13 @@ format: $(READY)
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-# The main job, about 40 minutes on 2 cores (22 measured before the browser jobs, which take
+# The main job, about 45 minutes on 2 cores (22 measured before the browser jobs, which take
 # about 12 here, the granian knees, about 3, and the lean gRPC knee and sweep, about 3). Every
 # run measures the machine first and last (machine.yardstick). 1. The knee at 40 tok/s: each
 # step measured as three 1 s windows, the knee and the first broken step run three times
-# each; then the same for the lean stacks, and
+# each, bisected until the bracket is one refine step wide; the whole search twice (knee,
+# knee-2, about 5 min each here), since one pass's bracket moved by up to 50 % on the next
+# (results/20261207-twice): the report pools the passes; then the same for the lean stacks, and
 # for the stock apps of SSE and long polling on granian.
 # 2. Tokens per write: 150 users at 40 tok/s with write windows of 0 to 250 ms, on the lean
 # stacks, and gRPC's stock stack too. 3. Collector pauses at 10,000 connections in one
@@ -84,6 +86,7 @@ KNEE := --find-knee --knee-start 200 --knee-factor 1.5 --knee-refine 2 --knee-re
 
 bench: $(READY)  ## installs, then knees (stock, lean) + write windows + GC + 50k + faults + report
 	$(TB) bench --transport all $(KNEE) --out results/$(RUN)/knee
+	$(TB) bench --transport all $(KNEE) --out results/$(RUN)/knee-2
 	$(TB) bench --transport all --stack lean $(KNEE) --out results/$(RUN)/knee-lean
 	$(TB) bench --transport sse,poll --stack granian $(KNEE) --out results/$(RUN)/knee-granian
 	$(TB) bench --transport all --stack lean --flush-ms 0,25,50,100,250 --clients 150 \
@@ -102,7 +105,7 @@ bench: $(READY)  ## installs, then knees (stock, lean) + write windows + GC + 50
 	$(TB) faults --transport all --scenario close,blackhole,restart --mode both --tokens 200 \
 		--window 15 --parallel --out results/$(RUN)/faults
 	@$(MAKE) --no-print-directory browser-jobs OUT=results/$(RUN)
-	$(TB) report results/$(RUN)/knee results/$(RUN)/knee-lean results/$(RUN)/knee-granian \
+	$(TB) report results/$(RUN)/knee results/$(RUN)/knee-2 results/$(RUN)/knee-lean results/$(RUN)/knee-granian \
 		results/$(RUN)/flush \
 		results/$(RUN)/flush-grpc results/$(RUN)/gc results/$(RUN)/gc-poll results/$(RUN)/hold-50k \
 		results/$(RUN)/faults $(BROWSER_RUNS:%=results/$(RUN)/%) --out results/$(RUN)/report
