@@ -43,7 +43,7 @@ class Accumulator:
 
     def reset(self) -> None:
         self.latency, self.ttft, self.gap = Histogram(), Histogram(), Histogram()
-        self.tokens = self.lost = self.wrong = self.posts = 0
+        self.tokens = self.lost = self.unread = self.wrong = self.posts = 0
         self.streams_done = self.streams_failed = 0
         self.expected_done = 0  # due tokens of conversations that ended in this interval
         self.errors = dict.fromkeys(ERROR_CLASSES, 0)
@@ -80,6 +80,7 @@ class Accumulator:
             "out_of_order": s.out_of_order - seen.out_of_order,
             "bytes_received": s.bytes_received - seen.bytes_received,
             "lost": self.lost,
+            "unread": self.unread,
             "wrong_text": self.wrong,
             "streams_done": self.streams_done,
             "streams_failed": self.streams_failed,

@@ -105,22 +105,47 @@ class Loader:
         conv = self._next_conv
         self._next_conv += 1
         acc.active[conv] = entry = [timing, timing.created_ns - 1]  # token 0 not yet counted
-        cancelled = False
+        done = stopped = False
         try:
             await reader.run()
             self.acc.streams_done += 1
+            done = True
         except (GaveUp, StreamError):
             self.acc.streams_failed += 1
         except asyncio.CancelledError:
-            cancelled = True  # the user was stopped (ramp down): nothing was lost
+            # Only set_target cancels a user (ramp-down, or the stop at the end of the run): we
+            # ended the stream, not the server, and nothing was lost. A CancelledError nobody
+            # asked for (a library's) ends the stream like any other error.
+            task = asyncio.current_task()
+            stopped = task is not None and task.cancelling() > 0
             raise
         finally:
             now = now_ns()
             a = self.acc
             a.expected_done += timing.due_count(now) - timing.due_count(entry[1])
-            if not cancelled:
-                a.lost += timing.tokens - reader.delivered
+            self.account_end(a, timing, reader, now, done, stopped)
             del a.active[conv]
+
+    @staticmethod
+    def account_end(
+        a: Accumulator, timing: Stream, reader: Any, now: int, done: bool, stopped: bool
+    ) -> None:
+        """Count what a stream that ended at ``now`` owed and did not deliver: one call per
+        stream, no work per token (``reader.cursor`` and ``delivered`` are synced from the
+        compiled path at the end of every attempt). ``done``: the stream's end came, so every
+        token was owed, and those missing (gaps) are ``lost``. ``stopped``: we cancelled it
+        (ramp-down, end of run), it owed nothing. Any other end (gave up, refused, an error)
+        owes the tokens due by ``now``: those missing below the highest seq read are ``lost``,
+        those above it ``unread``; tokens not due yet are in neither (``streams_failed`` counts
+        the stream). No token is counted twice: ``lost + unread`` is every owed token not read."""
+        if stopped:
+            return
+        if done:
+            a.lost += max(0, timing.tokens - reader.delivered)
+            return
+        top = min(reader.cursor, timing.tokens - 1)  # the highest seq read, -1 if none
+        a.lost += max(0, top + 1 - reader.delivered)
+        a.unread += max(0, timing.due_count(now) - top - 1)
 
     async def user(self, delay: float) -> None:
         await asyncio.sleep(delay)

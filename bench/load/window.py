@@ -34,6 +34,7 @@ class Window:
     sys: dict[int, list[float]] = field(default_factory=dict)  # the same, kernel part
     fast_path: dict[int, bool] = field(default_factory=dict)  # loader -> compiled path
     span: dict[int, list[int]] = field(default_factory=dict)  # loader -> [first t0, last t1] ns
+    unread_known: bool = True  # false once a report lacked ``unread`` (an older loader)
 
     def span_s(self) -> float:
         """The time the reports cover (mean over loaders): rates are per this, not per the
@@ -49,7 +50,8 @@ class Window:
         self.gap.merge(Histogram.from_json(r["gap"]))
         sums = self.sums
         for key in COUNTS:
-            sums[key] += int(r[key])  # type: ignore[literal-required]
+            sums[key] += int(r.get(key, 0))
+        self.unread_known = self.unread_known and "unread" in r
         for cls, n in r["errors"].items():
             self.errors[cls] = self.errors.get(cls, 0) + n
         i = r["loader"]
@@ -83,6 +85,7 @@ class StepSummary(TypedDict):
     errors: dict[str, int]
     reconnects: int
     lost: int
+    unread: int | None
     duplicated: int
     out_of_order: int
     wrong_text: int
@@ -172,6 +175,7 @@ def summarize(
         and goodput is not None
         and goodput >= cfg.min_goodput
         and s["lost"] == 0
+        and s["unread"] == 0
         and failed == 0
     )
     rate = (lambda n: round(n / span, 1)) if span else (lambda n: 0.0)
@@ -193,6 +197,7 @@ def summarize(
         "errors": w.errors,
         "reconnects": s["reconnects"],
         "lost": s["lost"],
+        "unread": s["unread"] if w.unread_known else None,
         "duplicated": s["duplicated"],
         "out_of_order": s["out_of_order"],
         "wrong_text": s["wrong_text"],
