@@ -1,5 +1,5 @@
-"""Load steps: what a stream owed when it ended and never delivered (``lost``, ``unread``).
-Synthetic clocks and fake readers: no server, no timing."""
+"""Load steps: what a stream owed when it ended and never delivered (``lost``, ``unread``), and
+whether a step's TTFT was measured. Synthetic clocks and fake readers: no server, no timing."""
 
 from __future__ import annotations
 
@@ -184,3 +184,12 @@ def test_a_report_from_before_unread_still_loads() -> None:
     assert step["unread"] is None  # not measured, not 0: that loader counted it in lost
     assert step["slo"]["held"]
     assert _step(_report(), old)["unread"] is None
+
+
+def test_a_window_without_a_ttft_sample_says_ttft_was_not_checked() -> None:
+    step = _step(_report())  # no stream started: no TTFT sample
+    assert step["slo"]["held"] and step["slo"]["ttft_checked"] is False
+    step = _step(_report(ttft=_hist([80_000])))
+    assert step["slo"]["held"] and step["slo"]["ttft_checked"] is True
+    slow = _step(_report(ttft=_hist([5_000_000])))  # 5 s to the first token: measured, broken
+    assert not slow["slo"]["held"] and slow["slo"]["ttft_checked"] is True

@@ -211,6 +211,9 @@ def summarize(
             "ttft_p99_ms": cfg.ttft_slo_ms,
             "min_goodput": cfg.min_goodput,
             "held": held_slo,
+            # held does not need a TTFT sample (a window at think 0 often starts no stream):
+            # this says whether the TTFT part was measured, rather than met by default
+            "ttft_checked": w.ttft.count > 0,
         },
         "histograms": {
             "latency_us": w.latency.to_json(),
