@@ -303,6 +303,8 @@ def test_small_run_writes_valid_results(transport: str, tmp_path: Path) -> None:
     assert run["transport"] == transport
     assert step["tokens"] > 0 and step["goodput"] >= 0.99, step
     assert step["lost"] == 0 and step["duplicated"] == 0 and step["wrong_text"] == 0
+    assert step["unread"] == 0  # every stream finished or was stopped by the run's end
+    assert step["slo"]["ttft_checked"] == (step["ttft_ms"]["count"] > 0)
     assert step["server"]["cpu_s_per_1k_tokens"] > 0
     assert step["loadgen"]["cpu_us_per_token"] > 0
     assert json.loads((out / "results.json").read_text())["schema_version"] == 1
