@@ -10,15 +10,15 @@ from pathlib import Path
 import pytest
 
 import transports
+from bench import results
 from bench.load import knee
 from bench.load.accumulator import Accumulator, error_class
 from bench.load.clock import Clock
 from bench.load.config import BenchConfig, Step, parse_duration, parse_steps
-from bench.load.hist import Histogram
 from bench.load.messages import LoaderReport, as_report, report_fields
 from bench.load.procstat import Sample
 from bench.load.window import ServerCost, Window, summarize
-from bench.report import results
+from bench.results.hist import Histogram
 from clients.base import Reader
 from servers.core import Stream
 from tests.conftest import TRANSPORTS
@@ -307,7 +307,9 @@ def test_small_run_writes_valid_results(transport: str, tmp_path: Path) -> None:
     assert step["slo"]["ttft_checked"] == (step["ttft_ms"]["count"] > 0)
     assert step["server"]["cpu_s_per_1k_tokens"] > 0
     assert step["loadgen"]["cpu_us_per_token"] > 0
-    assert json.loads((out / "results.json").read_text())["schema_version"] == 1
+    assert (
+        json.loads((out / "results.json").read_text())["schema_version"] == results.SCHEMA_VERSION
+    )
 
 
 class _FakeFleet:

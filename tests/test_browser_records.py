@@ -7,7 +7,7 @@ from typing import Any
 
 from bench.browser import records
 from bench.browser.tabs import Plan
-from bench.load.hist import Histogram
+from bench.results.hist import Histogram
 from servers.core import Codec
 
 T0 = 1_764_000_000_000_000_000

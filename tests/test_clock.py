@@ -10,8 +10,8 @@ import pytest
 import transports
 from bench.load.clock import Clock, best, summarize
 from bench.load.fleet import Fleet
-from bench.load.hist import Histogram
 from bench.load.messages import LoaderConfig
+from bench.results.hist import Histogram
 from tests.conftest import TRANSPORTS
 
 SHIFT_NS = 400_000_000  # the skewed load process's clock reads 400 ms late

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from bench import results
 from bench.faults import scenarios as faults
 from bench.faults.scenarios import Timeline
-from bench.report import results
 from servers.core import Stream
 from servers.llm import LlmShape
 from tests.conftest import TRANSPORTS

@@ -1,4 +1,4 @@
-"""bench.load.hist: exact below 128, at most 1/64 relative error above, mergeable, serialisable."""
+"""bench.results.hist: exact below 128, within 1/64 above, mergeable, serialisable."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from bench.load.hist import MAX_VALUE, SIZE, SUB_BITS, Histogram, bucket_bounds, index_of
+from bench.results.hist import MAX_VALUE, SIZE, SUB_BITS, Histogram, bucket_bounds, index_of
 
 
 def exact_percentile(values: list[int], q: float) -> int:

@@ -12,9 +12,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from bench import results
 from bench.load import knee
 from bench.load.run import _knee_doc
-from bench.report import figures, results
+from bench.report import figures
 
 LADDER = knee.ladder(200, 3000, 1.5)  # 200 300 450 675 1012 1518 2277 3000: make bench's
 TARGET = knee.target_ratio(1.5, 2)  # --knee-refine 2: about 1.107

@@ -11,10 +11,10 @@ import pytest
 
 from bench.load.accumulator import Accumulator
 from bench.load.config import BenchConfig, Step
-from bench.load.hist import Histogram
 from bench.load.loader import Loader
 from bench.load.messages import COUNTS, LoaderConfig, LoaderReport, as_report
 from bench.load.window import Window, summarize
+from bench.results.hist import Histogram
 from clients.base import GaveUp, Reader, StreamError
 from servers.core import Stream
 

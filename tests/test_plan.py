@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from bench.report import figures, results
+from bench import results
+from bench.report import figures
 
 BASELINE = Path(__file__).resolve().parent.parent / "results" / "20261201-222029"
 

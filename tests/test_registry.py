@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 
 import transports
+from bench import results
 from bench.faults.proxy import Fault, FaultProxy
-from bench.report import results
 from clients import ClientOptions, create_stream, reader_class
 from servers.core import Codec
 from tests.conftest import start_server

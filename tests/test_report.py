@@ -7,8 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from bench import results
 from bench.report import build as report
-from bench.report import results
 
 FIXTURES = Path(__file__).parent / "fixtures"
 CHARTS = ("latency_p99.png", "goodput.png", "cpu_per_1k.png", "requests.png",
@@ -48,7 +48,13 @@ def test_report_rejects_what_is_not_a_results_file(tmp_path: Path) -> None:
     proc = subprocess.run([sys.executable, "-m", "bench.cli", "report", str(bad)],
                           capture_output=True, text=True, timeout=60)  # fmt: skip
     assert proc.returncode == 2 and "missing" in proc.stderr and "Traceback" not in proc.stderr
-    results.validate(json.loads((FIXTURES / "bench.json").read_text()))  # the fixture is valid
+    # the fixture (schema version 1) is valid once upgraded, as load does
+    results.validate(results.upgrade(json.loads((FIXTURES / "bench.json").read_text())))
+    newer = tmp_path / "newer.json"
+    newer.write_text('{"schema_version": 99}')
+    proc = subprocess.run([sys.executable, "-m", "bench.cli", "report", str(newer)],
+                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert proc.returncode == 2 and "reads 1 to" in proc.stderr and "Traceback" not in proc.stderr
 
 
 def _docs() -> tuple[list[dict], list[dict]]:

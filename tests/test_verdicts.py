@@ -11,8 +11,9 @@ import random
 import pytest
 
 from bench.load import yardstick
-from bench.load.config import rates_from
 from bench.report import compare, figures, ship, stats, verdicts
+from bench.results import machine
+from bench.results.queries import rates_from
 
 
 def _step(clients: int, held: bool, cpu_us: float, mem: float, rng: random.Random,
@@ -46,7 +47,7 @@ def _doc(seed: int, unit_us: float = 5.0, noise: float = 0.03, ws_cpu: float = 2
          knees: tuple[int, int, int, int] = (826, 1012, 914, 1012)) -> dict:  # fmt: skip
     rng = random.Random(seed)
     sk, sb, wk, wb = knees
-    ys = yardstick.combine(_calibration(unit_us - 1, 1.0, unit_us * 1.2), None)
+    ys = machine.combine(_calibration(unit_us - 1, 1.0, unit_us * 1.2), None)
     return {"run_id": f"r{seed}", "kind": "bench", "config": {"rate": 40.0},
             "machine": {"yardstick": ys},
             "runs": [_run("sse", sk, sb, 28.0, 38_000, rng, noise),
@@ -172,8 +173,8 @@ def test_normalised_figures_remove_the_machine() -> None:
 def test_a_run_whose_machine_drifted_has_its_normalised_figures_flagged() -> None:
     a, b = _doc(1), _doc(1)
     ys = b["machine"]["yardstick"]
-    b["machine"]["yardstick"] = yardstick.combine(ys["before"], _calibration(6.0, 1.5, 9.0))
-    assert yardstick.drifted(b) and not yardstick.drifted(a)
+    b["machine"]["yardstick"] = machine.combine(ys["before"], _calibration(6.0, 1.5, 9.0))
+    assert machine.drifted(b) and not machine.drifted(a)
     whole = compare.whole_runs([a], [b])
     users = next(r for r in whole["rankings"] if r["figure"].startswith("users per core"))
     assert users["unstable"] == {"sse", "ws"}
@@ -181,8 +182,8 @@ def test_a_run_whose_machine_drifted_has_its_normalised_figures_flagged() -> Non
 
 def test_a_yardstick_that_moved_during_the_run_is_flagged() -> None:
     a = _calibration(4.0, 1.0, 6.0)
-    assert not yardstick.combine(a, _calibration(4.2, 1.0, 6.1))["drifted"]
-    moved = yardstick.combine(a, _calibration(6.0, 1.0, 6.0))
+    assert not machine.combine(a, _calibration(4.2, 1.0, 6.1))["drifted"]
+    moved = machine.combine(a, _calibration(6.0, 1.0, 6.0))
     assert (
         moved["drifted"]
         and moved["unit_us"] == 6.0

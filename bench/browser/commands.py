@@ -91,11 +91,11 @@ def browser(
 ) -> None:
     """Real browsers: each tab reads a stream with its transport's browser client; per tab,
     tokens, first token, loss, latency against due times, renderer CPU and JS heap."""
+    from bench import results
     from bench.browser import chromium
     from bench.browser.origins import FAULTS, NETWORKS, OriginError
     from bench.browser.tabs import Plan
     from bench.load import yardstick as ys
-    from bench.report import results
 
     names = pick(transport)
     pairs = clients_of(names, client)
@@ -146,8 +146,8 @@ def browser(
 
 
 async def _run(plans: list[Any], doc: dict[str, Any], out_dir: Path, shot: Path | None) -> None:
+    from bench import results
     from bench.browser import chromium, tabs
-    from bench.report import results
 
     doc["machine"]["chromium"] = None
     work = Path(tempfile.mkdtemp(prefix="tokenbench-browser-"))  # HAProxy configs, TLS keys

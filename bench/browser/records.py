@@ -9,7 +9,7 @@ Rules of this module:
   and never delivered), duplicated, out of order, wrong text.
 - A figure a tab could not give (its page never answered) is None, never 0; an entry's sum of
   it is None when any tab's is.
-- Latency is against each token's due time, into the loaders' histogram (bench/load/hist.py,
+- Latency is against each token's due time, into the loaders' histogram (bench/results/hist.py,
   microseconds).
 """
 
@@ -19,7 +19,7 @@ import itertools
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any, TypedDict
 
-from bench.load.hist import Histogram
+from bench.results.hist import Histogram
 from servers.core import Codec, ContractError, Stream
 
 if TYPE_CHECKING:

@@ -29,7 +29,7 @@ from bench.browser import chromium, native
 from bench.browser.origins import Origin
 from bench.browser.records import Baseline, entry, histogram, tab_record
 from bench.load import procstat
-from bench.load.hist import Histogram
+from bench.results.hist import Histogram
 
 OPEN_GAP_S = 0.1
 POLL_S = 0.25

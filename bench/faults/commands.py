@@ -55,11 +55,12 @@ def faults(
     deploy: dp.Deploy | None = None,
 ) -> None:
     """Reconnect recovery under faults: detection, reconnect and catch-up times, lost tokens."""
+    from bench import results
     from bench.faults import behind_lb
     from bench.faults import scenarios as fl
     from bench.load import cluster as cl
     from bench.load import yardstick as ys
-    from bench.report import results, tables
+    from bench.report import tables
 
     names = pick(transport)
     assert deploy is not None  # @dp.options() hands it in

@@ -38,7 +38,7 @@ from bench.deploy import Deploy
 from bench.faults import behind_lb
 from bench.faults.clientside import ClientsResult, FaultClients, Timeline, call
 from bench.faults.proxy import Fault
-from bench.load.hist import Histogram
+from bench.results.hist import Histogram
 from servers.base import ServerConfig
 from servers.core import Stream
 from servers.llm import LlmShape

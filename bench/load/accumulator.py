@@ -10,8 +10,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from bench.load.hist import Histogram
 from bench.load.messages import ERROR_CLASSES, LoaderReport
+from bench.results.hist import Histogram
 from clients.base import ReaderStats
 
 _TIMEOUTS = ("no response head in time", "silent connection")

@@ -168,6 +168,7 @@ def bench(
     deploy: dp.Deploy | None = None,
 ) -> None:
     """Drive transports with simulated users and write results.json (see docs/results-schema.md)."""
+    from bench import results
     from bench.load import cluster as cl
     from bench.load import knee
     from bench.load import yardstick as ys
@@ -177,10 +178,10 @@ def bench(
         config_doc,
         parse_duration,
         parse_steps,
-        rates_from,
     )
     from bench.load.run import TargetError, run_transport, server_cores
-    from bench.report import results, tables
+    from bench.report import tables
+    from bench.results.queries import rates_from
 
     names = pick(transport)
     assert deploy is not None  # @dp.options() hands it in

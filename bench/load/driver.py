@@ -14,9 +14,9 @@ from bench.load import procstat
 from bench.load.clock import ClockDoc
 from bench.load.config import BenchConfig
 from bench.load.fleet import LoadFleet
-from bench.load.hist import Histogram
 from bench.load.messages import LoaderReport
 from bench.load.window import Window
+from bench.results.hist import Histogram
 from servers.supervisor import Supervisor
 from servers.topology import Topology
 

@@ -23,7 +23,7 @@ from typing import Any
 
 import uvloop
 
-from bench.load.hist import Histogram
+from bench.results.hist import Histogram
 from clients.base import Reader
 from clients.http import HttpConnection
 from clients.sse_parser import SSEParser

@@ -20,11 +20,12 @@ from typing import Any
 
 import transports
 from bench.load import clock, hops, knee, procstat, ramp
-from bench.load.config import BenchConfig, Step, Variant
+from bench.load.config import BenchConfig, Step
 from bench.load.driver import Driver, ProgressFn
 from bench.load.fleet import Fleet, LoadFleet, on_cores, pin, tasks_outside
 from bench.load.messages import LoaderConfig
 from bench.load.window import ServerCost, StepSummary, Window, summarize
+from bench.results.queries import Variant
 from servers import gcpolicy
 from servers import metrics as server_metrics
 from servers.base import ServerConfig

@@ -13,8 +13,8 @@ from typing import Any, NotRequired, TypedDict
 
 from bench.load import procstat
 from bench.load.config import BenchConfig, Step
-from bench.load.hist import Histogram
 from bench.load.messages import COUNTS, ERROR_CLASSES, LoaderReport
+from bench.results.hist import Histogram
 
 SATURATED = 0.90  # a process group using this share of its cores is the bottleneck
 

@@ -33,11 +33,11 @@ import statistics
 import time
 from typing import Any
 
+from bench.results.machine import combine as combine  # measuring records; results read
 from servers.core import Codec
 
 REPEATS = 5
 MESSAGE = b"x" * 40
-SCHEMA = 1  # machine.yardstick.version
 
 
 def _cpu() -> tuple[float, float]:
@@ -114,73 +114,3 @@ def measure(cores: set[int] | None = None) -> dict[str, Any]:
         "cores": sorted(cores) if cores else None,
         "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-
-
-def _unit(c: dict[str, Any]) -> float:
-    """CPU of a reference token from one calibration: the fastest repeats'."""
-    return c["syscall_us"]["min"] + c["python_us"]["min"]
-
-
-def _wall(c: dict[str, Any]) -> float:
-    return c["wall_us"]["min"]
-
-
-def combine(before: dict[str, Any], after: dict[str, Any] | None) -> dict[str, Any]:
-    """``machine.yardstick``: both calibrations, the units used (their means), and the drift."""
-    done = [before] + ([after] if after else [])
-    unit = sum(map(_unit, done)) / len(done)
-    wall = sum(map(_wall, done)) / len(done)
-    drift = 0.0
-    if after:
-        drift = max(
-            abs(_unit(after) - _unit(before)) / unit, abs(_wall(after) - _wall(before)) / wall
-        )
-    return {
-        "version": SCHEMA,
-        "before": before,
-        "after": after,
-        "unit_us": round(unit, 4),
-        "wall_us": round(wall, 4),
-        "drift": round(drift, 4),
-        "drifted": drift > 0.10,
-        "reference_unit_us": REFERENCE_UNIT_US,
-        "reference_wall_us": REFERENCE_WALL_US,
-    }  # fmt: skip
-
-
-def of(doc: dict[str, Any]) -> dict[str, Any] | None:
-    """A document's yardstick, recomputed from its recorded calibrations (so every run is read
-    by the same rule, whenever it was written), or None."""
-    ys = doc.get("machine", {}).get("yardstick")
-    if not ys or not ys.get("before"):
-        return None
-    try:
-        return combine(ys["before"], ys.get("after"))
-    except (KeyError, TypeError):
-        return None
-
-
-# Normalised figures are stated for a machine whose reference token costs this much (CPU, and
-# wall time on an otherwise idle core): round numbers near this project's VM on a good day, so
-# that normalised and raw figures look alike.
-REFERENCE_UNIT_US = 5.0
-REFERENCE_WALL_US = 6.0
-
-
-def speed(doc: dict[str, Any]) -> float | None:
-    """How much more CPU this run's machine spent per unit of work than the reference (CPU per
-    token is divided by it), or None without a yardstick."""
-    ys = of(doc)
-    return None if ys is None else ys["unit_us"] / REFERENCE_UNIT_US
-
-
-def pace(doc: dict[str, Any]) -> float | None:
-    """How much longer this run's server cores took per unit of work than the reference's, in
-    wall time (users per core are multiplied by it), or None without a yardstick."""
-    ys = of(doc)
-    return None if ys is None else ys["wall_us"] / REFERENCE_WALL_US
-
-
-def drifted(doc: dict[str, Any]) -> bool:
-    ys = of(doc)
-    return bool(ys and ys["drifted"])

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bench.faults.behind_lb import SCENARIOS
+from bench.results.schema import LB_SCENARIOS as SCENARIOS
 
 Entry = dict[str, Any]
 

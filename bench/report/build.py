@@ -27,22 +27,22 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 import transports
-from bench.load import yardstick
-from bench.load.config import headline_runs
-from bench.load.hist import Histogram, bucket_bounds
-from bench.load.yardstick import REFERENCE_WALL_US
+from bench import results
 from bench.report import (
     behind_lb,
     browsers,
     figures,
     recovery,
-    results,
     ship,
     stats,
     variants,
     verdicts,
 )
 from bench.report.tables import faults_markdown, merge_faults
+from bench.results import machine as yardstick
+from bench.results.hist import Histogram, bucket_bounds
+from bench.results.machine import REFERENCE_WALL_US
+from bench.results.queries import headline_runs
 
 COLORS = {t.name: t.color for t in transports.all_transports()}
 NAMES = figures.NAMES
@@ -421,9 +421,9 @@ def _markdown(
     if steps:
         lines += [
             "", "## Capacity and cost", "",
-            "| transport | users | tok/s | p50 ms | p99 ms | goodput | lost | server ms / 1k tok "
-            "| KiB / conn | loadgen µs / tok | SLO | bottleneck |",
-            "|---|---|---|---|---|---|---|---|---|---|---|---|",
+            "| transport | users | tok/s | p50 ms | p99 ms | goodput | lost | unread | server ms "
+            "/ 1k tok | KiB / conn | loadgen µs / tok | SLO | bottleneck |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
         ]  # fmt: skip
         for t in ORDER:
             for st in steps.get(t, []):
@@ -434,6 +434,7 @@ def _markdown(
                     NAMES[t], f"{st['clients']:,}", f"{st['tokens_per_s']:,.0f}",
                     f"{st['latency_ms']['p50']:,.1f}", f"{st['latency_ms']['p99']:,.1f}",
                     "-" if st["goodput"] is None else str(st["goodput"]), str(st["lost"]),
+                    "-" if st.get("unread") is None else str(st["unread"]),
                     "-" if cpu is None else f"{cpu:.1f}", "-" if mem is None else f"{mem:.1f}",
                     str(gen["cpu_us_per_token"] or "-"), "held" if st["slo"]["held"] else "broke",
                     st["limited_by"] or "-",

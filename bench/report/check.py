@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-BROKEN = ("lost", "duplicated", "out_of_order", "wrong_text")
+BROKEN = ("lost", "unread", "duplicated", "out_of_order", "wrong_text")
 
 
 def problems_in(doc: dict[str, Any], min_goodput: float = 0.99) -> list[str]:

@@ -19,8 +19,8 @@ def report(
     ] = None,
 ) -> None:
     """Charts (PNG) and REPORT.md from results.json files; reads JSON only, never re-runs."""
+    from bench import results
     from bench.report import build as rp
-    from bench.report import results
 
     target = out or (paths[0] if paths[0].is_dir() else paths[0].parent)
     try:
@@ -39,9 +39,10 @@ def compare_runs(
 ) -> None:  # fmt: skip
     """Two runs side by side: verdicts, rankings and knees, normalised by each run's yardstick,
     with changes inside the noise flagged as such."""
-    from bench.load import yardstick
+    from bench import results
     from bench.report import compare as cmp
-    from bench.report import results, stats
+    from bench.report import stats
+    from bench.results import machine as yardstick
 
     try:
         docs_a, docs_b = results.load_all(a), results.load_all(b)
@@ -104,7 +105,7 @@ def check(
 ) -> None:
     """Exit 1 if a run broke a guarantee: tokens lost, duplicated or wrong, goodput too low,
     or a hardened client that did not recover from a fault. For CI."""
-    from bench.report import results
+    from bench import results
     from bench.report.check import problems_in
 
     problems = []
@@ -125,7 +126,8 @@ def faults_table(
     paths: Annotated[list[Path], typer.Argument(help="results.json files or run directories.")],
 ) -> None:
     """Print the fault results of one or more runs as a Markdown table (later runs win)."""
-    from bench.report import results, tables
+    from bench import results
+    from bench.report import tables
 
     try:
         rows = tables.merge_faults([results.load(path) for path in paths])
@@ -151,8 +153,8 @@ def plan(
     import dataclasses
     import json
 
+    from bench import results
     from bench.report import plan as pl
-    from bench.report import results
 
     if not (1 <= users <= 100_000_000 and 0 < rate <= 1000 and 1 <= node_cpus <= 1024
             and 0 < pod_cores <= 1024):  # fmt: skip

@@ -17,9 +17,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from bench.load.config import headline_runs
-from bench.load.yardstick import speed
 from bench.report import stats
+from bench.results.machine import speed
+from bench.results.queries import headline_runs
 
 # (label, getter, lower is better, noise threshold as a fraction, window key, CPU figure)
 METRICS: tuple[tuple[str, Any, bool, float, str | None, bool], ...] = (
@@ -78,7 +78,7 @@ def machine_ratio(a: dict[str, Any], b: dict[str, Any]) -> float | None:
 
 def mean_ratio(docs_a: list[dict[str, Any]], docs_b: list[dict[str, Any]],
                of: Any = speed) -> float | None:  # fmt: skip
-    """``machine_ratio`` over whole runs (with ``of=yardstick.pace``: its wall-time twin): the
+    """``machine_ratio`` over whole runs (with ``of=bench.results.machine.pace``: its wall-time twin): the
     mean over each run's documents, each measured before and after its own load."""
     va = [v for v in map(of, docs_a) if v is not None]
     vb = [v for v in map(of, docs_b) if v is not None]

@@ -14,12 +14,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import transports
-from bench.load.config import Variant, runs_of
-from bench.load.yardstick import drifted as machine_drifted
-from bench.load.yardstick import pace as machine_pace
-from bench.load.yardstick import speed as machine_speed
 from bench.report import stats
 from bench.report.stats import Interval
+from bench.results.machine import drifted as machine_drifted
+from bench.results.machine import pace as machine_pace
+from bench.results.machine import speed as machine_speed
+from bench.results.queries import Variant, runs_of
 
 USERS = 50_000
 RATE = 40.0
@@ -152,14 +152,14 @@ def _pooled(t: str, passes: list[tuple[dict[str, Any], dict[str, Any]]]) -> Knee
 
 def _fit(steps: list[dict[str, Any]]) -> tuple[float, float, float] | None:
     """The logistic fit of P(SLO held) over every step of every pass (bench.load.knee.fit)."""
-    from bench.load import knee
+    from bench.results.fit import fit
 
     counts: dict[int, list[int]] = {}
     for st in steps:
         c = counts.setdefault(st["clients"], [0, 0])
         c[0] += bool(st["slo"]["held"])
         c[1] += 1
-    return knee.fit([(n, h, r) for n, (h, r) in sorted(counts.items())])
+    return fit([(n, h, r) for n, (h, r) in sorted(counts.items())])
 
 
 def cpu_at_common_load(a: Knee, b: Knee) -> tuple[int, Interval, Interval] | None:

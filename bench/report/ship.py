@@ -23,9 +23,9 @@ from __future__ import annotations
 from typing import Any
 
 import transports
-from bench.faults.scenarios import SCENARIOS
 from bench.report import stats
 from bench.report.figures import NAMES, Knee, fleet, knees, memory
+from bench.results.schema import FAULT_SCENARIOS as SCENARIOS
 
 
 def _faults_of(faults: list[dict[str, Any]], t: str, mode: str) -> list[dict[str, Any]]:

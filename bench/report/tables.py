@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from bench.faults.scenarios import SCENARIOS
-from bench.load.config import variant_of
+from bench.results.queries import variant_of
+from bench.results.schema import FAULT_SCENARIOS as SCENARIOS
 
 
 def merge_faults(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -18,9 +18,9 @@ from typing import Any
 import matplotlib.pyplot as plt
 
 import transports
-from bench.load.config import Variant, variant_of
 from bench.report import figures, stats
 from bench.report.figures import NAMES, USERS
+from bench.results.queries import Variant, variant_of
 
 COLORS = {t.name: t.color for t in transports.all_transports()}
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from bench.load.config import Variant
 from bench.report import behind_lb, browsers, stats
 from bench.report.figures import (
     Knee,
@@ -23,6 +22,7 @@ from bench.report.figures import (
 )
 from bench.report.recovery import invisible, who
 from bench.report.stats import Interval
+from bench.results.queries import Variant
 from transports import STACKS
 
 
