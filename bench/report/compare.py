@@ -78,8 +78,8 @@ def machine_ratio(a: dict[str, Any], b: dict[str, Any]) -> float | None:
 
 def mean_ratio(docs_a: list[dict[str, Any]], docs_b: list[dict[str, Any]],
                of: Any = speed) -> float | None:  # fmt: skip
-    """``machine_ratio`` over whole runs (with ``of=bench.results.machine.pace``: its wall-time twin): the
-    mean over each run's documents, each measured before and after its own load."""
+    """``machine_ratio`` over whole runs (with ``of=bench.results.machine.pace``: its wall-time
+    twin): the mean over each run's documents, each measured before and after its own load."""
     va = [v for v in map(of, docs_a) if v is not None]
     vb = [v for v in map(of, docs_b) if v is not None]
     if not va or not vb:
