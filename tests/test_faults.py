@@ -132,6 +132,7 @@ def test_the_llm_schedule_owes_nothing_during_a_pause() -> None:
 
 
 def test_an_entry_from_before_unread_still_loads() -> None:
-    """The committed fixture predates ``unread``: it loads, and the field reads as not measured."""
+    """The committed fixture (schema version 1) predates ``unread``: it loads, upgraded, with
+    unread 0, since version 1's lost counted every token a client never received."""
     doc = results.load(Path(__file__).parent / "fixtures" / "faults.json")
-    assert doc["faults"] and all(e.get("unread") is None for e in doc["faults"])
+    assert doc["faults"] and all(e["unread"] == 0 for e in doc["faults"])
