@@ -4,6 +4,8 @@ must come out the same, so a change to a rule rebuilds them in the same commit
 
 from __future__ import annotations
 
+import json
+import re
 from pathlib import Path
 
 import pytest
@@ -38,3 +40,14 @@ def test_the_readme_quotes_what_to_ship_as_the_baseline_report_says_it() -> None
     quoted = quoted.split("\n> ", 1)[1].split("\n", 1)[0]
     report = (ROOT / "results/20261201-222029/report/REPORT.md").read_text()
     assert f"\n{quoted}\n" in report
+
+
+def test_results_readme_names_every_run_from_a_dirty_tree() -> None:
+    dirty = set()
+    for path in ROOT.glob("results/**/results.json"):
+        git = json.loads(path.read_text())["machine"].get("git") or {}
+        if git.get("dirty"):
+            dirty.add(str(path.parent.relative_to(ROOT)))
+    text = (ROOT / "results" / "README.md").read_text()
+    listed = set(re.findall(r"^- `(results/[^`]+)/` \(commit", text, re.M))
+    assert listed == dirty

@@ -82,19 +82,19 @@ def rows_md(es: list[Entry]) -> list[str]:
              "(10 ms clock ticks over the tokens of the run). Native beside: the same server "
              "read afterwards by as many native clients (gRPC: grpcio), same tokens and rate: "
              "what the web front's translation costs.", "",
-             "| client | page | HTTP | fault | tabs | tok/s per tab | read all | lost | dup | "
-             "out of order | p50 ms | p99 ms | reconnects | renderer µs / tok "
+             "| client | page | HTTP | fault | tabs | tok/s per tab | read all | lost | unread "
+             "| dup | out of order | p50 ms | p99 ms | reconnects | renderer µs / tok "
              "| JS heap MiB | server µs / tok | native beside: server µs / tok |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+             "|---" * 18 + "|"]  # fmt: skip
     for e in es:
         lat = e["latency_ms"]
         has = bool(lat.get("count"))
         heap = e["js_heap_bytes"] / 2**20 if e["js_heap_bytes"] else None
         cells = [e["client"], e["page"], e["network"], e["fault"], str(e["tabs"]),
-                 f"{e['rate']:g}", f"{e['tabs_read_all']}/{e['tabs']}", str(e["lost"]),
-                 str(e["duplicated"]), str(e["out_of_order"]),
+                 f"{e['rate']:g}", f"{e['tabs_read_all']}/{e['tabs']}", _f(e["lost"]),
+                 _f(e.get("unread")), _f(e["duplicated"]), _f(e["out_of_order"]),
                  _f(lat.get("p50") if has else None, 1), _f(lat.get("p99") if has else None, 1),
-                 str(e["reconnects"]), _f(e["renderer_us_per_token"]), _f(heap, 1),
+                 _f(e["reconnects"]), _f(e["renderer_us_per_token"]), _f(heap, 1),
                  _f(e["server_cpu_us_per_token"]),
                  _f((e.get("native") or {}).get("server_cpu_us_per_token"))]  # fmt: skip
         lines.append("| " + " | ".join(cells) + " |")
@@ -167,7 +167,8 @@ def verdicts(es: list[Entry]) -> list[dict[str, str]]:
             "without a proxy, gRPC-Web from the gRPC server's own process (servers/grpcweb.py) "
             "left tabs short: " + "; ".join(
                 f"{e['tabs'] - e['tabs_read_all']} of {e['tabs']} tabs did not read every token "
-                f"({e['lost']} lost, {_f(e.get('unread')).replace('-', 'not measured')} "
+                f"({_f(e['lost']).replace('-', 'not measured')} lost, "
+                f"{_f(e.get('unread')).replace('-', 'not measured')} "
                 f"unread, network {e['network']})"
                 for e in short))  # fmt: skip
     elif grpc_web:

@@ -309,6 +309,7 @@ def _fleet_md(docs: list[dict[str, Any]]) -> list[str]:
             f"{r['mem_per_conn_kib']} KiB ({r['memory_measured_at']:,})"
             + (" (unstable)" if r["mem_unstable"] else ""))  # fmt: skip
         held = f"{r['held_runs'][0]}/{r['held_runs'][1]}" + (
+            " **(server over its cores)**" if r["cpu_over_cores"] else "") + (
             " (unstable)" if r["knee_unstable"] else "") + (
             " (unsettled)" if r["settled"] is False else "")  # fmt: skip
         f = r["fit_per_core"]
@@ -319,6 +320,17 @@ def _fleet_md(docs: list[dict[str, Any]]) -> list[str]:
                    f"{' (machine drifted)' if r['machine_drifted'] else ''} | {cores_txt} | "
                    f"{_iv(r['cpu_us_per_token'], 1)} | {r['cpu_ratio_knee_to_half'] or '-'} | "
                    f"{mem} | {at} |")  # fmt: skip
+    return out
+
+
+def _slo(st: dict[str, Any]) -> str:
+    """held or broke, and what it did not check: a window without a time-to-first-token sample
+    (the TTFT part not measured), a server that used more CPU than its cores (pinning leaked)."""
+    out = "held" if st["slo"]["held"] else "broke"
+    if st["slo"]["held"] and not st["ttft_ms"].get("count"):
+        out += " (no TTFT sample)"
+    if st["server"].get("cpu_over_cores"):
+        out += " **(server over its cores)**"
     return out
 
 
@@ -436,7 +448,7 @@ def _markdown(
                     "-" if st["goodput"] is None else str(st["goodput"]), str(st["lost"]),
                     "-" if st.get("unread") is None else str(st["unread"]),
                     "-" if cpu is None else f"{cpu:.1f}", "-" if mem is None else f"{mem:.1f}",
-                    str(gen["cpu_us_per_token"] or "-"), "held" if st["slo"]["held"] else "broke",
+                    str(gen["cpu_us_per_token"] or "-"), _slo(st),
                     st["limited_by"] or "-",
                 ]  # fmt: skip
                 lines.append("| " + " | ".join(cells) + " |")

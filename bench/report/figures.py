@@ -50,6 +50,22 @@ class Knee:
     fit: tuple[float, float, float] | None = None  # users at 50 % held, and its 95 % interval
 
     @property
+    def over_cores(self) -> bool | None:
+        """A step at the knee whose server used more CPU than its cores (pinning leaked: the
+        capacity per core is inflated); None when no step checked."""
+        seen = [s["server"].get("cpu_over_cores") for s in self.steps
+                if s["clients"] == self.clients]  # fmt: skip
+        known = [v for v in seen if v is not None]
+        return any(known) if known else None
+
+    @property
+    def threads(self) -> str:
+        """Whether every server thread stayed on the server's cores, in words."""
+        if self.escaped_threads is None:
+            return "not checked"
+        return "yes" if not self.escaped_threads else f"**{self.escaped_threads} escaped**"
+
+    @property
     def unstable(self) -> bool:
         """The edges were not unanimous: the knee held in only some of its runs, or the first
         break held in some of its. The capacity is then within a step's noise."""
@@ -144,10 +160,21 @@ def _pooled(t: str, passes: list[tuple[dict[str, Any], dict[str, Any]]]) -> Knee
         stats.of(windows(at, "p99_ms")), harness,
         statistics.fmean(speeds) if speeds else None, statistics.fmean(paces) if paces else None,
         steps, at[-1], any(map(machine_drifted, docs)),
-        None if any(kd.get("settled") is None for kd in kds) else all(kd["settled"] for kd in kds),
+        _settled(kds, held, broke),
         None if None in escaped else sum(escaped),  # type: ignore[arg-type]
         len(kds), _fit(steps),
     )  # fmt: skip
+
+
+def _settled(kds: list[dict[str, Any]], held: int, broke: int | None) -> bool | None:
+    """Every pass settled its bracket, and their hull [held, broke) is as narrow as the passes
+    aimed at: passes that disagree by more leave the pooled knee unsettled. None: a pass from
+    before the search said."""
+    if any(kd.get("settled") is None for kd in kds):
+        return None
+    targets = [kd.get("target_ratio") for kd in kds]
+    narrow = broke is not None and None not in targets and broke <= held * max(targets) + 1
+    return all(kd["settled"] for kd in kds) and (len(kds) == 1 or narrow)
 
 
 def _fit(steps: list[dict[str, Any]]) -> tuple[float, float, float] | None:
@@ -266,6 +293,8 @@ def fleet(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "broke_runs": list(knee.broke_runs) if knee.broke_runs else None,
             "settled": knee.settled,
             "passes": knee.passes,
+            "threads_on_cores": knee.threads,
+            "cpu_over_cores": knee.over_cores,
             "fit_per_core": None if knee.fit is None else [
                 round(v * per_core.lo / knee.clients, 1) for v in knee.fit],
             "knee_unstable": knee.unstable,

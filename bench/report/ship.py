@@ -127,7 +127,7 @@ def _caveats(
     unsettled = [NAMES[t] for t in group if k[t].settled is False]
     if unsettled:
         out.append(f"the knee bracket of {' and '.join(unsettled)} is unsettled (wider than the "
-                   f"search's target)")  # fmt: skip
+                   f"search's target, or its passes disagree by more)")  # fmt: skip
     unstable = [NAMES[t] for t in group if k[t].unstable]
     if unstable:
         out.append(f"the knee of {' and '.join(unstable)} is unstable (its edges split between "
@@ -136,6 +136,10 @@ def _caveats(
     if single:
         out.append(f"the knee of {' and '.join(single)} is one pass of the search: how far a "
                    f"second pass would move it is not in its interval")  # fmt: skip
+    over = [NAMES[t] for t in group if k[t].over_cores]
+    if over:
+        out.append(f"at the knee of {' and '.join(over)} the server used more CPU than its "
+                   f"cores: its users per core are inflated")  # fmt: skip
     loose = [NAMES[t] for t in group if k[t].escaped_threads != 0]
     if loose:
         out.append(

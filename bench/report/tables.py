@@ -29,14 +29,15 @@ def faults_markdown(entries: list[dict[str, Any]]) -> str:
         return "never" if d["p50"] is None else f"{d['p50']:,.0f} / {d['max']:,.0f}"
 
     rows = [
-        "| scenario | transport | mode | detection | reconnect | catch-up | lost | dup | "
+        "| scenario | transport | mode | detection | reconnect | catch-up | lost | unread | dup | "
         "unrecovered | user saw | pass |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for e in entries:
         rows.append(
             f"| {e['scenario']} | {e['transport']} | {e['mode']} | {ms(e['detection_ms'])} | "
-            f"{ms(e['reconnect_ms'])} | {ms(e['catchup_ms'])} | {e['lost']} | {e['duplicated']} | "
+            f"{ms(e['reconnect_ms'])} | {ms(e['catchup_ms'])} | {e['lost']} | "
+            f"{'-' if e.get('unread') is None else e['unread']} | {e['duplicated']} | "
             f"{e['unrecovered']}/{e['clients']} | {e['user_saw']} | "
             f"{'yes' if e['passed'] else '**no**'} |"
         )

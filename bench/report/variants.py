@@ -47,7 +47,7 @@ def stacks_md(docs: list[dict[str, Any]]) -> list[str]:
                 f"{_iv(knee.users_per_core.doc(1))} | {_iv(norm.doc(1) if norm else None)} | "
                 f"{_iv(knee.cpu_us_per_token.doc(2) if knee.cpu_us_per_token else None, 1)} | "
                 f"{'-' if mem is None else f'{mem[1].mean / 1024:.1f} KiB ({mem[0]:,})'} | "
-                f"{'-' if gen is None else f'{gen.mean:.1f}'} |"
+                f"{'-' if gen is None else f'{gen.mean:.1f}'} | {knee.threads} |"
             )
     if not any("| stock |" not in r for r in rows):
         return []
@@ -60,8 +60,8 @@ def stacks_md(docs: list[dict[str, Any]]) -> list[str]:
         "Users per core is the knee bracket at the run's rate; CPU per "
         "token is at the knee. Memory per connection is at the most connections each measured.",
         "", "| transport | stack | users per core (knee) | normalised | server CPU µs / token "
-        "| memory per connection (at) | loadgen µs / token |",
-        "|---|---|---|---|---|---|---|", *rows,
+        "| memory per connection (at) | loadgen µs / token | server threads on its cores |",
+        "|---|---|---|---|---|---|---|---|", *rows,
     ]  # fmt: skip
 
 

@@ -58,7 +58,8 @@ def _edge(k: Knee) -> str:
         out += ", nothing above it broke (at least that)"
     if k.passes > 1:
         out += f" over {k.passes} passes (the hull of their brackets)"
-    return out + ("; its bracket is unsettled (wider than the search's target)"
+    return out + ("; its bracket is unsettled (wider than the search's target, or its passes "
+                  "disagree by more)"
                   if k.settled is False else "")  # fmt: skip
 
 
