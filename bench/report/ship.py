@@ -20,6 +20,7 @@ The rule:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import transports
@@ -110,6 +111,28 @@ def _cost(r: dict[str, Any]) -> str:
     return f"{name} needs {c['lo']:g} to {c['hi']:g} server cores{mem}"
 
 
+# What a knee in the group can lack, and how the paragraph says it ({} is the transports).
+_KNEE_CAVEATS: tuple[tuple[Callable[[Knee], bool], str], ...] = (
+    (lambda n: n.harness_bound,
+     "the knee of {} was bounded by the load generator: its capacity is at least that"),
+    (lambda n: n.settled is False,
+     "the knee bracket of {} is unsettled (wider than the search's target, or its passes "
+     "disagree by more)"),
+    (lambda n: n.unstable, "the knee of {} is unstable (its edges split between runs)"),
+    (lambda n: n.passes < 2,
+     "the knee of {} is one pass of the search: how far a second pass would move it is not in "
+     "its interval"),
+    (lambda n: bool(n.over_cores),
+     "at the knee of {} the server used more CPU than its cores: its users per core are "
+     "inflated"),
+    (lambda n: n.escaped_threads != 0,
+     "the knee run of {} did not check that every server thread stayed on the server's cores "
+     "(runs before that check, or threads that escaped: a threaded server may have used the "
+     "load generator's core)"),
+    (lambda n: n.drifted, "the machine changed speed during the knee run of {}"),
+)  # fmt: skip
+
+
 def _caveats(
     docs: list[dict[str, Any]], faults: list[dict[str, Any]],
     lb_faults: list[dict[str, Any]] | None, browser: list[dict[str, Any]] | None,
@@ -120,36 +143,10 @@ def _caveats(
     not_run = [s for s in SCENARIOS if s not in ran]
     if not_run:
         out.append(f"fault scenarios not run: {', '.join(not_run)}")
-    bound = [NAMES[t] for t in group if k[t].harness_bound]
-    if bound:
-        out.append(f"the knee of {' and '.join(bound)} was bounded by the load generator: its "
-                   f"capacity is at least that")  # fmt: skip
-    unsettled = [NAMES[t] for t in group if k[t].settled is False]
-    if unsettled:
-        out.append(f"the knee bracket of {' and '.join(unsettled)} is unsettled (wider than the "
-                   f"search's target, or its passes disagree by more)")  # fmt: skip
-    unstable = [NAMES[t] for t in group if k[t].unstable]
-    if unstable:
-        out.append(f"the knee of {' and '.join(unstable)} is unstable (its edges split between "
-                   f"runs)")  # fmt: skip
-    single = [NAMES[t] for t in group if k[t].passes < 2]
-    if single:
-        out.append(f"the knee of {' and '.join(single)} is one pass of the search: how far a "
-                   f"second pass would move it is not in its interval")  # fmt: skip
-    over = [NAMES[t] for t in group if k[t].over_cores]
-    if over:
-        out.append(f"at the knee of {' and '.join(over)} the server used more CPU than its "
-                   f"cores: its users per core are inflated")  # fmt: skip
-    loose = [NAMES[t] for t in group if k[t].escaped_threads != 0]
-    if loose:
-        out.append(
-            f"the knee run of {' and '.join(loose)} did not check that every server "
-            f"thread stayed on the server's cores (runs before that check, or threads "
-            f"that escaped: a threaded server may have used the load generator's core)"
-        )
-    drifted = [NAMES[t] for t in group if k[t].drifted]
-    if drifted:
-        out.append(f"the machine changed speed during the knee run of {' and '.join(drifted)}")
+    for flagged, text in _KNEE_CAVEATS:  # each: the knees it holds for, named in the text
+        names = " and ".join(NAMES[t] for t in group if flagged(k[t]))
+        if names:
+            out.append(text.format(names))
     unmeasured = [] if browser else ["real browsers"]
     if not lb_faults:
         unmeasured.insert(0, "a load balancer with several backends and a shared replay log")
