@@ -220,6 +220,19 @@ def whole_runs(docs_a: list[dict[str, Any]], docs_b: list[dict[str, Any]]) -> di
     return {"claims": claims, "rankings": rankings, "ship": ship_ab}
 
 
+def flipped(whole: dict[str, Any]) -> list[str]:
+    """What flipped between two runs (``whole_runs``), one line each: a verdict, a ranking (an
+    order both runs are sure of, reversed), what to ship."""
+    out = [f"verdict {c['claim']}: {c['a']} / {c['b']}" for c in whole["claims"] if not c["same"]]
+    out += [f"ranking {r['figure']}: {', '.join(r['flips'])}" for r in whole["rankings"]
+            if r["flips"]]  # fmt: skip
+    sh = whole["ship"]
+    if not sh["same"]:
+        names = lambda g: " or ".join(g) or "none named"  # noqa: E731
+        out.append(f"what to ship: {names(sh['a'])} / {names(sh['b'])}")
+    return out
+
+
 def _order(figures: dict[str, stats.Interval], lower_is_better: bool) -> list[str]:
     """Best first."""
     return sorted(figures, key=lambda t: figures[t].mean, reverse=not lower_is_better)
