@@ -34,14 +34,6 @@ def test_a_committed_report_is_what_the_code_makes_of_its_runs(
     )
 
 
-def test_the_readme_quotes_what_to_ship_as_the_baseline_report_says_it() -> None:
-    readme = (ROOT / "README.md").read_text()
-    quoted = readme.split("What to ship, as the baseline's report computes it", 1)[1]
-    quoted = quoted.split("\n> ", 1)[1].split("\n", 1)[0]
-    report = (ROOT / "results/20261201-222029/report/REPORT.md").read_text()
-    assert f"\n{quoted}\n" in report
-
-
 def test_results_readme_names_every_run_from_a_dirty_tree() -> None:
     dirty = set()
     for path in ROOT.glob("results/**/results.json"):
