@@ -228,6 +228,9 @@ BASELINE := results/20261201-222029
 report: $(READY)  ## rebuild the committed baseline's REPORT.md and charts from its JSON
 	$(TB) report $(BASELINE)/knee $(BASELINE)/hold-50k $(BASELINE)/faults --out $(BASELINE)/report
 
+readme: $(READY)  ## rewrite the generated tables of README.md and docs/findings.md from the committed runs
+	$(BIN)/python -m bench.report.excerpt
+
 idle-memory: $(READY)  ## server RSS per idle open connection, per transport
 	$(TB) idle-memory --connections 5000
 
