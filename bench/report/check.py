@@ -168,6 +168,6 @@ def regressions(
                 fails.append(f"{text}, worse by more than {max_regression:.0%} beyond both "
                              f"intervals{flag}")  # fmt: skip
             elif worse > max_regression:
-                notes.append(f"{text}: over {max_regression:.0%} worse at the means, within the "
-                             f"intervals' noise{flag}")  # fmt: skip
+                notes.append(f"{text}: over {max_regression:.0%} worse at the means, not beyond "
+                             f"both intervals{flag}")  # fmt: skip
     return fails, notes
