@@ -1,36 +1,29 @@
-"""``tokenbench report RUN...``: charts (PNG) and REPORT.md from results.json files.
+"""``tokenbench report RUN...``: REPORT.md and its charts (PNG) from results.json files.
 
 Reporting only reads JSON, never re-runs anything. It takes any mix of bench runs (knee steps,
-holds) and fault runs. Each chart is one question:
+holds) and fault runs. The report is read the evening before the meeting, in this order:
 
-- p99 latency against users, per transport;
-- goodput against users;
-- server CPU per 1,000 tokens;
-- server memory per connection;
-- requests per second;
-- bytes on the wire per token;
-- the time-to-first-token distribution;
-- reconnect recovery per fault scenario.
-
-A step whose load generator was the bottleneck is drawn hollow, because it bounds the harness,
-not the server.
+1. a short header (runs, machine, yardstick);
+2. the decision in three bullets, each computed: what to ship and why (bench.report.ship), the
+   strongest verdict, the main caveat and the noise;
+3. the headline chart: server cores for 50,000 users at 40 tok/s (bench.report.charts_fleet);
+4. the verdicts, then the charts, one workload per axis (bench.report.charts);
+5. the detail: what to ship in full, the fleet, the 50,000-user holds, stacks, recovery, the
+   runs; and last every step (the appendix).
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
-
-import transports
 from bench import results
 from bench.report import (
     behind_lb,
     browsers,
+    charts,
+    charts_fleet,
     figures,
     recovery,
     ship,
@@ -38,167 +31,54 @@ from bench.report import (
     variants,
     verdicts,
 )
-from bench.report.tables import faults_markdown, merge_faults
+from bench.report.charts_recovery import faults_chart
+from bench.report.tables import (
+    GOODPUT,
+    faults_markdown,
+    holds_md,
+    merge_faults,
+    short_of_users,
+    steps_md,
+)
 from bench.results import machine as yardstick
-from bench.results.hist import Histogram, bucket_bounds
 from bench.results.machine import REFERENCE_WALL_US
-from bench.results.queries import headline_runs
 
-COLORS = {t.name: t.color for t in transports.all_transports()}
 NAMES = figures.NAMES
-ORDER = transports.names()  # a transport the registry does not know is not drawn
 
 
-def _steps(docs: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
-    """Every measured step per transport, over all bench runs (each tagged with its run)."""
-    out: dict[str, list[dict[str, Any]]] = {}
-    for k, doc in enumerate(docs):
-        rate = doc["config"].get("rate")
-        for run in headline_runs(doc):
-            for st in run["steps"]:
-                out.setdefault(run["transport"], []).append({**st, "_run": k, "_rate": rate})
-    return {t: sorted(s, key=lambda st: (st["_run"], st["clients"])) for t, s in out.items()}
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None else seconds * 1000
 
 
-def _line_chart(
-    steps: dict[str, list[dict[str, Any]]], value: Any, ylabel: str, title: str, path: Path,
-    log_y: bool = False, hline: float | None = None,
-) -> Path:  # fmt: skip
-    fig, ax = plt.subplots(figsize=(7.5, 4.5), dpi=110)
-    markers = "osD^v"
-    for t in ORDER:
-        runs = sorted({st["_run"] for st in steps.get(t, [])})
-        for n, k in enumerate(runs):  # one line per run: different rates are not one curve
-            pts = [
-                (st["clients"], value(st), st.get("limited_by") == "loadgen")
-                for st in steps[t]
-                if st["_run"] == k
-            ]
-            pts = [p for p in pts if p[1] is not None]
-            if not pts:
-                continue
-            label = NAMES[t] if n == 0 else None
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], "-", color=COLORS[t], label=label)
-            for x, y, harness in pts:
-                face = "white" if harness else COLORS[t]
-                ax.plot(x, y, markers[n % 5], color=COLORS[t], markerfacecolor=face)
-    rates = [r for r in dict.fromkeys(st["_rate"] for s in steps.values() for st in s)]
-    if len(rates) > 1:
-        shapes = ", ".join(f"{markers[i % 5]}: {r:g} tok/s" for i, r in enumerate(rates))
-        ax.text(0.99, 0.02, shapes, transform=ax.transAxes, ha="right", fontsize=8)
-    if hline is not None:
-        ax.axhline(hline, color="grey", linestyle="--", linewidth=1)
-    ax.set_xscale("log")
-    if log_y:
-        ax.set_yscale("log")
-    ax.set_xlabel("concurrent users")
-    ax.set_ylabel(ylabel)
-    ax.set_title(title)
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend()
-    fig.text(0.01, 0.01, "hollow: the load generator was the bottleneck", fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
-
-
-def _bar_chart(values: dict[str, float], ylabel: str, title: str, path: Path) -> Path:
-    fig, ax = plt.subplots(figsize=(6.5, 4), dpi=110)
-    names = [t for t in ORDER if values.get(t) is not None]
-    bars = ax.bar([NAMES[t] for t in names], [values[t] for t in names],
-                  color=[COLORS[t] for t in names])  # fmt: skip
-    ax.bar_label(bars, fmt="%.1f")
-    ax.set_ylabel(ylabel)
-    ax.set_title(title)
-    ax.grid(True, axis="y", alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
-
-
-def _largest(steps: list[dict[str, Any]], key: Any) -> float | None:
-    """The figure at the most users that has it (memory per connection: the biggest scale)."""
-    for st in sorted(steps, key=figures.scale_of, reverse=True):
-        v = key(st)
-        if v is not None:
-            return v
-    return None
-
-
-def _ttft_chart(steps: dict[str, list[dict[str, Any]]], path: Path) -> Path:
-    fig, ax = plt.subplots(figsize=(7.5, 4.5), dpi=110)
-    for t in ORDER:
-        held = [st for st in steps.get(t, []) if st["slo"]["held"]] or steps.get(t, [])
-        if not held:
-            continue
-        st = held[-1]  # the busiest step that held the SLO
-        hist = Histogram.from_json(st["histograms"]["ttft_us"])
-        if not hist.count:
-            continue
-        xs, ys, seen = [], [], 0
-        for i, n in enumerate(hist.counts):
-            if n:
-                seen += n
-                xs.append(bucket_bounds(i)[1] / 1000)
-                ys.append(seen / hist.count)
-        ax.step(xs, ys, where="post", color=COLORS[t], label=f"{NAMES[t]} ({st['clients']} users)")
-    ax.set_xscale("log")
-    ax.set_xlabel("time to first token, ms (POST sent to first token)")
-    ax.set_ylabel("share of answers")
-    ax.set_title("Time to first token")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
-
-
-def _faults_chart(entries: list[dict[str, Any]], path: Path) -> Path:
-    scenarios = list(dict.fromkeys(e["scenario"] for e in entries))
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.8), dpi=110, sharey=True)
-    for ax, mode in zip(axes, ("default", "hardened"), strict=True):
-        width = 0.2
-        for k, t in enumerate(ORDER):
-            xs, ys, fails, partial = [], [], [], []
-            for i, sc in enumerate(scenarios):
-                e = next((e for e in entries if (e["scenario"], e["transport"], e["mode"])
-                          == (sc, t, mode)), None)  # fmt: skip
-                if e is None:
-                    continue
-                phases = [e[k2]["p50"] for k2 in ("detection_ms", "reconnect_ms", "catchup_ms")]
-                x = i + (k - 1.5) * width
-                if e["unrecovered"]:
-                    fails.append(x)
-                    continue
-                xs.append(x)
-                ys.append(max(sum(v for v in phases if v is not None), 1) / 1000)
-                if None in phases:  # a phase never seen: the bar is a lower bound
-                    partial.append((x, ys[-1]))
-            ax.bar(xs, ys, width, color=COLORS[t], label=NAMES[t])
-            for x in fails:
-                ax.text(x, 0.0012, "✗", color=COLORS[t], ha="center", fontsize=11)
-            for x, y in partial:
-                ax.text(x, y * 1.15, "+?", color=COLORS[t], ha="center", fontsize=8)
-        ax.set_xticks(range(len(scenarios)), scenarios, rotation=35, ha="right")
-        ax.set_yscale("log")
-        ax.set_ylim(0.001, 100)
-        ax.set_title(f"{mode} clients")
-        ax.grid(True, axis="y", alpha=0.3)
-    axes[0].set_ylabel("fault to live again, s (p50: detect + reconnect + catch up)")
-    axes[1].legend(fontsize=8)
-    fig.text(
-        0.01, 0.01,
-        "✗: streams not recovered within the run's window.  +?: a phase never seen (no live "
-        "token after the resume): at least the bar.  latency and slow-reader drop nothing: no bar.",
-        fontsize=8,
-    )  # fmt: skip
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+def _step_charts(steps: charts.Steps, slo: dict[str, Any], out: Path) -> list[tuple[str, Path]]:
+    """The charts of the steps at one workload (bench.report.charts)."""
+    p99 = ((slo["p99_ms"], f"SLO: p99 at most {slo['p99_ms']:g} ms", "--"),)
+    good = (
+        (1.0, "delivered = due (above: a stall caught up)", ":"),
+        (slo["min_goodput"], f"SLO: goodput at least {slo['min_goodput']:g}", "--"),
+    )
+    return [
+        ("p99 token latency", charts.line_chart(
+            steps, lambda s: s["latency_ms"]["p99"], lambda w: w.get("p99_ms"),
+            "p99 latency against due time, ms", "p99 token latency", out / "latency_p99.png",
+            log_y=True, lines=p99)),
+        ("goodput", charts.line_chart(
+            steps, lambda s: s["goodput"], lambda w: w.get("goodput"),
+            "tokens delivered / due in the window", "Goodput", out / "goodput.png", lines=good)),
+        ("server CPU per 1,000 tokens", charts.line_chart(
+            steps, lambda s: _ms(s["server"]["cpu_s_per_1k_tokens"]),
+            lambda w: _ms(w.get("cpu_s_per_1k_tokens")), "server CPU ms per 1,000 tokens",
+            "Server CPU per 1,000 tokens", out / "cpu_per_1k.png", log_y=True)),
+        ("requests per second", charts.line_chart(
+            steps, lambda s: s["requests_per_s"] or None, lambda w: w.get("requests_per_s") or None,
+            "HTTP requests and RPCs per second", "Requests per second", out / "requests.png",
+            log_y=True)),
+        ("bytes per token", charts.bar_chart(
+            {t: charts.largest(s, lambda st: st["wire_bytes_per_token"]) for t, s in steps.items()},
+            "bytes (both directions, all framing)",
+            "Bytes on the wire per token (the most users measured)", out / "wire_bytes.png")),
+        ("time to first token", charts.ttft_chart(steps, out / "ttft.png")),
+    ]  # fmt: skip
 
 
 def build(paths: list[Path], out: Path) -> Path:
@@ -207,40 +87,26 @@ def build(paths: list[Path], out: Path) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     bench_docs, _ = behind_lb.split_docs([d for d in docs if d.get("runs")])
     faults, lb_faults = behind_lb.split(merge_faults(docs))
-    steps = _steps(bench_docs)
-    charts: list[tuple[str, Path]] = []
-    if steps:
-        slo = bench_docs[0]["config"].get("slo_ms", 250)
-        charts += [
-            ("p99 token latency", _line_chart(steps, lambda s: s["latency_ms"]["p99"],
-             "p99 latency against due time, ms", "p99 token latency", out / "latency_p99.png",
-             log_y=True, hline=slo)),
-            ("goodput", _line_chart(steps, lambda s: s["goodput"], "tokens delivered / due",
-             "Goodput", out / "goodput.png")),
-            ("server CPU per 1,000 tokens", _line_chart(
-             steps, lambda s: _ms(s["server"]["cpu_s_per_1k_tokens"]),
-             "server CPU ms per 1,000 tokens", "Server CPU per 1,000 tokens",
-             out / "cpu_per_1k.png", log_y=True)),
-            ("requests per second", _line_chart(steps, lambda s: s["requests_per_s"] or None,
-             "HTTP requests and RPCs per second", "Requests per second", out / "requests.png",
-             log_y=True)),
-            ("memory per connection", _bar_chart(
-             {t: _kib(_largest(s, lambda st: st["server"]["mem_per_conn_bytes"]))
-              for t, s in steps.items()},
-             "KiB", "Server memory per connection (largest scale measured)",
-             out / "memory_per_connection.png")),
-            ("bytes per token", _bar_chart(
-             {t: _largest(s, lambda st: st["wire_bytes_per_token"]) for t, s in steps.items()},
-             "bytes (both directions, all framing)", "Bytes on the wire per token",
-             out / "wire_bytes.png")),
-            ("time to first token", _ttft_chart(steps, out / "ttft.png")),
-        ]  # fmt: skip
+    steps = charts.steps_of(bench_docs)
+    rate = charts.workload(steps)
+    drawn, others = charts.at_rate(steps, rate)
+    headline = None
+    if rows := charts_fleet.cores_rows(bench_docs):
+        headline = charts_fleet.cores_chart(rows, out / "server_cores.png")
+    found: list[tuple[str, Path | None]] = []
+    if drawn:
+        cfg = bench_docs[0]["config"]
+        slo = {"p99_ms": cfg.get("slo_ms", 250), "min_goodput": cfg.get("min_goodput", 0.99)}
+        found += _step_charts(drawn, slo, out)
+    if bench_docs:
+        found.append(("memory per connection", charts_fleet.memory_chart(
+            bench_docs, out / "memory_per_connection.png")))  # fmt: skip
     if faults:
-        charts.append(("reconnect recovery", _faults_chart(faults, out / "faults.png")))
-    if (flush := variants.flush_chart(variants.flush_points(bench_docs), out)) is not None:
-        charts.append(("tokens per write", flush))
+        found.append(("reconnect recovery", faults_chart(faults, out / "faults.png")))
+    found.append(("tokens per write", variants.flush_chart(variants.flush_points(bench_docs), out)))
+    made = [(title, path) for title, path in found if path is not None]
     report = out / "REPORT.md"
-    text = _markdown(docs, steps, faults, charts, out, lb_faults)
+    text = _markdown(docs, steps, (rate, others), faults, made, headline, out, lb_faults)
     report.write_text(text + f"\n{SOURCES}{' '.join(_shown(p) for p in paths)}`\n")
     return report
 
@@ -323,17 +189,6 @@ def _fleet_md(docs: list[dict[str, Any]]) -> list[str]:
     return out
 
 
-def _slo(st: dict[str, Any]) -> str:
-    """held or broke, and what it did not check: a window without a time-to-first-token sample
-    (the TTFT part not measured), a server that used more CPU than its cores (pinning leaked)."""
-    out = "held" if st["slo"]["held"] else "broke"
-    if st["slo"]["held"] and not st["ttft_ms"].get("count"):
-        out += " (no TTFT sample)"
-    if st["server"].get("cpu_over_cores"):
-        out += " **(server over its cores)**"
-    return out
-
-
 def _gib(n: int | None) -> str:
     return "memory not measured" if n is None else f"{n / 2**30:.0f} GiB"
 
@@ -395,77 +250,186 @@ def _clocks_md(docs: list[dict[str, Any]]) -> list[str]:
     return ["", "Clocks (bench/load/clock.py), per run:", "", *out] if out else []
 
 
-def _ms(seconds: float | None) -> float | None:
-    return None if seconds is None else seconds * 1000
+def _yardstick_short(docs: list[dict[str, Any]]) -> str:
+    """Each run's speed against the reference machine, and a drift where there was one."""
+    out = []
+    for d in docs:
+        ys = yardstick.of(d)
+        if not ys:
+            out.append(f"`{d['run_id']}` not measured")
+            continue
+        drift = (
+            f" (**its speed changed {ys['drift']:.0%} during the run**)" if ys["drifted"] else ""
+        )
+        out.append(f"`{d['run_id']}` {ys['unit_us'] / ys['reference_unit_us']:.2f}x{drift}")
+    return "CPU per reference token against the reference machine: " + ", ".join(out)
 
 
-def _kib(n: float | None) -> float | None:
-    return None if n is None else n / 1024
+def _margin(clause: str) -> float | None:
+    """The least ratio a clause's evidence allows (its 95 % or bracket low end), or None."""
+    lows = re.findall(r"(\d+\.\d+)x to \S+x", clause) + re.findall(r"at least (\d+\.\d+)x", clause)
+    lows += re.findall(r"\d\.\d+x [^;]*?\(95 % interval (\d+\.\d+) to", clause)
+    return max(map(float, lows)) if lows else None
+
+
+def _strongest(rows: list[dict[str, Any]]) -> str:
+    """The settled claim (confirmed or refuted) whose numbers allow the widest margin at their
+    low end, with the clause that shows it."""
+    settled = [v for v in rows if v["verdict"] in ("confirmed", "refuted")]
+    counts = {k: sum(v["verdict"] == k for v in rows) for k in dict.fromkeys(
+        v["verdict"] for v in rows)}  # fmt: skip
+    tally = ", ".join(f"{n} {k}" for k, n in counts.items())
+    if not settled:
+        return f"**Strongest verdict:** none: no claim was confirmed or refuted ({tally})."
+
+    def clauses(v: dict[str, Any]) -> list[tuple[float, str]]:
+        return [(m, c) for c in v["why"].split("; ") if (m := _margin(c)) is not None]
+
+    best = max(settled, key=lambda v: max((m for m, _ in clauses(v)), default=0.0))
+    shown = max(clauses(best), default=(None, best["why"].split("; ")[0]))[1]
+    rule = (
+        "of the claims confirmed or refuted, the largest ratio the low end of its interval allows"
+        if clauses(best)
+        else "no claim settled states a ratio: the first settled"
+    )
+    return (
+        f'**Strongest verdict:** "{best["claim"]}" is **{best["verdict"]}**: {shown} '
+        f"({rule}; verdicts: {tally})."
+    )
+
+
+def _short_50k(steps: charts.Steps) -> str | None:
+    """The steps of ``figures.USERS`` users that did not connect them all, in words."""
+    big = [(t, st) for t, s in steps.items() for st in s if st["clients"] >= figures.USERS]
+    short = [(t, got) for t, st in big if (got := (short_of_users(st) or (None,))[0]) is not None]
+    if not short:
+        return None
+    t, most = max(short, key=lambda x: x[1])
+    names = list(dict.fromkeys(NAMES[t] for t, _ in short))
+    who = (f"none of {', '.join(names[:-1])} and {names[-1]} connected"
+           if len(short) == len(big) and len(names) > 1
+           else f"{', '.join(names)} did not connect")  # fmt: skip
+    return (
+        f"at {figures.USERS:,} users {who} every user within its ramp (at most {most:,}, "
+        f"{NAMES[t]}): a limit measured, not a hold (*{figures.USERS:,} users*)"
+    )
+
+
+def _lead(item: str) -> str:
+    """What to build, without its evidence: the words before the first colon outside brackets."""
+    depth = 0
+    for i, ch in enumerate(item):
+        depth += {"(": 1, ")": -1}.get(ch, 0)
+        if ch == ":" and depth == 0:
+            return item[:i]
+    return item
+
+
+def _decision(docs: list[dict[str, Any]], steps: charts.Steps, rec: dict[str, Any] | None,
+              rows: list[dict[str, Any]]) -> list[str]:  # fmt: skip
+    """Three bullets, every word from the data: what to ship and why, the strongest verdict,
+    the main caveat and the noise."""
+    if rec is None:
+        ship_line = "**What to ship:** not measured (no bench run in these runs)."
+        caveats: list[str] = []
+    else:
+        head, _, tail = rec["text"].partition(" Caveats: ")
+        caveats = tail.rstrip(".").split("; ") if tail else []
+        ship_line = re.split(r" (?=Build around |Out: )", head)[0].strip()
+        needs = [
+            f"Build around {NAMES[t]}: " + "; ".join(map(_lead, rec["build"][t]))
+            for t in rec["group"]
+            if rec["build"].get(t)
+        ]
+        if needs:
+            ship_line += " " + ". ".join(needs) + "."
+    knee = [c for c in caveats if "knee" in c][:1]
+    parts = knee + [c for c in [_short_50k(steps)] if c]
+    knee_docs = [d for d in docs if any(r.get("knee") for r in d.get("runs", []))] or docs
+    drifts = [(ys["drift"], d["run_id"]) for d in knee_docs
+              if (ys := yardstick.of(d)) and ys["drifted"]]  # fmt: skip
+    if drifts:
+        drift, run = max(drifts)
+        noise = f"the machine's speed changed {drift:.0%} during `{run}`"
+    else:
+        noise = "the machine's speed held within 10 % in every knee run" if any(
+            map(yardstick.of, knee_docs)) else "the machine's speed was not measured"  # fmt: skip
+    more = len(caveats) - len(knee)
+    caveat = ("**Main caveat:** " + ("; ".join(parts) if parts else "none found in the data")
+              + f". Noise: {noise}."
+              + (f" {more} more caveat(s) under *What to ship*." if more > 0 else ""))  # fmt: skip
+    return ["## Decision", "", f"- {ship_line}", f"- {_strongest(rows)}", f"- {caveat}"]
+
+
+def _charts_md(charts_made: list[tuple[str, Path]], out: Path, rate: float | None,
+               others: charts.Steps) -> list[str]:  # fmt: skip
+    lines = ["", "## Charts", ""]
+    off = [st for s in others.values() for st in s]
+    if rate is not None:
+        lines.append(f"The step charts draw the steps at {rate:g} tok/s per user, one workload "
+                     "per axis." + (" Not drawn (another workload): " + _workload(off) +
+                     ": see the tables." if off else ""))  # fmt: skip
+        lines.append("")
+    for title, path in charts_made:
+        lines += [f"### {title[0].upper() + title[1:]}", "", f"![{title}]({path.relative_to(out)})",
+                  ""]  # fmt: skip
+        if title == "goodput":
+            lines += [GOODPUT, ""]
+    return lines
+
+
+def _workload(steps: list[dict[str, Any]]) -> str:
+    """'4 steps at 50,000 users, 0.046 to 0.13 tok/s per user'."""
+    users = sorted({st["clients"] for st in steps})
+    rates = sorted({st["_rate"] for st in steps if st["_rate"] is not None})
+    who = f"{users[0]:,}" if len(users) == 1 else f"{users[0]:,} to {users[-1]:,}"
+    per = "" if not rates else f", {rates[0]:g}" + (f" to {rates[-1]:g}" if len(rates) > 1 else "")
+    return f"{len(steps)} step(s) at {who} users{per} tok/s per user"
 
 
 def _markdown(
-    docs: list[dict[str, Any]], steps: dict[str, list[dict[str, Any]]],
-    faults: list[dict[str, Any]], charts: list[tuple[str, Path]], out: Path,
-    lb_faults: list[dict[str, Any]] | None = None,
+    docs: list[dict[str, Any]], steps: charts.Steps, workload: tuple[float | None, charts.Steps],
+    faults: list[dict[str, Any]], charts_made: list[tuple[str, Path]], headline: Path | None,
+    out: Path, lb_faults: list[dict[str, Any]] | None = None,
 ) -> str:  # fmt: skip
     lb_faults = lb_faults or []
-
     m = docs[0]["machine"]
-    lines = [
-        "# tokenbench report",
-        "",
-        f"Machine: {m['cpu_model']}, {m['cores']} cores, "
-        f"{_gib(m['memory_bytes'])}, {m['os']} {m['kernel']}, "
-        f"Python {m['python']}; {m['date']}. Commits: {_commits(docs)}.",
-        "",
-        "Runs:",
-        "",
-    ]
-    lines += [f"- `{d['run_id']}` ({d.get('kind', 'bench')}, {_tree(d)}): "
-              f"`{d['machine']['command']}`" for d in docs]  # fmt: skip
-    lines += ["", "Yardstick (bench/load/yardstick.py), per run:", "", *_machine_md(docs)]
-    lines += _clocks_md(docs)
     bench_docs, through = behind_lb.split_docs([d for d in docs if d.get("runs")])
-    if bench_docs:
-        lines[1:1] = ["", "## What to ship", "",
-                      ship.recommend(bench_docs, faults, lb_faults,
-                                     browsers.entries(docs))["text"]]  # fmt: skip
-    if steps:
-        lines += [
-            "", "## Capacity and cost", "",
-            "| transport | users | tok/s | p50 ms | p99 ms | goodput | lost | unread | server ms "
-            "/ 1k tok | KiB / conn | loadgen µs / tok | SLO | bottleneck |",
-            "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
-        ]  # fmt: skip
-        for t in ORDER:
-            for st in steps.get(t, []):
-                srv, gen = st["server"], st["loadgen"]
-                cpu = _ms(srv["cpu_s_per_1k_tokens"])
-                mem = _kib(srv["mem_per_conn_bytes"])
-                cells = [
-                    NAMES[t], f"{st['clients']:,}", f"{st['tokens_per_s']:,.0f}",
-                    f"{st['latency_ms']['p50']:,.1f}", f"{st['latency_ms']['p99']:,.1f}",
-                    "-" if st["goodput"] is None else str(st["goodput"]), str(st["lost"]),
-                    "-" if st.get("unread") is None else str(st["unread"]),
-                    "-" if cpu is None else f"{cpu:.1f}", "-" if mem is None else f"{mem:.1f}",
-                    str(gen["cpu_us_per_token"] or "-"), _slo(st),
-                    st["limited_by"] or "-",
-                ]  # fmt: skip
-                lines.append("| " + " | ".join(cells) + " |")
-    if bench_docs:
-        lines += _fleet_md(bench_docs)
-        if through and _fleet_md(bench_docs):
-            lines += behind_lb.projection_md(through, figures.USERS, figures.RATE)
     browser = browsers.entries(docs)
+    rows = verdicts.verdicts(bench_docs, faults + lb_faults, browser)
+    rec = ship.recommend(bench_docs, faults, lb_faults, browser) if bench_docs else None
+    lines = [
+        "# tokenbench report", "",
+        f"Runs: {', '.join('`' + d['run_id'] + '`' for d in docs)} ({_commits(docs)}). "
+        f"Machine: {m['cpu_model']}, {m['cores']} cores, {_gib(m['memory_bytes'])}; "
+        f"{m['date']}. Yardstick: {_yardstick_short(docs)}. Commands and clocks: *Runs*, at the "
+        "end.", "",
+        *_decision(docs, steps, rec, rows),
+    ]  # fmt: skip
+    if bench_docs:
+        title = f"## Server cores for {figures.USERS:,} users at {figures.RATE:g} tok/s"
+        lines += ["", title, ""]
+        if headline is None:
+            lines.append("Not measured: no knee run (`tokenbench bench --find-knee`) here.")
+        else:
+            lines += [f"![server cores]({headline.relative_to(out)})", "",
+                      "Users over each knee bracket per core [held, broke), on the measuring "
+                      "machine: the server cores column of *Fleet projection*."]  # fmt: skip
     if bench_docs or faults or lb_faults or browser:
         lines += ["", "## Verdicts", "",
                   "Each rule is stated in docs/verdicts.md; rerun and the verdicts follow the "
                   "numbers. A comparison is a tie only when the evidence allows either order "
                   "(95 % intervals, or half-open knee brackets, overlap).",
                   "", "| claim | verdict | the numbers |", "|---|---|---|"]  # fmt: skip
-        for v in verdicts.verdicts(bench_docs, faults + lb_faults, browser):
-            lines.append(f"| {v['claim']} | **{v['verdict']}** | {v['why']} |")
+        lines += [f"| {v['claim']} | **{v['verdict']}** | {v['why']} |" for v in rows]
+    lines += _charts_md(charts_made, out, *workload)
+    if rec is not None:
+        lines += ["", "## What to ship", "", rec["text"]]
     if bench_docs:
+        lines += _fleet_md(bench_docs)
+        if through and _fleet_md(bench_docs):
+            lines += behind_lb.projection_md(through, figures.USERS, figures.RATE)
+        lines += holds_md(bench_docs, figures.USERS, NAMES)
         lines += variants.stacks_md(bench_docs)
         lines += variants.flush_md(variants.flush_points(bench_docs))
         lines += variants.gc_md(bench_docs)
@@ -475,12 +439,18 @@ def _markdown(
     lines += behind_lb.hops_md(bench_docs, through)
     lines += behind_lb.matrix_md(lb_faults)
     lines += browsers.markdown(docs)
-    lines += ["", "## Charts", ""]
-    for title, path in charts:
-        lines += [
-            f"### {title[0].upper() + title[1:]}",
-            "",
-            f"![{title}]({path.relative_to(out)})",
-            "",
-        ]
+    lines += [
+        "", "## Runs", "",
+        f"Machine: {m['cpu_model']}, {m['cores']} cores, {_gib(m['memory_bytes'])}, {m['os']} "
+        f"{m['kernel']}, Python {m['python']}; {m['date']}. Commits: {_commits(docs)}.", "",
+    ]  # fmt: skip
+    lines += [f"- `{d['run_id']}` ({d.get('kind', 'bench')}, {_tree(d)}): "
+              f"`{d['machine']['command']}`" for d in docs]  # fmt: skip
+    lines += ["", "Yardstick (bench/load/yardstick.py), per run:", "", *_machine_md(docs)]
+    lines += _clocks_md(docs)
+    if steps:
+        lines += ["", "## Appendix: every step", "",
+                  "Every step of the stock servers, every workload, in the order run. "
+                  "SLO: held, broke, or not held where fewer users connected than the step "
+                  "asked for.", "", *steps_md(steps, NAMES), "", GOODPUT]  # fmt: skip
     return "\n".join(lines) + "\n"

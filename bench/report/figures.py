@@ -270,9 +270,10 @@ def memory_at_common_scale(
     return x, a[x], y, b[y]
 
 
-def fleet(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Server cores and memory for 50,000 users at 40 tok/s, with the points they rest on."""
-    k, mem = knees(docs), memory(docs)
+def fleet(docs: list[dict[str, Any]], variant: Variant = HEADLINE) -> list[dict[str, Any]]:
+    """Server cores and memory for 50,000 users at 40 tok/s, with the points they rest on (of
+    the stock servers, unless ``variant`` names another)."""
+    k, mem = knees(docs, variant), memory(docs, variant)
     rows = []
     for t in NAMES:
         if t not in k:
