@@ -64,6 +64,12 @@ def serve(
     from servers.supervisor import StartError, Supervisor
 
     assert deploy is not None  # @dp.options() hands it in
+    given = deploy.given
+    for name, only in (("ws_compression", "ws"), ("retry_ms", "sse")):
+        if name in given and transport.value != only:
+            fail(f"{dp.flag(name)} applies to {only} only, not {transport.value}")
+    if "access_log" in given and transport.value == "grpc":
+        fail("--access-log is uvicorn's: grpc has none")
     try:
         cfg = deploy.server(ServerConfig(
             transport=transport.value, host=host, port=port, workers=workers,
@@ -135,6 +141,7 @@ def info(transport: Annotated[Transport, typer.Argument(help="Which transport.")
 
 
 # The other commands, registered after serve and info (their order in --help).
+from bench import profile_command as _profile  # noqa: E402, F401
 from bench.browser import commands as _browser  # noqa: E402, F401
 from bench.faults import commands as _faults  # noqa: E402, F401
 from bench.load import commands as _load  # noqa: E402, F401

@@ -60,20 +60,26 @@ class Deploy:
     replay: str = "pod"
     llm: LlmShape = dataclasses.field(default_factory=LlmShape)
     topology: TopologyConfig | None = None  # None: one plain server (a Supervisor)
+    # The command's parameters set on its command line (its own too), for its own checks.
+    given: frozenset[str] = frozenset()
 
     @classmethod
     def from_options(
         cls, lb: str | None, backends: int, sticky: bool, balance: str, lb_processes: int,
         lb_idle_timeout: float, lb_check: float, source: str, replay: str, redis: str | None,
         ttft: str, jitter: float, pause_every: int, pause_s: float, lb_no_delay: bool = True,
+        given: frozenset[str] = frozenset(),
     ) -> Deploy:  # fmt: skip
-        """The settings, or ``ValueError`` with a one-line reason."""
+        """The settings, or ``ValueError`` with a one-line reason. ``given``: the options set on
+        the command line; one that would do nothing in this combination is refused."""
         if lb not in (None, "haproxy"):
             raise ValueError(f"--lb: haproxy is the one load balancer, not {lb!r}")
         if source not in ("derive", "llm"):
             raise ValueError(f"--source: derive or llm, not {source!r}")
         if replay not in ("pod", "redis"):
             raise ValueError(f"--replay: pod or redis, not {replay!r}")
+        if why := _idle(given, lb, source, replay, pause_every, pause_s):
+            raise ValueError(why)
         if redis is not None and not redis.startswith(("redis://", "rediss://", "unix://")):
             raise ValueError(f"--redis must be a redis:// URL, not {redis!r}")
         low, sep, high = ttft.partition("-")
@@ -91,8 +97,8 @@ class Deploy:
                      no_delay=lb_no_delay) if lb else None
         )  # fmt: skip
         if lb_cfg is None and source == "derive":
-            return cls(source, replay, shape, None)
-        return cls(source, replay, shape, TopologyConfig(backends, lb_cfg, redis))
+            return cls(source, replay, shape, None, given)
+        return cls(source, replay, shape, TopologyConfig(backends, lb_cfg, redis), given)
 
     def server(self, cfg: ServerConfig) -> ServerConfig:
         """``cfg`` with this deployment's source (the topology fills in the addresses)."""
@@ -109,6 +115,35 @@ class Deploy:
         }
 
 
+# Options that act only with --source llm, and only with --lb (refused without: _idle).
+_NEEDS_LLM = ("replay", "redis", "ttft", "jitter", "pause_every", "pause_s")
+_NEEDS_LB = ("balance", "lb_processes", "lb_idle_timeout", "lb_check", "lb_no_delay")
+
+
+def flag(name: str) -> str:
+    """A parameter's option name: ``pause_s`` is ``--pause-s``."""
+    return "--" + name.replace("_", "-")
+
+
+def _idle(
+    given: frozenset[str], lb: str | None, source: str, replay: str, pause_every: int,
+    pause_s: float,
+) -> str | None:  # fmt: skip
+    """Why an option given on the command line would do nothing here, or None."""
+    if source != "llm" and (idle := [n for n in _NEEDS_LLM if n in given]):
+        return f"{flag(idle[0])} does nothing without --source llm: add it, or drop the option"
+    if lb is None and (idle := [n for n in _NEEDS_LB if n in given]):
+        name = "--no-lb-no-delay" if idle[0] == "lb_no_delay" else flag(idle[0])
+        return f"{name} does nothing without --lb haproxy: add it, or drop the option"
+    if "redis" in given and replay != "redis":
+        return "--redis does nothing without --replay redis: add it, or drop the option"
+    if "pause_every" in given and pause_every > 0 and pause_s <= 0:
+        return "--pause-every needs --pause-s > 0 (a pause of 0 s is no pause)"
+    if "pause_s" in given and pause_s > 0 and pause_every <= 0:
+        return "--pause-s needs --pause-every N > 0 (which tokens it pauses before)"
+    return None
+
+
 # (name, declaration, default), in the order of Deploy.from_options and of --help
 _OPTIONS: list[tuple[str, Any, Any]] = [
     ("lb", Lb, None), ("backends", Backends, 1), ("sticky", Sticky, False),
@@ -118,6 +153,14 @@ _OPTIONS: list[tuple[str, Any, Any]] = [
     ("jitter", Jitter, 0.3), ("pause_every", PauseEvery, 0), ("pause_s", PauseS, 0.0),
     ("lb_no_delay", LbNoDelay, True),
 ]  # fmt: skip
+
+
+def _given(ctx: Any) -> frozenset[str]:
+    """The parameters set on the command line (not left at their defaults)."""
+    return frozenset(
+        name for name in ctx.params
+        if getattr(ctx.get_parameter_source(name), "name", "DEFAULT") != "DEFAULT"
+    )  # fmt: skip
 
 
 def options(lb_check: float = 5.0) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
@@ -132,17 +175,21 @@ def options(lb_check: float = 5.0) -> Callable[[Callable[..., Any]], Callable[..
                               default=lb_check if name == "lb_check" else default)
             for name, declared, default in _OPTIONS
         ]  # fmt: skip
+        context = inspect.Parameter(
+            "deploy_ctx", inspect.Parameter.KEYWORD_ONLY, annotation=typer.Context
+        )
 
         @functools.wraps(fn)
         def command(**kwargs: Any) -> Any:
+            given = _given(kwargs.pop("deploy_ctx"))
             values = [kwargs.pop(name) for name, _, _ in _OPTIONS]
             try:
-                deploy = Deploy.from_options(*values)
+                deploy = Deploy.from_options(*values, given=given)
             except ValueError as exc:
                 fail(str(exc))
             return fn(deploy=deploy, **kwargs)
 
-        command.__signature__ = sig.replace(parameters=own + extra)  # type: ignore[attr-defined]
+        command.__signature__ = sig.replace(parameters=[*own, *extra, context])  # type: ignore[attr-defined]
         return command
 
     return decorate
