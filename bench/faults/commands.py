@@ -28,12 +28,29 @@ def faults(
         ),
     ] = "all",
     mode: Annotated[
-        str, typer.Option(help="Clients as they come (default), hardened, or both.")
+        str,
+        typer.Option(
+            help="default (each client as it comes), hardened (a watchdog, keepalives, "
+            "retries), or both."
+        ),
     ] = "both",
-    clients: Annotated[int, typer.Option(help="Streams per run, each behind its own proxy.")] = 5,
+    clients: Annotated[
+        int,
+        typer.Option(
+            "--users",
+            "--clients",
+            help="Users per run, each reading one stream behind its own proxy (--clients: the "
+            "same).",
+        ),
+    ] = 5,
     heartbeat: Annotated[float, typer.Option(help="Server and client heartbeat, seconds.")] = 2.0,
     window: Annotated[
-        float, typer.Option(help="Seconds a run may take before streams count as unrecovered.")
+        float,
+        typer.Option(
+            "--window-s",
+            "--window",
+            help="Seconds a run may take before streams count as unrecovered (--window: the same).",
+        ),
     ] = 40.0,
     tokens: Annotated[int, typer.Option(help="Tokens per stream (at 40 tok/s).")] = 400,
     parallel: Annotated[
@@ -96,8 +113,12 @@ def faults(
         names = [n for n in names if n not in skipped]
         if not names:
             fail(f"no transport here has a {stack} stack")
+    side_by_side = [n for n in scenarios if n in fl.SCENARIOS and fl.SCENARIOS[n].server is None]
+    if parallel and (len(names) < 2 or not side_by_side):
+        fail("--parallel needs two or more transports and a connection fault (not restart, "
+             "kill, or one behind --lb) to run side by side")  # fmt: skip
     if not (1 <= clients <= 200 and heartbeat > 0 and window >= 5):
-        fail("--clients 1..200, --heartbeat > 0, --window >= 5")
+        fail("--users 1..200, --heartbeat > 0, --window-s >= 5")
     if not 100 <= tokens <= 100_000:
         fail("--tokens must be 100..100,000 (faults fire 2 s into a stream)")
     run_id = time.strftime("%Y%m%d-%H%M%S") + "-faults"

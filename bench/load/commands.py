@@ -53,20 +53,27 @@ def idle_memory(
 @dp.options()
 def bench(
     transport: Annotated[str, typer.Option(help=CHOICES)] = "all",
-    clients: Annotated[int, typer.Option(help="Target concurrent users (the last step).")] = 1000,
+    clients: Annotated[
+        int,
+        typer.Option(
+            "--users",
+            "--clients",
+            help="Target concurrent users (the last step; --clients: the same).",
+        ),
+    ] = 1000,
     ramp: Annotated[
         str,
-        typer.Option(help="A duration (30s, 2m) to ramp to --clients, or stages N:DUR,N:DUR."),
+        typer.Option(help="A duration (30s, 2m) to ramp to --users, or stages N:DUR,N:DUR."),
     ] = "10s",
     hold: Annotated[float, typer.Option(help="Seconds measured after the (last) ramp.")] = 20.0,
     rate: Annotated[float, typer.Option(help="Tokens per second per stream.")] = 40.0,
     tokens: Annotated[int, typer.Option(help="Tokens per answer.")] = 400,
     think: Annotated[float, typer.Option(help="Mean seconds a user thinks between answers.")] = 5.0,
     workers: Annotated[
-        int | None, typer.Option(help="Server processes (default: one per 12,000 clients).")
+        int | None, typer.Option(help="Server processes (default: one per 12,000 users).")
     ] = None,
     loaders: Annotated[
-        int | None, typer.Option(help="Load processes (default: one per 12,000 clients).")
+        int | None, typer.Option(help="Load processes (default: one per 12,000 users).")
     ] = None,
     target: Annotated[
         str | None, typer.Option(help="URL of a running server to use instead of starting one.")
@@ -121,7 +128,8 @@ def bench(
         typer.Option(help="Seconds between everyone connected and the measured window."),
     ] = 0.0,
     settle: Annotated[
-        float, typer.Option(help="After a ramp, wait at most this long for all users to connect.")
+        float,
+        typer.Option(help="After a ramp, wait at most this many seconds for all users to connect."),
     ] = 120.0,
     windows: Annotated[
         int, typer.Option(help="Measure each step as this many back-to-back windows (spread).")
@@ -189,8 +197,10 @@ def bench(
         fail("--lb and --source llm start their own servers: not with --target or --cluster")
     if target and len(names) != 1:
         fail("--target needs one --transport (the one that server speaks)")
+    if why := _idle(deploy.given, find_knee, target, rate_from):
+        fail(why)
     checks = [
-        (1 <= clients <= 1_000_000, "--clients must be 1..1,000,000"),
+        (1 <= clients <= 1_000_000, "--users must be 1..1,000,000"),
         (0 < rate <= 1000, "--rate must be 0 < rate <= 1000"),
         (1 <= tokens <= 100_000, "--tokens must be 1..100,000"),
         (think >= 0 and hold >= 0, "--think and --hold must be >= 0"),
@@ -239,7 +249,7 @@ def bench(
     top = max(s.clients for s in steps)
     n_loaders = loaders or -(-top // 12_000)
     if top / n_loaders > 15_000:
-        fail(f"{top} clients over {n_loaders} load processes is more than 15,000 sockets each")
+        fail(f"{top} users over {n_loaders} load processes is more than 15,000 sockets each")
     run_id = time.strftime("%Y%m%d-%H%M%S") + f"-{transport}"
     out_dir = Path(out) if out else Path("results") / run_id
     cfg = BenchConfig(
@@ -267,9 +277,9 @@ def bench(
     try:
         for name, variant in _runs(names, cfg, say):
             plan = (
-                f"knee search from {steps[0].clients} clients, x{knee_factor:g} per step"
+                f"knee search from {steps[0].clients} users, x{knee_factor:g} per step"
                 if find_knee
-                else f"{len(steps)} step(s) up to {top} clients"
+                else f"{len(steps)} step(s) up to {top} users"
             )
             what = f"{name} ({variant.label})" if variant.label else name
             say(f"== {what}: {plan} at {cfg.rate_for(name):g} tok/s ==")
@@ -296,6 +306,24 @@ def bench(
     path = results.write(doc, out_dir)
     tables.print_summary(doc)
     print(f"results: {path}")
+
+
+# Options that act only with another (refused without: _idle).
+_KNEE = ("knee_start", "knee_factor", "knee_refine", "knee_repeats")
+_SERVER = ("workers", "stack", "gc", "flush_ms")  # what a server tokenbench starts runs
+
+
+def _idle(given: frozenset[str], find_knee: bool, target: str | None, rate_from: Any) -> str | None:
+    """Why an option given on the command line would do nothing here, or None."""
+    if not find_knee and (idle := [n for n in _KNEE if n in given]):
+        return f"{dp.flag(idle[0])} does nothing without --find-knee: add it, or drop the option"
+    if rate_from is None and "rate_share" in given:
+        return "--rate-share does nothing without --rate-from: add it, or drop the option"
+    if rate_from is not None and "rate" in given:
+        return "--rate-from sets each transport's --rate: drop one of them"
+    if target and (idle := [n for n in _SERVER if n in given]):
+        return f"{dp.flag(idle[0])} configures a server tokenbench starts: not with --target"
+    return None
 
 
 def _lists(stack: str, gc: str, flush_ms: str) -> tuple[list[str], list[str], list[float]]:
