@@ -7,6 +7,7 @@ The commands live next to what they run (``bench.load.commands``, ``bench.faults
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import Annotated
 
 import typer
 
@@ -21,6 +22,40 @@ app = typer.Typer(
 
 Transport = StrEnum("Transport", {name: name for name in transports.names()})  # type: ignore[misc]
 CHOICES = f"{', '.join(transports.names())}, a comma list, or all"
+
+
+def version_line() -> str:
+    """``tokenbench 0.1.0``, with the commit it runs from when that is a git checkout."""
+    from importlib import metadata
+
+    from bench.results.machine import git_state
+
+    try:
+        line = f"tokenbench {metadata.version('tokenbench')}"
+    except metadata.PackageNotFoundError:
+        line = "tokenbench (not installed)"
+    state = git_state()
+    if state["commit"]:
+        line += f" (commit {state['commit'][:12]}{', dirty' if state['dirty'] else ''})"
+    return line
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(version_line())
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
+    """tokenbench: SSE, WebSocket, gRPC and long polling for LLM token streams, measured."""
 
 
 def fail(message: str, code: int = 2) -> None:

@@ -49,7 +49,8 @@ def _mem_total() -> int | None:
     return None
 
 
-def _git() -> dict[str, Any]:
+def git_state() -> dict[str, Any]:
+    """The commit this code runs from and whether its paths changed since (None: no git)."""
     root = Path(__file__).resolve().parents[2]
     try:
         commit = subprocess.run(
@@ -90,7 +91,7 @@ def machine() -> dict[str, Any]:
         "packages": versions,
         "open_files_limit": resource.getrlimit(resource.RLIMIT_NOFILE)[1],
         "ephemeral_ports": "-".join(ports),
-        "git": _git(),
+        "git": git_state(),
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
     }
