@@ -30,7 +30,7 @@ def serve(
         float, typer.Option(help="SSE comment / WebSocket ping / gRPC keepalive, seconds.")
     ] = 15.0,
     retry_ms: Annotated[
-        int, typer.Option(help="SSE reconnect delay announced by `retry:`.")
+        int, typer.Option(help="SSE reconnect delay announced by `retry:`, ms.")
     ] = 1000,
     grace: Annotated[
         float, typer.Option(help="Graceful shutdown budget on SIGTERM, seconds.")
@@ -141,7 +141,6 @@ def info(transport: Annotated[Transport, typer.Argument(help="Which transport.")
 
 
 # The other commands, registered after serve and info (their order in --help).
-from bench import profile_command as _profile  # noqa: E402, F401
 from bench.browser import commands as _browser  # noqa: E402, F401
 from bench.faults import commands as _faults  # noqa: E402, F401
 from bench.load import commands as _load  # noqa: E402, F401
