@@ -112,6 +112,8 @@ def browser(
         fail("a fault fires 2 s into the stream: give streams at least 4 s (--tokens / --rate)")
     if stack not in transports.STACKS:
         fail(f"--stack: {', '.join(transports.STACKS)}, not {stack!r}")
+    if missing := _unbuilt(PAGES[page]):
+        fail(f"{missing} is missing: build the browser bundle with `make web` (node and npm)")
     try:
         chromium.executable()
     except chromium.BrowserError as exc:
@@ -143,6 +145,17 @@ def browser(
     doc["machine"]["yardstick"] = ys.combine(before, ys.measure())
     path = results.write(doc, out_dir)
     print(f"results: {path}")
+
+
+def _unbuilt(page: str) -> str | None:
+    """The page ``make web`` has not built (web/dist/bench.html or app.html), or None."""
+    from servers import web
+
+    path = web.DIST / f"{page}.html"
+    if path.is_file():
+        return None
+    root = web.DIST.parent.parent
+    return str(path.relative_to(root)) if path.is_relative_to(root) else str(path)
 
 
 async def _run(plans: list[Any], doc: dict[str, Any], out_dir: Path, shot: Path | None) -> None:

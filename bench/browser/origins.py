@@ -14,6 +14,7 @@ Rules of this module:
   is stopped ``fault_s`` seconds in and started again ``down_s`` later; in between HAProxy
   answers 503, as an ALB with no healthy target does.
 - ``stop()`` ends every process started here.
+- ``start()`` refuses at once when the browser bundle (web/dist) is not built.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from typing import Any
 
 import transports
 from bench.faults.proxy import Fault, FaultProxy
-from servers import haproxy
+from servers import haproxy, web
 from servers.base import ServerConfig
 from servers.listen import reserve_port
 from servers.supervisor import Supervisor
@@ -86,6 +87,9 @@ class Origin:
             raise ValueError("faults run over HTTP/1.1 (the proxy and the LB restart are plain)")
 
     async def start(self) -> str:
+        if not web.built():  # every tab would wait out its timeout on a 404 page
+            raise OriginError("web/dist/bench.html is missing: build the browser bundle with "
+                              "`make web` (node and npm)")  # fmt: skip
         record = transports.get(self.transport)
         cfg = ServerConfig(self.transport, port=0, heartbeat=self.heartbeat, stack=self.stack,
                            web_port=0 if record.web_front else None)  # fmt: skip
