@@ -56,6 +56,9 @@ def _main(
     ] = False,
 ) -> None:
     """tokenbench: SSE, WebSocket, gRPC and long polling for LLM token streams, measured."""
+    from bench.results.machine import open_files
+
+    open_files()  # soft limit up to the hard one: servers and clients hold one per connection
 
 
 def fail(message: str, code: int = 2) -> None:

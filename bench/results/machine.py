@@ -8,8 +8,10 @@ calibrations so that every run is read by the same rule, whenever it was written
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
+import re
 import subprocess
 import sys
 import time
@@ -17,10 +19,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-PACKAGES = (
-    "fastapi", "starlette", "uvicorn", "uvloop", "httptools", "websockets", "sse-starlette",
-    "grpcio", "protobuf", "aiohttp", "numpy", "matplotlib", "granian", "h2",
-)  # fmt: skip
+DISTRIBUTION = "tokenbench"  # machine.packages: what it declares, and what those require
 # What a run's code is: a change here, committed or not, tracked or not, makes the tree dirty.
 PACKAGE_PATHS = ("bench", "clients", "servers", "transports", "proto", "web/src", "setup.py",
                  "pyproject.toml", "Makefile")  # fmt: skip
@@ -65,15 +64,75 @@ def git_state() -> dict[str, Any]:
     return {"commit": commit or None, "dirty": bool(dirty)}
 
 
-def machine() -> dict[str, Any]:
-    import resource
+_REQUIREMENT = re.compile(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)\s*(?:\[([^\]]*)\])?")
+_EXTRA = re.compile(r"""extra\s*==\s*['"]([^'"]+)['"]""")
 
-    versions = {}
-    for name in PACKAGES:
+
+def _canonical(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def _requires(dist: str, extras: set[str] | None) -> list[tuple[str, set[str]]]:
+    """(name, its extras) that ``dist`` requires: unconditionally, or through one of ``extras``
+    (None: every extra it declares)."""
+    try:
+        lines = metadata.requires(dist) or []
+    except metadata.PackageNotFoundError:
+        return []
+    out = []
+    for line in lines:
+        spec, _, marker = line.partition(";")
+        extra = _EXTRA.search(marker)
+        if extra and extras is not None and _canonical(extra.group(1)) not in extras:
+            continue
+        if m := _REQUIREMENT.match(spec):
+            wanted = {_canonical(e) for e in (m.group(2) or "").split(",") if e.strip()}
+            out.append((_canonical(m.group(1)), wanted))
+    return out
+
+
+def packages(dist: str = DISTRIBUTION) -> dict[str, str | None]:
+    """``machine.packages``: the version of every distribution ``dist`` declares (all its extras
+    too; None: not installed), and of every installed distribution those require, in turn."""
+    versions: dict[str, str | None] = {}
+    todo = _requires(dist, None)
+    declared = {name for name, _ in todo}
+    while todo:
+        name, extras = todo.pop()
+        if name in versions and not extras:
+            continue
         try:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
-            versions[name] = None
+            if name in declared:
+                versions[name] = None
+            continue
+        todo.extend(r for r in _requires(name, extras) if r[0] not in versions)
+    return dict(sorted(versions.items()))
+
+
+def open_files() -> tuple[int, int]:
+    """The soft open-file limit raised to the hard one (servers hold one per connection):
+    (soft, hard) as they are now."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    ceiling = hard
+    if hard == resource.RLIM_INFINITY:  # the kernel takes no more than fs.nr_open
+        try:
+            ceiling = int(Path("/proc/sys/fs/nr_open").read_text())
+        except (OSError, ValueError):
+            ceiling = soft
+    if soft != resource.RLIM_INFINITY and soft < ceiling:
+        with contextlib.suppress(OSError, ValueError):  # kept as it was, and recorded so
+            resource.setrlimit(resource.RLIMIT_NOFILE, (ceiling, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)
+
+
+def machine() -> dict[str, Any]:
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     try:
         with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
             ports = f.read().split()
@@ -88,8 +147,9 @@ def machine() -> dict[str, Any]:
         "kernel": platform.release(),
         "arch": platform.machine(),
         "python": platform.python_version(),
-        "packages": versions,
-        "open_files_limit": resource.getrlimit(resource.RLIMIT_NOFILE)[1],
+        "packages": packages(),
+        "open_files_limit": hard,
+        "open_files_soft": soft,
         "ephemeral_ports": "-".join(ports),
         "git": git_state(),
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

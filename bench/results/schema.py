@@ -40,14 +40,15 @@ class Machine(TypedDict):
     memory_bytes: int | None
     kernel: str
     python: str
-    packages: dict[str, str | None]
+    packages: dict[str, str | None]  # every distribution tokenbench declares or pulls in
     git: Git
     date: str
     command: str
     hostname: NotRequired[str]
     os: NotRequired[str]
     arch: NotRequired[str]
-    open_files_limit: NotRequired[int]
+    open_files_limit: NotRequired[int]  # the hard limit
+    open_files_soft: NotRequired[int]  # the soft one, raised to the hard one at start
     ephemeral_ports: NotRequired[str]
     yardstick: NotRequired[dict[str, Any] | None]
 
