@@ -6,12 +6,16 @@ second by second, twice as many as the server accepted in the last second (at le
 ``MIN_PACE``), and offers no more while the users still connecting exceed two seconds of what it
 accepts; the step's ramp is the budget. Users not connected when the budget ends are stopped,
 not counted as lost: the step then records how many connected and the accept rate it measured,
-the server's limit in this time, instead of timeouts that would read as lost tokens.
+the server's limit in this time, instead of timeouts that would read as lost tokens, and which
+side limited it: the CPU the server's and the load generator's processes used over the ramp, as
+cores; ``limited_by`` names the side that used more when together they used the machine's cores
+(``BUSY``), else ``accepts`` (neither side was CPU-bound: the accept path itself).
 """
 
 from __future__ import annotations
 
 import math
+import os
 import time
 from dataclasses import asdict, dataclass
 
@@ -20,6 +24,7 @@ from bench.load.driver import Driver
 
 MIN_PACE = 200  # users offered per second at the least
 FIRST = 500  # users offered in the first second
+BUSY = 0.9  # share of the machine's cores used by both sides together: CPU-bound
 
 
 @dataclass
@@ -31,6 +36,9 @@ class RampResult:
     accept_per_s: float | None  # the best 3-second average of connections accepted per second
     limited: bool  # the budget ran out before 99 % of the users connected
     adaptive: bool
+    server_cores_used: float | None = None  # server CPU seconds over the ramp, per second
+    loadgen_cores_used: float | None = None  # load processes' CPU seconds, per second
+    limited_by: str | None = None  # limited only: "server", "loadgen" or "accepts"
 
     def doc(self) -> dict[str, object]:
         return asdict(self)
@@ -53,9 +61,15 @@ def fixed(drive: Driver, step: Step, i: int, n_loaders: int, settle_s: float) ->
                       arrived < need, False)  # fmt: skip
 
 
+def _cpu(drive: Driver) -> tuple[float | None, float]:
+    server = drive.server_sample()
+    return (None if server is None else server.cpu_s), sum(drive.last_cpu.values())
+
+
 def adaptive(drive: Driver, step: Step, i: int, n_loaders: int) -> RampResult:
     fleet, need = drive.fleet, math.ceil(0.99 * step.clients)
     t0 = time.monotonic()
+    srv0, gen0 = _cpu(drive)
     target = min(step.clients, FIRST)
     fleet.send([{"target": n, "ramp_s": 1.0} for n in share(target, n_loaders)])
     accepted: list[int] = []
@@ -77,5 +91,19 @@ def adaptive(drive: Driver, step: Step, i: int, n_loaders: int) -> RampResult:
         fleet.send([{"target": n, "ramp_s": 0.0} for n in share(arrived, n_loaders)])
     best = max((sum(accepted[k : k + 3]) / len(accepted[k : k + 3])
                 for k in range(max(1, len(accepted) - 2))), default=None)  # fmt: skip
-    return RampResult(step.ramp_s, round(time.monotonic() - t0, 2), arrived, target,
-                      None if best is None else round(best, 1), limited, True)  # fmt: skip
+    took = time.monotonic() - t0
+    srv1, gen1 = _cpu(drive)
+    srv = None if srv0 is None or srv1 is None else round((srv1 - srv0) / took, 2)
+    gen = round((gen1 - gen0) / took, 2)
+    return RampResult(step.ramp_s, round(took, 2), arrived, target,
+                      None if best is None else round(best, 1), limited, True, srv, gen,
+                      side(srv, gen, os.cpu_count() or 1) if limited else None)  # fmt: skip
+
+
+def side(server: float | None, loadgen: float, cores: int) -> str | None:
+    """Which side limited a ramp, from the cores each used over it (None: not measured)."""
+    if server is None:
+        return None
+    if server + loadgen < BUSY * cores:
+        return "accepts"
+    return "server" if server >= loadgen else "loadgen"
