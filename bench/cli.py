@@ -141,6 +141,7 @@ def info(transport: Annotated[Transport, typer.Argument(help="Which transport.")
 
 
 # The other commands, registered after serve and info (their order in --help).
+from bench import profile_command as _profile  # noqa: E402, F401
 from bench.browser import commands as _browser  # noqa: E402, F401
 from bench.faults import commands as _faults  # noqa: E402, F401
 from bench.load import commands as _load  # noqa: E402, F401

@@ -18,7 +18,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from bench import results
+from bench import profiles, results
 from bench.report import (
     behind_lb,
     browsers,
@@ -106,9 +106,22 @@ def build(paths: list[Path], out: Path) -> Path:
     found.append(("tokens per write", variants.flush_chart(variants.flush_points(bench_docs), out)))
     made = [(title, path) for title, path in found if path is not None]
     report = out / "REPORT.md"
-    text = _markdown(docs, steps, (rate, others), faults, made, headline, out, lb_faults)
+    text = _markdown(
+        docs, steps, (rate, others), faults, made, headline, out, lb_faults, profiles.jobs_of(paths)
+    )
     report.write_text(text + f"\n{SOURCES}{' '.join(_shown(p) for p in paths)}`\n")
     return report
+
+
+def _jobs_md(jobs: list[profiles.JobRecord]) -> list[str]:
+    """The profile's jobs (jobs.json): those that did not run are named, with why."""
+    if not jobs:
+        return []
+    ran = [j for j in jobs if j["status"] == "ran"]
+    out = [f"Jobs: {len(ran)} of {len(jobs)} ran ({', '.join(j['name'] for j in ran) or 'none'})."]
+    out += [f"**Not measured**: `{j['name']}` {j['status']}: {j['why']}."
+            for j in jobs if j["status"] != "ran"]  # fmt: skip
+    return [" ".join(out), ""]
 
 
 SOURCES = "Rebuild: `tokenbench report "  # the report's last line: the runs it read
@@ -391,6 +404,7 @@ def _markdown(
     docs: list[dict[str, Any]], steps: charts.Steps, workload: tuple[float | None, charts.Steps],
     faults: list[dict[str, Any]], charts_made: list[tuple[str, Path]], headline: Path | None,
     out: Path, lb_faults: list[dict[str, Any]] | None = None,
+    jobs: list[profiles.JobRecord] | None = None,
 ) -> str:  # fmt: skip
     lb_faults = lb_faults or []
     m = docs[0]["machine"]
@@ -404,6 +418,7 @@ def _markdown(
         f"Machine: {m['cpu_model']}, {m['cores']} cores, {_gib(m['memory_bytes'])}; "
         f"{m['date']}. Yardstick: {_yardstick_short(docs)}. Commands and clocks: *Runs*, at the "
         "end.", "",
+        *_jobs_md(jobs or []),
         *_decision(docs, steps, rec, rows),
     ]  # fmt: skip
     if bench_docs:

@@ -1,0 +1,261 @@
+"""Profiles: the named sets of jobs ``make bench`` and its deeper targets run
+(``tokenbench profile NAME --out results/RUN``).
+
+Rules: a job is one tokenbench command writing ``<out>/<job>``, with the system commands it
+needs. A job whose commands are missing is skipped with one line; a job that fails is recorded
+and the others still run (a job reading another's output is skipped when that one did not
+finish). The report is always written, from whatever ran, and ``<out>/jobs.json`` records every
+job's status, reason and wall time, which the report names under "not measured".
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, TypedDict
+
+Status = Literal["ran", "failed", "skipped", "interrupted"]
+JOBS_VERSION = 1
+
+# The knee search as make bench runs it: 40 tok/s per user, three 1 s windows per step, the
+# knee and the first broken step repeated three times, bisected to one refine step (knee.py).
+KNEE = (
+    "--find-knee",
+    "--knee-start",
+    "200",
+    "--knee-factor",
+    "1.5",
+    "--knee-refine",
+    "2",
+    "--knee-repeats",
+    "3",
+    "--users",
+    "3000",
+    "--ramp",
+    "2s",
+    "--hold",
+    "3",
+    "--windows",
+    "3",
+    "--think",
+    "0",
+)
+LB = ("--lb", "haproxy", "--backends", "3", "--source", "llm")
+LB_NEEDS = ("haproxy", "redis-server")
+
+
+@dataclass(frozen=True)
+class Job:
+    name: str  # also the run directory under the profile's --out
+    args: tuple[str, ...]  # after ``tokenbench``; ``{out}`` is the profile's directory
+    needs: tuple[str, ...] = ()  # commands on PATH (or /usr/sbin) the job runs
+    after: tuple[str, ...] = ()  # jobs whose results this one reads
+    report: bool = True  # its results.json goes into the report
+
+
+def _bench(name: str, *args: str, after: tuple[str, ...] = ()) -> Job:
+    return Job(name, ("bench", *args, "--out", f"{{out}}/{name}"), after=after)
+
+
+def _faults(name: str, *args: str, needs: tuple[str, ...] = ()) -> Job:
+    return Job(name, ("faults", *args, "--out", f"{{out}}/{name}"), needs=needs)
+
+
+def _browser(name: str, *args: str) -> Job:
+    return Job(name, ("browser", *args, "--out", f"{{out}}/{name}"),
+               needs=("chromium", "haproxy"))  # fmt: skip
+
+
+# fmt: off
+# What the verdicts and "what to ship" read, and nothing else (docs/verdicts.md).
+DECISION = (
+    _bench("knee", "--transport", "all", *KNEE),
+    # 50,000 users, ramped at the pace the server accepts them, each at a quarter of the token
+    # rate the knee carried per user; the collector tuned so that full collections over tens of
+    # thousands of live connections do not stall the accepts (the gc profile measures them).
+    _bench("hold-50k", "--transport", "all", "--users", "50000", "--adaptive-ramp", "--ramp",
+           "75s", "--cooldown", "3", "--hold", "6", "--windows", "2", "--rate-from",
+           "{out}/knee", "--rate-share", "0.25", "--tokens", "30", "--think", "5", "--gc",
+           "tuned", "--no-pin", after=("knee",)),
+    _faults("faults", "--transport", "all", "--scenario", "close,blackhole,restart", "--mode",
+            "both", "--tokens", "200", "--window-s", "15", "--parallel"),
+    _faults("lb-pod", *LB, "--replay", "pod", "--scenario", "backend-kill", "--mode", "hardened",
+            "--tokens", "200", "--window-s", "15", needs=LB_NEEDS),
+    _faults("lb-redis", *LB, "--replay", "redis", "--scenario", "backend-kill", "--mode", "both",
+            "--tokens", "200", "--window-s", "15", needs=LB_NEEDS),
+    _browser("browser", "--transport", "all", "--tabs", "7", "--tokens", "120", "--rate", "40",
+             "--http", "1.1,2"),
+)
+
+# The deeper profiles: each adds jobs to a run directory; the report merges what is present.
+DEEPER: dict[str, tuple[Job, ...]] = {
+    "passes": (_bench("knee-2", "--transport", "all", *KNEE),),
+    "stacks": (
+        _bench("knee-lean", "--transport", "all", "--stack", "lean", *KNEE),
+        _bench("knee-granian", "--transport", "sse,poll", "--stack", "granian", *KNEE),
+    ),
+    "windows": (
+        _bench("flush", "--transport", "all", "--stack", "lean", "--flush-ms", "0,25,50,100,250",
+               "--users", "150", "--ramp", "2s", "--hold", "4", "--windows", "2", "--think", "0"),
+        _bench("flush-grpc", "--transport", "grpc", "--flush-ms", "0,25,50,100,250", "--users",
+               "150", "--ramp", "2s", "--hold", "4", "--windows", "2", "--think", "0"),
+    ),
+    "gc": (
+        _bench("gc", "--transport", "sse", "--stack", "lean", "--gc", "stock,tuned", "--users",
+               "10000", "--workers", "1", "--rate", "1", "--tokens", "60", "--think", "5",
+               "--adaptive-ramp", "--ramp", "40s", "--hold", "30", "--windows", "3", "--no-pin"),
+        _bench("gc-poll", "--transport", "poll", "--gc", "stock,tuned", "--users", "10000",
+               "--workers", "1", "--rate", "0.2", "--tokens", "30", "--think", "5",
+               "--adaptive-ramp", "--ramp", "40s", "--hold", "30", "--windows", "3", "--no-pin"),
+    ),
+    "faults": (_faults("faults-all", "--transport", "all", "--scenario", "all", "--mode", "both",
+                       "--clients", "5"),),
+    "lb": tuple(
+        _faults(f"lb-{name}", *LB, *extra, "--scenario", "all", needs=LB_NEEDS)
+        for name, extra in (("redis-all", ("--replay", "redis")), ("pod-all", ("--replay", "pod")),
+                            ("pod-sticky", ("--replay", "pod", "--sticky")),
+                            ("redis-sticky", ("--replay", "redis", "--sticky")))
+    ),
+    "browsers": (
+        _browser("browser-tabs", "--transport", "all", "--tabs", "1,6,7,10", "--tokens", "120",
+                 "--rate", "40", "--http", "1.1,2"),
+        _browser("browser-faults", "--transport", "all", "--fault", "close,blackhole,lb-restart",
+                 "--tokens", "400", "--rate", "40", "--wait", "25"),
+        _browser("browser-cpu", "--transport", "all", "--client", "as-is", "--tabs", "4",
+                 "--tokens", "3000", "--rate", "300"),
+        _browser("browser-react", "--transport", "all", "--client", "as-is", "--page", "react",
+                 "--tabs", "1,7", "--tokens", "120", "--rate", "40"),
+    ),
+}
+# fmt: on
+PROFILES: dict[str, tuple[Job, ...]] = {
+    "decision": DECISION,
+    **DEEPER,
+    "full": DECISION + tuple(j for jobs in DEEPER.values() for j in jobs),
+}
+
+
+class JobRecord(TypedDict):
+    name: str
+    command: str
+    status: Status
+    why: str | None  # skipped or failed: one line
+    wall_s: float
+
+
+class JobsDoc(TypedDict):
+    schema_version: int
+    kind: Literal["jobs"]
+    profile: str
+    started_at: float  # Unix time the make command started (installs included)
+    wall_s: float  # from started_at to the report written
+    jobs: list[JobRecord]
+
+
+def have(command: str) -> bool:
+    return shutil.which(command) is not None or Path("/usr/sbin", command).exists()
+
+
+@dataclass
+class Runner:
+    profile: str
+    out: Path
+    started_at: float = field(default_factory=time.time)
+    records: list[JobRecord] = field(default_factory=list)
+
+    def command(self, job: Job) -> list[str]:
+        return ["tokenbench", *(a.replace("{out}", str(self.out)) for a in job.args)]
+
+    def run(self, job: Job) -> Status:
+        argv = self.command(job)
+        done = {r["name"] for r in self.records if r["status"] == "ran"}
+        why = None
+        if lost := [c for c in job.needs if not have(c)]:
+            why = f"{' and '.join(lost)} not installed (apt-get install -y {' '.join(lost)})"
+        elif waiting := [a for a in job.after if a not in done]:
+            why = f"needs {', '.join(waiting)}, which did not finish"
+        if why is not None:
+            print(f"skipped {job.name}: {why}", flush=True)
+            self._record(job, argv, "skipped", why, 0.0)
+            return "skipped"
+        print(f"== {job.name}: {' '.join(argv)}", flush=True)
+        t0 = time.monotonic()
+        try:
+            rc = subprocess.call([sys.executable, "-c", "from bench.cli import main; main()",
+                                  *argv[1:]])  # fmt: skip
+        except KeyboardInterrupt:
+            self._record(job, argv, "interrupted", "stopped by Ctrl-C", time.monotonic() - t0)
+            raise
+        status: Status = "ran" if rc == 0 else "failed"
+        self._record(job, argv, status, None if rc == 0 else f"exit status {rc}",
+                     time.monotonic() - t0)  # fmt: skip
+        print(f"   {job.name}: {status} in {time.monotonic() - t0:.0f} s", flush=True)
+        return status
+
+    def _record(self, job: Job, argv: list[str], status: Status, why: str | None,
+                wall: float) -> None:  # fmt: skip
+        self.records = [r for r in self.records if r["name"] != job.name]
+        self.records.append(JobRecord(name=job.name, command=" ".join(argv), status=status,
+                                      why=why, wall_s=round(wall, 1)))  # fmt: skip
+
+    def doc(self) -> JobsDoc:
+        return JobsDoc(
+            schema_version=JOBS_VERSION,
+            kind="jobs",
+            profile=self.profile,
+            started_at=self.started_at,
+            wall_s=round(time.time() - self.started_at, 1),
+            jobs=self.records,
+        )
+
+    def write(self) -> Path:
+        """Merge into an existing jobs.json, so deeper profiles add to a make bench run."""
+        path = self.out / "jobs.json"
+        self.out.mkdir(parents=True, exist_ok=True)
+        doc = self.doc()
+        if path.exists():
+            old = read(path)
+            if old is not None:
+                mine = {r["name"] for r in doc["jobs"]}
+                doc["jobs"] = [r for r in old["jobs"] if r["name"] not in mine] + doc["jobs"]
+                if old["profile"] != self.profile:
+                    doc["profile"] = f"{old['profile']}+{self.profile}"
+                    doc["wall_s"] = old["wall_s"]
+                    doc["started_at"] = old["started_at"]
+        path.write_text(json.dumps(doc, indent=1) + "\n")
+        return path
+
+
+def read(path: Path) -> JobsDoc | None:
+    """A profile's jobs.json, or None when it is not one."""
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(doc, dict) or doc.get("kind") != "jobs" or "jobs" not in doc:
+        return None
+    return doc  # type: ignore[return-value]
+
+
+def jobs_of(paths: list[Path]) -> list[JobRecord]:
+    """The jobs.json records of the profiles these run paths belong to (their parent dirs)."""
+    seen: dict[Path, JobsDoc] = {}
+    for p in paths:
+        run = p if p.is_dir() else p.parent
+        for d in (run, run.parent):
+            if d not in seen and (doc := read(d / "jobs.json")) is not None:
+                seen[d] = doc
+    return [r for doc in seen.values() for r in doc["jobs"]]
+
+
+def runs_in(out: Path, names: list[str] | None = None) -> list[Path]:
+    """Every job's results.json under ``out``, in profile order (deeper jobs included)."""
+    order = [j.name for j in PROFILES["full"]]
+    found = [p.parent for p in out.glob("*/results.json")]
+    found.sort(key=lambda d: (order.index(d.name) if d.name in order else len(order), d.name))
+    return [d for d in found if names is None or d.name in names]

@@ -1,0 +1,98 @@
+"""bench.profiles: every job of every profile is a command line tokenbench accepts; a job whose
+system commands are missing is skipped with one line and named in the report; a failed job is
+recorded and the others still run; the report is written from whatever ran."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import typer
+
+from bench import profiles
+from bench.cli import app
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def _parse(argv: list[str]) -> None:
+    """Parse a command line the way ``tokenbench`` would, without running it."""
+    group = typer.main.get_command(app)
+    ctx = group.make_context("tokenbench", list(argv), resilient_parsing=False)
+    name, cmd, rest = group.resolve_command(ctx, [*ctx._protected_args, *ctx.args])
+    assert cmd is not None, name
+    cmd.make_context(name or "", rest, parent=ctx)
+
+
+@pytest.mark.parametrize("name", list(profiles.PROFILES))
+def test_every_job_of_every_profile_parses(name: str, tmp_path: Path) -> None:
+    runner = profiles.Runner(name, tmp_path)
+    jobs = profiles.PROFILES[name]
+    assert len({j.name for j in jobs}) == len(jobs), "job names are their run directories"
+    for job in jobs:
+        _parse(runner.command(job)[1:])
+        for dep in job.after:
+            assert dep in [j.name for j in jobs], f"{job.name} reads {dep}, not in {name}"
+
+
+def test_the_decision_job_covers_what_ship_reads() -> None:
+    names = [j.name for j in profiles.DECISION]
+    assert names == ["knee", "hold-50k", "faults", "lb-pod", "lb-redis", "browser"]
+    full = [j.name for j in profiles.PROFILES["full"]]
+    assert len(full) == len(set(full)) and set(names) < set(full)
+
+
+def test_missing_command_skips_and_failure_is_recorded(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    runner = profiles.Runner("test", tmp_path)
+    assert runner.run(profiles.Job("needs", ("info",), needs=("no-such-command-xyz",))) == "skipped"
+    line = capsys.readouterr().out.strip()
+    assert line == ("skipped needs: no-such-command-xyz not installed "
+                    "(apt-get install -y no-such-command-xyz)")  # fmt: skip
+    assert runner.run(profiles.Job("bad", ("bench", "--transport", "nope"))) == "failed"
+    assert runner.run(profiles.Job("reads-bad", ("info",), after=("bad",))) == "skipped"
+    doc = json.loads(runner.write().read_text())
+    assert doc["kind"] == "jobs" and doc["schema_version"] == profiles.JOBS_VERSION
+    got = {r["name"]: (r["status"], r["why"]) for r in doc["jobs"]}
+    assert got["needs"][0] == "skipped" and got["bad"] == ("failed", "exit status 2")
+    assert got["reads-bad"] == ("skipped", "needs bad, which did not finish")
+
+
+def test_a_deeper_profile_merges_into_the_run(tmp_path: Path) -> None:
+    first = profiles.Runner("decision", tmp_path, started_at=1.0)
+    first._record(profiles.Job("knee", ()), ["tokenbench"], "ran", None, 10.0)
+    first.write()
+    second = profiles.Runner("gc", tmp_path)
+    second._record(profiles.Job("gc", ()), ["tokenbench"], "skipped", "x", 0.0)
+    doc = json.loads(second.write().read_text())
+    assert doc["profile"] == "decision+gc" and doc["started_at"] == 1.0
+    assert [r["name"] for r in doc["jobs"]] == ["knee", "gc"]
+
+
+def test_the_report_names_jobs_that_did_not_run(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    (run / "knee").mkdir(parents=True)
+    shutil.copy(FIXTURES / "bench.json", run / "knee" / "results.json")
+    runner = profiles.Runner("decision", run)
+    runner._record(profiles.Job("knee", ()), ["tokenbench"], "ran", None, 1.0)
+    runner._record(profiles.Job("browser", ()), ["tokenbench"], "skipped",
+                   "chromium not installed (apt-get install -y chromium)", 0.0)  # fmt: skip
+    runner.write()
+    from bench.report import build
+
+    text = build.build(profiles.runs_in(run), run / "report").read_text()
+    assert "Jobs: 1 of 2 ran (knee)." in text
+    assert ("**Not measured**: `browser` skipped: chromium not installed "
+            "(apt-get install -y chromium).") in text  # fmt: skip
+
+
+def test_profile_command_refuses_an_unknown_profile(tmp_path: Path) -> None:
+    out = subprocess.run([sys.executable, "-m", "bench.cli", "profile", "nope", "--out",
+                          str(tmp_path)], capture_output=True, text=True)  # fmt: skip
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert out.stderr.strip().startswith("error: no profile 'nope'")
