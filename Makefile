@@ -7,16 +7,23 @@ STAMP  := $(VENV)/.installed
 RUN    := $(shell date -u +%Y%m%d-%H%M%S)
 TB     := $(BIN)/tokenbench
 
-.PHONY: install system-check web proto test fuzz lint format bench bench-full bench-knee bench-50k bench-faults bench-quick \
+.PHONY: install system system-check web proto test fuzz lint format bench bench-deep bench-full bench-knee bench-50k bench-faults bench-quick \
 	bench-cluster bench-lb bench-browser browser-jobs bench-stacks bench-loadgen bench-lean \
 	idle-memory report clean
 
-$(STAMP): pyproject.toml setup.py clients/_fastpath.c
+# Locked: requirements.lock pins every dependency, the dev and browser extras' too, with hashes,
+# for Python 3.11 on x86_64 Linux; remake it after a change to pyproject.toml's dependencies:
+#   uv pip compile pyproject.toml --extra dev --extra browser --generate-hashes \
+#     --python-version 3.11 --python-platform x86_64-unknown-linux-gnu -o requirements.lock
+# uv installs it (fresh, about 8 s here; pip took 23). Ray (the cluster extra) is not in it:
+# bench-cluster installs it.
+UV := 0.13.9
+$(STAMP): pyproject.toml setup.py clients/_fastpath.c requirements.lock
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[dev,cluster,browser]"
+	$(BIN)/python -m pip install --quiet "uv==$(UV)"
+	$(BIN)/uv pip sync --quiet --python $(BIN)/python --require-hashes requirements.lock
+	$(BIN)/uv pip install --quiet --python $(BIN)/python --no-deps -e .
 	$(BIN)/python -c "import proto; proto.build(force=True)"
-	@$(MAKE) --no-print-directory system-check
 	@touch $(STAMP)
 
 # The browser side (docs/browsers.md): npm packages pinned by web/package-lock.json, the gRPC-Web
@@ -37,22 +44,24 @@ web: $(STAMP)  ## build the browser clients and the React page (needs node and n
 		node web/build.mjs; \
 	else echo "note: the browser bundle needs node and npm; install with: apt-get install -y nodejs npm"; fi
 
-# The Debian packages that --lb haproxy, --replay redis and `tokenbench browser` run (and their
-# tests, and CI, need): command, then its package.
+# The system side, checked first (scripts/system-packages.sh): Linux, Python 3.11+ with venv and
+# headers, a C compiler, and the Debian packages that --lb haproxy, --replay redis, tokenbench
+# browser and the web bundle run (command:package). As root with apt-get they are installed;
+# otherwise the first seconds print the one command that does (ALLOW_MISSING=1: go on, and the
+# jobs that need them are skipped and named in the report).
 SYSTEM := haproxy:haproxy redis-server:redis-server chromium:chromium node:nodejs npm:npm \
-	openssl:openssl
-system-check:  ## say which Debian packages are missing, and the one command that installs them
-	@missing=""; for cp in $(SYSTEM); do c=$${cp%%:*}; p=$${cp##*:}; \
-		command -v $$c >/dev/null 2>&1 || [ -x /usr/sbin/$$c ] || missing="$$missing $$p"; done; \
-	if [ -n "$$missing" ]; then echo "note: --lb, --replay redis and tokenbench browser need:$$missing;" \
-		"install with: apt-get install -y$$missing"; fi
+	openssl:openssl ss:iproute2
+system:  ## install (as root) or name the missing system packages, in the first seconds
+	@bash scripts/system-packages.sh $(PYTHON) $(SYSTEM)
+
+system-check: system
 
 install: $(READY)  ## create .venv and install tokenbench with its test tools
 
 proto: $(READY)  ## regenerate the gRPC stubs from proto/tokens.proto
 	$(BIN)/python -c "import proto; proto.build(force=True)"
 
-test: $(READY)  ## the test suite (real servers on port 0, real clients)
+test: system $(READY)  ## the test suite (real servers on port 0, real clients)
 	$(BIN)/python -m pytest
 
 fuzz: $(READY)  ## the property and fuzz tests with a wide search (about 10 min)
@@ -67,56 +76,29 @@ format: $(READY)
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-# The main job, about 45 minutes on 2 cores (22 measured before the browser jobs, which take
-# about 12 here, the granian knees, about 3, and the lean gRPC knee and sweep, about 3). Every
-# run measures the machine first and last (machine.yardstick). 1. The knee at 40 tok/s: each
-# step measured as three 1 s windows, the knee and the first broken step run three times
-# each, bisected until the bracket is one refine step wide; the whole search twice (knee,
-# knee-2, about 5 min each here), since one pass's bracket moved by up to 50 % on the next
-# (results/20261207-twice): the report pools the passes; then the same for the lean stacks, and
-# for the stock apps of SSE and long polling on granian.
-# 2. Tokens per write: 150 users at 40 tok/s with write windows of 0 to 250 ms, on the lean
-# stacks, and gRPC's stock stack too. 3. Collector pauses at 10,000 connections in one
-# worker, stock and tuned (lean SSE, and long polling, whose requests churn the heap). 4. 50,000 users, ramped at the pace the server accepts them (a 60 s
-# budget per transport), each at the token rate that loads the server to a quarter of what it
-# carried at its knee (--rate-from the knee just measured). 5. Three fault scenarios. 6. Real
-# browsers (browser-jobs, below). 7. The report.
-KNEE := --find-knee --knee-start 200 --knee-factor 1.5 --knee-refine 2 --knee-repeats 3 \
-	--clients 3000 --ramp 2s --hold 3 --windows 3 --think 0
+# The decision job (bench.profiles.DECISION, docs/profiles in the README): what the verdicts and
+# "what to ship" read, and nothing else: the knees at 40 tok/s on the stock stacks, 50,000 users
+# on every transport (memory per connection), the three fault scenarios the claims read, one
+# load-balancer pass (a backend killed, answers in the pod and in the shared Redis log), one
+# browser pass (7 tabs, HTTP/1.1 and HTTP/2), then the report. A job whose system packages are
+# missing is skipped and named in the report. T0 is when make started: the wall time recorded in
+# jobs.json includes the installs.
+T0 := $(shell date +%s)
+# The knee search's options, defined once in bench.profiles (for the targets below that reuse it).
+KNEE = $(shell $(BIN)/python -c "from bench.profiles import KNEE; print(' '.join(KNEE))")
+PROFILE = $(TB) profile $(1) --out results/$(RUN) --started-at $(T0)
 
-bench: $(READY)  ## installs, then knees (stock, lean) + write windows + GC + 50k + faults + report
-	$(TB) bench --transport all $(KNEE) --out results/$(RUN)/knee
-	$(TB) bench --transport all $(KNEE) --out results/$(RUN)/knee-2
-	$(TB) bench --transport all --stack lean $(KNEE) --out results/$(RUN)/knee-lean
-	$(TB) bench --transport sse,poll --stack granian $(KNEE) --out results/$(RUN)/knee-granian
-	$(TB) bench --transport all --stack lean --flush-ms 0,25,50,100,250 --clients 150 \
-		--ramp 2s --hold 4 --windows 2 --think 0 --out results/$(RUN)/flush
-	$(TB) bench --transport grpc --flush-ms 0,25,50,100,250 --clients 150 \
-		--ramp 2s --hold 4 --windows 2 --think 0 --out results/$(RUN)/flush-grpc
-	$(TB) bench --transport sse --stack lean --gc stock,tuned --clients 10000 --workers 1 \
-		--rate 1 --tokens 60 --think 5 --adaptive-ramp --ramp 40s --hold 30 --windows 3 \
-		--no-pin --out results/$(RUN)/gc
-	$(TB) bench --transport poll --gc stock,tuned --clients 10000 --workers 1 --rate 0.2 \
-		--tokens 30 --think 5 --adaptive-ramp --ramp 40s --hold 30 --windows 3 --no-pin \
-		--out results/$(RUN)/gc-poll
-	$(TB) bench --transport all --clients 50000 --adaptive-ramp --ramp 60s --cooldown 5 \
-		--hold 15 --windows 3 --rate-from results/$(RUN)/knee --rate-share 0.25 --tokens 30 \
-		--think 5 --no-pin --out results/$(RUN)/hold-50k
-	$(TB) faults --transport all --scenario close,blackhole,restart --mode both --tokens 200 \
-		--window 15 --parallel --out results/$(RUN)/faults
-	@$(MAKE) --no-print-directory browser-jobs OUT=results/$(RUN)
-	$(TB) report results/$(RUN)/knee results/$(RUN)/knee-2 results/$(RUN)/knee-lean results/$(RUN)/knee-granian \
-		results/$(RUN)/flush \
-		results/$(RUN)/flush-grpc results/$(RUN)/gc results/$(RUN)/gc-poll results/$(RUN)/hold-50k \
-		results/$(RUN)/faults $(BROWSER_RUNS:%=results/$(RUN)/%) --out results/$(RUN)/report
-	ln -sfn $(RUN) results/latest
-	@echo "report: results/$(RUN)/report/REPORT.md (results/latest points there)"
+bench: system $(READY)  ## installs, then the decision job and its report (results/latest)
+	$(call PROFILE,decision) --latest
 
-# Long runs, for bigger machines or a quiet night (about an hour here): finer knee ladder,
-# longer 50k ramp and hold, every fault scenario.
-bench-full: bench-knee bench-50k bench-faults  ## all of the long runs below, then the report
-	$(TB) report results/$(RUN)-knee results/$(RUN)-50k results/$(RUN)-faults \
-		--out results/$(RUN)-report
+# Everything else, by name: each adds its jobs to results/$(RUN) and rebuilds the report from
+# every job present (make bench-deep PROFILES="stacks gc" RUN=<an earlier make bench run>).
+PROFILES ?= passes stacks windows gc faults lb browsers
+bench-deep: system $(READY)  ## deeper profiles (passes stacks windows gc faults lb browsers) into RUN
+	@for p in $(PROFILES); do $(call PROFILE,$$p) || exit $$?; done
+
+bench-full: system $(READY)  ## the decision job and every deeper profile, one report (a few hours)
+	$(call PROFILE,full) --latest
 
 bench-knee: $(READY)  ## users per server core at 40 tok/s until p99 > 250 ms or goodput < 99 % (~12 min)
 	$(TB) bench --transport all --find-knee --knee-start 100 --knee-factor 1.25 --knee-refine 2 \
@@ -129,13 +111,14 @@ bench-50k: $(READY)  ## 50,000 connections per transport, at a token rate one co
 bench-faults: $(READY)  ## every fault scenario, transport and client mode (~20 min)
 	$(TB) faults --transport all --scenario all --mode both --clients 5 --out results/$(RUN)-faults
 
-bench-quick: $(READY)  ## a first look: every transport at 200 and 400 users, with a report (~3 min)
+bench-quick: system $(READY)  ## a first look: every transport at 200 and 400 users, with a report (~3 min)
 	$(TB) bench --transport all --ramp 200:9s,400:9s --clients 400 --hold 0 --think 1 \
 		--out results/$(RUN)-quick
 	$(TB) report results/$(RUN)-quick --out results/$(RUN)-quick/report
 	@echo "report: results/$(RUN)-quick/report/REPORT.md"
 
 bench-cluster: $(READY)  ## make bench's knee job, its load processes on a local Ray cluster (docs/cluster.md)
+	@$(BIN)/python -c "import ray" 2>/dev/null || $(BIN)/uv pip install --quiet --python $(BIN)/python -e ".[cluster]"
 	$(TB) bench --transport all $(KNEE) --cluster local --out results/$(RUN)-cluster-knee
 	@echo "compare: tokenbench compare results/latest/knee results/$(RUN)-cluster-knee"
 
@@ -188,7 +171,7 @@ bench-loadgen: $(READY)  ## load-generator CPU per token, compiled against Pytho
 # answers (about 80 a second), which separates holding connections from churning them; then
 # gRPC's knees on grpc.aio and on the lean HTTP/2 server, writing each token and at 100 ms.
 bench-lean: $(READY)  ## knees at --flush-ms 100, and 50,000 connections at 1 tok/s on the lean stacks
-	$(TB) bench --transport sse,ws,poll --stack lean --flush-ms 100 $(KNEE) --clients 8000 \
+	$(TB) bench --transport sse,ws,poll --stack lean --flush-ms 100 $(KNEE) --users 8000 \
 		--out results/$(RUN)-lean/knee-flush100
 	$(TB) bench --transport sse,ws --stack lean --gc tuned --clients 50000 --rate 1 --tokens 60 \
 		--think 5 --adaptive-ramp --ramp 90s --cooldown 5 --hold 15 --windows 3 --no-pin \
