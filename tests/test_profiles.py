@@ -41,7 +41,7 @@ def test_every_job_of_every_profile_parses(name: str, tmp_path: Path) -> None:
 
 def test_the_decision_job_covers_what_ship_reads() -> None:
     names = [j.name for j in profiles.DECISION]
-    assert names == ["knee", "hold-50k", "faults", "lb-pod", "lb-redis", "browser"]
+    assert names == ["knee", "hold-50k", "faults", "lb-pod", "lb-redis", "lb-redis-sse", "browser"]
     full = [j.name for j in profiles.PROFILES["full"]]
     assert len(full) == len(set(full)) and set(names) < set(full)
 
@@ -96,3 +96,28 @@ def test_profile_command_refuses_an_unknown_profile(tmp_path: Path) -> None:
                           str(tmp_path)], capture_output=True, text=True)  # fmt: skip
     assert out.returncode == 2 and "Traceback" not in out.stderr
     assert out.stderr.strip().startswith("error: no profile 'nope'")
+
+
+def _no_apt_path(tmp_path: Path) -> str:
+    """A PATH with what scripts/system-packages.sh runs, and no apt-get."""
+    bin_ = tmp_path / "bin"
+    bin_.mkdir()
+    for tool in ("uname", "id", "cc", "bash"):
+        found = shutil.which(tool)
+        assert found, tool
+        (bin_ / tool).symlink_to(found)
+    return str(bin_)
+
+
+@pytest.mark.parametrize("allow", [False, True])
+def test_system_check_names_the_one_command_without_apt(tmp_path: Path, allow: bool) -> None:
+    env = {"PATH": _no_apt_path(tmp_path), **({"ALLOW_MISSING": "1"} if allow else {})}
+    script = Path(__file__).parents[1] / "scripts" / "system-packages.sh"
+    out = subprocess.run(["bash", str(script), sys.executable, "no-such-cmd-xyz:no-such-pkg-xyz"],
+                         env=env, capture_output=True, text=True, timeout=30)  # fmt: skip
+    fix = "install with: sudo apt-get install -y no-such-pkg-xyz"
+    if allow:
+        assert out.returncode == 0 and fix in out.stdout and "skipped" in out.stdout
+    else:
+        assert out.returncode == 1 and out.stderr.count("\n") == 1, out.stderr
+        assert out.stderr.startswith("error: missing no-such-pkg-xyz; " + fix)
