@@ -22,7 +22,7 @@ from typing import Literal, TypedDict
 Status = Literal["ran", "failed", "skipped", "interrupted"]
 JOBS_VERSION = 1
 
-# The knee search as make bench runs it: 40 tok/s per user, three 1 s windows per step, the
+# The knee search as make bench runs it: 40 tok/s per user, three 0.8 s windows per step, the
 # knee and the first broken step repeated three times, bisected to one refine step (knee.py).
 KNEE = (
     "--find-knee",
@@ -37,9 +37,9 @@ KNEE = (
     "--users",
     "3000",
     "--ramp",
-    "2s",
+    "1.5s",
     "--hold",
-    "3",
+    "2.4",
     "--windows",
     "3",
     "--think",
@@ -75,12 +75,12 @@ def _browser(name: str, *args: str) -> Job:
 # What the verdicts and "what to ship" read, and nothing else (docs/verdicts.md).
 DECISION = (
     _bench("knee", "--transport", "all", *KNEE),
-    # 50,000 users, ramped at the pace the server accepts them (a 75 s budget), each at 5 % of
+    # 50,000 users, ramped at the pace the server accepts them (an 80 s budget), each at 5 % of
     # the token rate the knee carried per user: this step measures holding connections (memory,
     # accepts), the knee measures tokens; at a quarter of it the streams' CPU slowed the accepts
     # so that SSE, WebSocket and gRPC stopped at 48,261, 43,335 and 33,101 users (2026-12-07).
     _bench("hold-50k", "--transport", "all", "--users", "50000", "--adaptive-ramp", "--ramp",
-           "75s", "--cooldown", "2", "--hold", "4", "--windows", "2", "--rate-from",
+           "80s", "--cooldown", "2", "--hold", "4", "--windows", "2", "--rate-from",
            "{out}/knee", "--rate-share", "0.05", "--tokens", "30", "--think", "5", "--no-pin",
            after=("knee",)),
     _faults("faults", "--transport", "all", "--scenario", "close,blackhole,restart", "--mode",

@@ -328,6 +328,10 @@ class _FakeDrive:
 
     def __init__(self, accept: int) -> None:
         self.fleet, self.accept, self.connected, self.now = _FakeFleet(), accept, 0, 0.0
+        self.last_cpu: dict[int, float] = {}
+
+    def server_sample(self) -> None:  # no server processes to read
+        return None
 
     def pump(self, seconds: float, step: int, *into: object) -> tuple[int, int]:
         offered = self.fleet.targets[-1] if self.fleet.targets else 0
@@ -354,4 +358,13 @@ def test_the_adaptive_ramp_offers_what_the_server_accepts(monkeypatch) -> None:
     fast = _FakeDrive(accept=20_000)
     monkeypatch.setattr(ramp.time, "monotonic", lambda: fast.now)
     got = ramp.adaptive(fast, Step(50_000, 60.0, 5, adaptive=True), 0, 5)  # type: ignore[arg-type]
-    assert not got.limited and got.users_connected >= 49_500 and got.took_s < 60
+    assert not got.limited and got.users_connected == 50_000 and got.took_s < 60
+    assert got.limited_by is None  # not limited, and no server to read here
+
+
+def test_the_side_that_limited_a_ramp() -> None:
+    from bench.load.ramp import side
+
+    assert side(None, 1.0, 2) is None  # the server's CPU not measured
+    assert side(1.1, 0.8, 2) == "server" and side(0.8, 1.1, 2) == "loadgen"
+    assert side(0.5, 0.4, 2) == "accepts"  # neither side near the machine's cores

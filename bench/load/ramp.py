@@ -1,7 +1,8 @@
 """Getting a step's users connected: at a fixed pace, or at the pace the server keeps up with.
 
 ``fixed``: the users start staggered over the step's ramp, then the window waits (at most
-``settle_s``) until 99 % have connected once. ``adaptive``: the orchestrator offers new users
+``settle_s``) until 99 % have connected once. ``adaptive``: until every user has connected
+once (a 50,000-user step is 50,000 users), the orchestrator offering new users
 second by second, twice as many as the server accepted in the last second (at least
 ``MIN_PACE``), and offers no more while the users still connecting exceed two seconds of what it
 accepts; the step's ramp is the budget. Users not connected when the budget ends are stopped,
@@ -34,7 +35,7 @@ class RampResult:
     users_connected: int
     users_offered: int
     accept_per_s: float | None  # the best 3-second average of connections accepted per second
-    limited: bool  # the budget ran out before 99 % of the users connected
+    limited: bool  # the budget ran out before 99 % (adaptive: all) of the users connected
     adaptive: bool
     server_cores_used: float | None = None  # server CPU seconds over the ramp, per second
     loadgen_cores_used: float | None = None  # load processes' CPU seconds, per second
@@ -67,7 +68,7 @@ def _cpu(drive: Driver) -> tuple[float | None, float]:
 
 
 def adaptive(drive: Driver, step: Step, i: int, n_loaders: int) -> RampResult:
-    fleet, need = drive.fleet, math.ceil(0.99 * step.clients)
+    fleet, need = drive.fleet, step.clients  # every user: the step is named by its users
     t0 = time.monotonic()
     srv0, gen0 = _cpu(drive)
     target = min(step.clients, FIRST)

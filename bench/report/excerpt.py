@@ -198,6 +198,21 @@ def lb_matrix_md(r: Runs) -> str:
     return _md(" | ".join(["scenario", *head]), rows)
 
 
+def wall_md(r: Runs) -> str:
+    """How long a committed ``make bench`` took, from its jobs.json: wall time from make's start
+    (installs included) to the report, and each job's."""
+    from bench import profiles
+
+    doc = profiles.read((ROOT / r.paths[0]).parent / "jobs.json")
+    if doc is None:
+        return "not measured (no jobs.json)"
+    jobs = ", ".join(f"{j['name']} {j['wall_s'] / 60:.1f}" for j in doc["jobs"])
+    off = [f"{j['name']} ({j['status']})" for j in doc["jobs"] if j["status"] != "ran"]
+    return (f"`make bench` took **{doc['wall_s'] / 60:.1f} minutes** from a fresh clone, installs "
+            f"included (minutes per job: {jobs}" + (f"; not run: {', '.join(off)}" if off else "")
+            + ").")  # fmt: skip
+
+
 def _lines(*parts: list[str] | str) -> str:
     return "\n".join(p if isinstance(p, str) else "\n".join(p) for p in parts).strip("\n")
 
