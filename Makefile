@@ -93,8 +93,8 @@ bench: system $(READY)  ## installs, then the decision job and its report (resul
 
 # Everything else, by name: each adds its jobs to results/$(RUN) and rebuilds the report from
 # every job present (make bench-deep PROFILES="stacks gc" RUN=<an earlier make bench run>).
-PROFILES ?= passes stacks windows gc faults lb browsers
-bench-deep: system $(READY)  ## deeper profiles (passes stacks windows gc faults lb browsers) into RUN
+PROFILES ?= passes hold stacks windows gc faults lb browsers
+bench-deep: system $(READY)  ## deeper profiles (passes hold stacks windows gc faults lb browsers) into RUN
 	@for p in $(PROFILES); do $(call PROFILE,$$p) || exit $$?; done
 
 bench-full: system $(READY)  ## the decision job and every deeper profile, one report (a few hours)
@@ -206,10 +206,11 @@ bench-browser: $(READY)  ## real Chromium tabs: the connection limit, faults, re
 	$(TB) report $(BROWSER_RUNS:%=results/$(RUN)-browser/%) --out results/$(RUN)-browser/report
 	@echo "report: results/$(RUN)-browser/report/REPORT.md"
 
-BASELINE := results/20261201-222029
+BASELINE := results/20261207-050405
 
 report: $(READY)  ## rebuild the committed baseline's REPORT.md and charts from its JSON
-	$(TB) report $(BASELINE)/knee $(BASELINE)/hold-50k $(BASELINE)/faults --out $(BASELINE)/report
+	$(TB) report $(addprefix $(BASELINE)/,knee hold-50k faults lb-pod lb-redis lb-redis-sse browser) \
+		--out $(BASELINE)/report
 
 readme: $(READY)  ## rewrite the generated tables of README.md and docs/findings.md from the committed runs
 	$(BIN)/python -m bench.report.excerpt

@@ -103,6 +103,11 @@ DECISION = (
 # The deeper profiles: each adds jobs to a run directory; the report merges what is present.
 DEEPER: dict[str, tuple[Job, ...]] = {
     "passes": (_bench("knee-2", "--transport", "all", *KNEE),),
+    # The 50,000 step with the time 2 cores need to connect everyone (the decision job's 60 s
+    # budget is what fits 15 minutes).
+    "hold": (_bench("hold-50k-long", "--transport", "all", "--users", "50000", "--adaptive-ramp",
+                    "--ramp", "150s", "--cooldown", "2", "--hold", "10", "--windows", "3",
+                    "--rate", "0.03", "--tokens", "30", "--think", "5", "--no-pin"),),
     "stacks": (
         _bench("knee-lean", "--transport", "all", "--stack", "lean", *KNEE),
         _bench("knee-granian", "--transport", "sse,poll", "--stack", "granian", *KNEE),

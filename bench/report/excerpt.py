@@ -208,9 +208,10 @@ def wall_md(r: Runs) -> str:
         return "not measured (no jobs.json)"
     jobs = ", ".join(f"{j['name']} {j['wall_s'] / 60:.1f}" for j in doc["jobs"])
     off = [f"{j['name']} ({j['status']})" for j in doc["jobs"] if j["status"] != "ran"]
-    return (f"`make bench` took **{doc['wall_s'] / 60:.1f} minutes** from a fresh clone, installs "
-            f"included (minutes per job: {jobs}" + (f"; not run: {', '.join(off)}" if off else "")
-            + ").")  # fmt: skip
+    m = r.docs[0]["machine"]
+    return (f"`make bench` took **{doc['wall_s'] / 60:.1f} minutes** from a fresh clone on "
+            f"{m['cpu_model']} with {m['cores']} cores, installs included (minutes per job: "
+            f"{jobs}" + (f"; not run: {', '.join(off)}" if off else "") + ").")  # fmt: skip
 
 
 def _lines(*parts: list[str] | str) -> str:
@@ -242,7 +243,10 @@ def _section(make: Callable[..., list[str]]) -> Make:
 
 
 Make = Callable[[Runs], str]
-BASELINE = _under("20261201-222029/", "knee", "hold-50k", "faults")
+# The baseline: a make bench (tokenbench profile decision) from a fresh clone, every job of it.
+BASELINE_RUN = "20261207-050405"
+BASELINE = _under(f"{BASELINE_RUN}/", "knee", "hold-50k", "faults", "lb-pod", "lb-redis",
+                  "lb-redis-sse", "browser")  # fmt: skip
 LB_FAULTS = _under("20261203-lb-lb/faults-", "pod", "pod-sticky", "redis", "redis-sticky")
 BROWSER = "20261203-browser/browser-"
 # name -> (the runs it reads, what it makes of them)
@@ -252,9 +256,12 @@ EXCERPTS: dict[str, tuple[tuple[str, ...], Make]] = {
     "verdicts": (BASELINE, verdicts_md),
     "baseline-faults": (BASELINE, lambda r: _lines(faults_markdown(r.faults),
                                                    recovery.rankings_md(r.faults))),
-    "hold-50k": (_under("20261201-222029/", "hold-50k"), holds_md),
+    "hold-50k": (_under(f"{BASELINE_RUN}/", "hold-50k"), holds_md),
+    "make-bench-wall": (_under(f"{BASELINE_RUN}/", "knee"), wall_md),
     "passes": (_under("20261207-passes/", "run1/knee", "run1/knee-2", "run2/knee", "run2/knee-2")
                + _under("20261207-twice/", "knee-a", "knee-b"), knees_md),
+    "decision-runs": (_under("", "20261207-043144/knee", "20261207-044841/knee",
+                             f"{BASELINE_RUN}/knee"), knees_md),
     "agreement": (_under("", "20261201-211858/knee", "20261201-214728/knee", "slowed-knee"),
                   knees_md),
     "cluster": (_under("20261201-cluster-proof2/", "local-1", "cluster-2", "local-3",
