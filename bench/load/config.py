@@ -122,4 +122,6 @@ def parse_steps(ramp: str, clients: int, hold: float) -> list[Step]:
 def config_doc(cfg: BenchConfig) -> dict[str, Any]:
     doc = dataclasses.asdict(cfg)
     doc["out"] = str(cfg.out)
+    if doc.get("deploy"):  # the options typed are for the command's own checks, not a setting
+        doc["deploy"].pop("given", None)
     return doc
