@@ -70,6 +70,14 @@ def test_a_document_missing_a_required_field_is_refused_in_one_line(tmp_path: Pa
         results.upgrade({"schema_version": 3})
 
 
+def test_a_knee_naming_a_count_no_step_ran_is_refused(tmp_path: Path) -> None:
+    doc = results.upgrade(json.loads((FIXTURES / "bench.json").read_text()))
+    run = next(r for r in doc["runs"] if r.get("knee"))
+    run["knee"]["clients"] = 12_345
+    with pytest.raises(results.SchemaError, match=r"knee\.clients: 12345 users, a count no step"):
+        results.validate(doc)
+
+
 def test_the_required_keys_come_from_the_types() -> None:
     assert "unread" not in schema.required(schema.FaultEntry)  # optional: older entries
     assert {"lost", "passed", "unrecovered"} <= set(schema.required(schema.FaultEntry))

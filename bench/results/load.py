@@ -72,6 +72,11 @@ def validate(doc: Any) -> None:
             _need(step["errors"], ERROR_CLASSES, f"{w}.errors")
             _need(step["server"], required(Server), f"{w}.server")
             _need(step["loadgen"], required(Loadgen), f"{w}.loadgen")
+        knee = run.get("knee") or {}
+        counts = {step["clients"] for step in run["steps"]}
+        for edge in ("clients", "broke_at"):
+            if knee.get(edge) is not None and knee[edge] not in counts:
+                raise SchemaError(f"{where}.knee.{edge}: {knee[edge]} users, a count no step ran")
     for i, e in enumerate(doc.get("faults", [])):
         _need(e, required(FaultEntry), f"faults[{i}]")
 
