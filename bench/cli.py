@@ -10,6 +10,7 @@ from typing import Annotated
 
 import typer
 
+import transports
 from bench import deploy as dp
 from bench.cliapp import Transport, app, fail
 
@@ -68,8 +69,8 @@ def serve(
     for name, only in (("ws_compression", "ws"), ("retry_ms", "sse")):
         if name in given and transport.value != only:
             fail(f"{dp.flag(name)} applies to {only} only, not {transport.value}")
-    if "access_log" in given and transport.value == "grpc":
-        fail("--access-log is uvicorn's: grpc has none")
+    if "access_log" in given and not transports.get(transport.value).http:
+        fail(f"--access-log is uvicorn's: {transport.value} has none")
     try:
         cfg = deploy.server(ServerConfig(
             transport=transport.value, host=host, port=port, workers=workers,

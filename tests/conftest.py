@@ -146,11 +146,17 @@ def server_factory(stack: str) -> Iterator[Callable[..., ServerHandle]]:
         handle.stderr_path.unlink(missing_ok=True)
 
 
+def retry(transport: str, ms: int) -> tuple[str, ...]:
+    """``--retry-ms`` for the one transport it applies to (SSE's ``retry:``); serve refuses it
+    elsewhere."""
+    return ("--retry-ms", str(ms)) if transport == "sse" else ()
+
+
 @pytest.fixture(scope="module")
 def servers(stack: str) -> Iterator[dict[str, ServerHandle]]:
     """One server per transport (two workers each, on the module's ``stack`` where the transport
     has it), shared by a module's tests."""
-    handles = {t: start_server(t, "--retry-ms", "100", workers=2, stack=stack) for t in TRANSPORTS}
+    handles = {t: start_server(t, *retry(t, 100), workers=2, stack=stack) for t in TRANSPORTS}
     yield handles
     for handle in handles.values():
         handle.stop()

@@ -22,6 +22,7 @@ from clients.sse_parser import SSEParser
 from clients.ws import WSReader, _Session
 from servers import texts
 from servers.core import Codec, Stream
+from tests.conftest import retry
 
 pytestmark = pytest.mark.skipif(not fast.enabled(), reason="clients/_fastpath.c was not built")
 
@@ -304,7 +305,7 @@ FAULTY = ClientOptions(
 async def test_tapped_reader_resumes_with_every_token_once(
     server_factory, transport: str, fault: str
 ) -> None:
-    srv = server_factory(transport, "--heartbeat", "0.5", "--retry-ms", "50")
+    srv = server_factory(transport, "--heartbeat", "0.5", *retry(transport, 50))
     info = await create_stream(transport, srv.url, tokens=150, rate=200)
     plan = {0: Fault(fault, after_bytes=1999), 1: Fault(fault, after_bytes=3001)}
     proxy = FaultProxy(("127.0.0.1", srv.port), plan.get)

@@ -22,7 +22,7 @@ from clients import ClientOptions, create_stream, reader_class
 from proto import tokens_pb2 as pb
 from proto import tokens_pb2_grpc as pb_grpc
 from servers.core import Codec
-from tests.conftest import HTTP_TRANSPORTS, STACKS, TRANSPORTS, ServerHandle, wait_for
+from tests.conftest import HTTP_TRANSPORTS, STACKS, TRANSPORTS, ServerHandle, retry, wait_for
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -186,7 +186,7 @@ FAST = ClientOptions(
 async def test_clients_survive_faults_with_every_token_once(
     server_factory, transport: str, fault: str
 ) -> None:
-    srv: ServerHandle = server_factory(transport, "--heartbeat", "0.5", "--retry-ms", "50")
+    srv: ServerHandle = server_factory(transport, "--heartbeat", "0.5", *retry(transport, 50))
     info = await create_stream(transport, srv.url, tokens=150, rate=200)
     # Connections 0 and 1 die mid-stream (a cut mid-frame at an odd byte count), then clean.
     plan = {0: Fault(fault, after_bytes=1999), 1: Fault(fault, after_bytes=3001)}

@@ -20,6 +20,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any, NamedTuple
 
+import transports
 from bench import results
 from bench.report import behind_lb, browsers, figures, recovery, ship, stats, variants, verdicts
 from bench.report.figures import NAMES
@@ -165,10 +166,12 @@ def loadgen_md(r: Runs) -> str:
     rows = []
     for doc in r.bench:
         for run in doc["runs"]:
-            st, grpc = run["steps"][-1], run["transport"] == "grpc"
+            st = run["steps"][-1]
+            # a transport whose load processes read with their own client (gRPC: h2, not grpcio)
+            own = transports.get(run["transport"]).load_reader is not None
             gen, srv = st["loadgen"], st["server"]["cpu_s_per_1k_tokens"] * 1e3
-            path = ("h2 + compiled" if grpc else "compiled") if gen["fast_path"] else (
-                "grpcio" if grpc else "Python")  # fmt: skip
+            path = ("own client + compiled" if own else "compiled") if gen["fast_path"] else (
+                "reference client" if own else "Python")  # fmt: skip
             rows.append([
                 NAMES[run["transport"]], path, f"{st['clients']:,}",
                 _f(gen["cpu_us_per_token"]), _f(gen["sys_us_per_token"]), _f(srv),
