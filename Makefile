@@ -102,17 +102,17 @@ bench-full: system $(READY)  ## the decision job and every deeper profile, one r
 
 bench-knee: $(READY)  ## users per server core at 40 tok/s until p99 > 250 ms or goodput < 99 % (~12 min)
 	$(TB) bench --transport all --find-knee --knee-start 100 --knee-factor 1.25 --knee-refine 2 \
-		--clients 3000 --ramp 5s --hold 10 --think 0 --out results/$(RUN)-knee
+		--users 3000 --ramp 5s --hold 10 --think 0 --out results/$(RUN)-knee
 
 bench-50k: $(READY)  ## 50,000 connections per transport, at a token rate one core carries (~25 min)
-	$(TB) bench --transport all --clients 50000 --ramp 300s --hold 60 --rate 0.1 --tokens 30 \
+	$(TB) bench --transport all --users 50000 --ramp 300s --hold 60 --rate 0.1 --tokens 30 \
 		--think 5 --out results/$(RUN)-50k
 
 bench-faults: $(READY)  ## every fault scenario, transport and client mode (~20 min)
-	$(TB) faults --transport all --scenario all --mode both --clients 5 --out results/$(RUN)-faults
+	$(TB) faults --transport all --scenario all --mode both --users 5 --out results/$(RUN)-faults
 
 bench-quick: system $(READY)  ## a first look: every transport at 200 and 400 users, with a report (~3 min)
-	$(TB) bench --transport all --ramp 200:9s,400:9s --clients 400 --hold 0 --think 1 \
+	$(TB) bench --transport all --ramp 200:9s,400:9s --users 400 --hold 0 --think 1 \
 		--out results/$(RUN)-quick
 	$(TB) report results/$(RUN)-quick --out results/$(RUN)-quick/report
 	@echo "report: results/$(RUN)-quick/report/REPORT.md"
@@ -127,7 +127,7 @@ bench-cluster: $(READY)  ## make bench's knee job, its load processes on a local
 # the same 100 users at 40 tok/s on one server, through the LB, through the LB and Redis, and
 # through the LB with HAProxy's own default (no http-no-delay); then the report.
 LB    := --lb haproxy --backends 3 --source llm
-HOPS  := --transport all --clients 100 --ramp 3s --hold 6 --windows 3 --think 0
+HOPS  := --transport all --users 100 --ramp 3s --hold 6 --windows 3 --think 0
 LBRUN := results/$(RUN)-lb
 
 bench-lb: $(READY)  ## faults behind the LB (redis, pod; sticky or not), the hops' cost, report (~50 min)
@@ -155,7 +155,7 @@ bench-stacks: $(READY)  ## SSE and long polling knees on stock (uvicorn), lean a
 # What the load generator costs (about 12 minutes): gRPC and long polling at a fixed load, read
 # by the compiled path (gRPC: the h2 client) and by the Python clients (gRPC: grpcio's); then
 # gRPC's knee read both ways, in one run so they compare as ratios.
-LOADGEN := --transport grpc,poll --clients 250 --ramp 3s --hold 4 --windows 3 --think 0
+LOADGEN := --transport grpc,poll --users 250 --ramp 3s --hold 4 --windows 3 --think 0
 bench-loadgen: $(READY)  ## load-generator CPU per token, compiled against Python; gRPC knees both ways
 	$(TB) bench $(LOADGEN) --out results/$(RUN)-loadgen/compiled
 	$(TB) bench $(LOADGEN) --no-fast-path --out results/$(RUN)-loadgen/python
@@ -173,10 +173,10 @@ bench-loadgen: $(READY)  ## load-generator CPU per token, compiled against Pytho
 bench-lean: $(READY)  ## knees at --flush-ms 100, and 50,000 connections at 1 tok/s on the lean stacks
 	$(TB) bench --transport sse,ws,poll --stack lean --flush-ms 100 $(KNEE) --users 8000 \
 		--out results/$(RUN)-lean/knee-flush100
-	$(TB) bench --transport sse,ws --stack lean --gc tuned --clients 50000 --rate 1 --tokens 60 \
+	$(TB) bench --transport sse,ws --stack lean --gc tuned --users 50000 --rate 1 --tokens 60 \
 		--think 5 --adaptive-ramp --ramp 90s --cooldown 5 --hold 15 --windows 3 --no-pin \
 		--out results/$(RUN)-lean/hold-50k
-	$(TB) bench --transport sse --stack lean --gc tuned --clients 50000 --rate 1 --tokens 600 \
+	$(TB) bench --transport sse --stack lean --gc tuned --users 50000 --rate 1 --tokens 600 \
 		--think 5 --adaptive-ramp --ramp 300s --cooldown 10 --hold 15 --windows 3 --no-pin \
 		--out results/$(RUN)-lean/hold-50k-long
 	$(TB) bench --transport grpc --stack stock,lean --flush-ms 0,100 $(KNEE) \

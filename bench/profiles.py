@@ -127,7 +127,7 @@ DEEPER: dict[str, tuple[Job, ...]] = {
                "--adaptive-ramp", "--ramp", "40s", "--hold", "30", "--windows", "3", "--no-pin"),
     ),
     "faults": (_faults("faults-all", "--transport", "all", "--scenario", "all", "--mode", "both",
-                       "--clients", "5"),),
+                       "--users", "5"),),
     "lb": tuple(
         _faults(f"lb-{name}", *LB, *extra, "--scenario", "all", needs=LB_NEEDS)
         for name, extra in (("redis-all", ("--replay", "redis")), ("pod-all", ("--replay", "pod")),
