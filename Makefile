@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 RUN    := $(shell date -u +%Y%m%d-%H%M%S)
 TB     := $(BIN)/tokenbench
 
-.PHONY: install system system-check web proto test fuzz lint format bench bench-deep bench-full bench-knee bench-50k bench-faults bench-quick \
+.PHONY: install system system-check cluster-extra web proto test fuzz lint format bench bench-deep bench-full bench-knee bench-50k bench-faults bench-quick \
 	bench-cluster bench-lb bench-browser browser-jobs bench-stacks bench-loadgen bench-lean \
 	idle-memory report clean
 
@@ -61,8 +61,13 @@ install: $(READY)  ## create .venv and install tokenbench with its test tools
 proto: $(READY)  ## regenerate the gRPC stubs from proto/tokens.proto
 	$(BIN)/python -c "import proto; proto.build(force=True)"
 
-test: system $(READY)  ## the test suite (real servers on port 0, real clients)
+# The suite runs the Ray cluster test too: Ray (the cluster extra, not in the lock) is added.
+test: system $(READY)  ## the test suite (real servers on port 0, real clients, a local Ray cluster)
+	@$(MAKE) --no-print-directory cluster-extra
 	$(BIN)/python -m pytest
+
+cluster-extra: $(STAMP)
+	@$(BIN)/python -c "import ray" 2>/dev/null || $(BIN)/uv pip install --quiet --python $(BIN)/python -e ".[cluster]"
 
 fuzz: $(READY)  ## the property and fuzz tests with a wide search (about 10 min)
 	HYPOTHESIS_PROFILE=fuzz $(BIN)/python -m pytest tests/test_fuzz.py tests/test_fuzz_http.py \
@@ -117,8 +122,7 @@ bench-quick: system $(READY)  ## a first look: every transport at 200 and 400 us
 	$(TB) report results/$(RUN)-quick --out results/$(RUN)-quick/report
 	@echo "report: results/$(RUN)-quick/report/REPORT.md"
 
-bench-cluster: $(READY)  ## make bench's knee job, its load processes on a local Ray cluster (docs/cluster.md)
-	@$(BIN)/python -c "import ray" 2>/dev/null || $(BIN)/uv pip install --quiet --python $(BIN)/python -e ".[cluster]"
+bench-cluster: $(READY) cluster-extra  ## make bench's knee job, its load processes on a local Ray cluster (docs/cluster.md)
 	$(TB) bench --transport all $(KNEE) --cluster local --out results/$(RUN)-cluster-knee
 	@echo "compare: tokenbench compare results/latest/knee results/$(RUN)-cluster-knee"
 
