@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Literal, TypedDict
 
 from bench.report.stats import Interval as Iv
+from bench.results.load import read_json
 
 SUMMARY_VERSION = 1
 
@@ -163,14 +164,7 @@ def write(paths: list[Path], out: Path) -> Path:
 def read(path: Path) -> Summary:
     """A summary.json (or the directory holding one); ValueError with a one-line message when
     it is not one this code reads."""
-    if path.is_dir():
-        path = path / "summary.json"
-    try:
-        doc = json.loads(path.read_text())
-    except OSError as exc:
-        raise ValueError(f"cannot read {path}: {exc.strerror}") from None
-    except ValueError as exc:
-        raise ValueError(f"{path} is not JSON: {exc}") from None
+    path, doc = read_json(path, "summary.json")  # a SchemaError is a ValueError
     if not isinstance(doc, dict) or doc.get("kind") != "summary":
         raise ValueError(f'{path}: not a summary (kind must be "summary")')
     if doc.get("schema_version") != SUMMARY_VERSION:

@@ -81,16 +81,22 @@ def validate(doc: Any) -> None:
         _need(e, required(FaultEntry), f"faults[{i}]")
 
 
-def load(path: Path) -> Document:
-    """Read, upgrade and validate a results.json (or a run directory holding one)."""
+def read_json(path: Path, name: str) -> tuple[Path, Any]:
+    """(the file, its JSON): ``path`` or the file ``name`` in the directory ``path``;
+    SchemaError in one line when it cannot be read or is not JSON."""
     if path.is_dir():
-        path = path / "results.json"
+        path = path / name
     try:
-        doc = json.loads(path.read_text())
+        return path, json.loads(path.read_text())
     except OSError as exc:
         raise SchemaError(f"cannot read {path}: {exc.strerror}") from None
     except ValueError as exc:
         raise SchemaError(f"{path} is not JSON: {exc}") from None
+
+
+def load(path: Path) -> Document:
+    """Read, upgrade and validate a results.json (or a run directory holding one)."""
+    path, doc = read_json(path, "results.json")
     if not isinstance(doc, dict):
         raise SchemaError(f"{path}: not a JSON object")
     upgrade(doc)
