@@ -77,10 +77,9 @@ DECISION = (
     _bench("knee", "--transport", "all", *KNEE),
     # 50,000 users on every transport, ramped at the pace the server accepts them (a 60 s
     # budget), each reading a token every 33 s (0.03 tok/s, 1,500 tok/s in all): this step
-    # measures holding connections (memory, accepts), the knee measures tokens. At a quarter of
-    # the knee's token rate the streams' CPU slowed the accepts (SSE, WebSocket and gRPC stopped
-    # at 48,261, 43,335 and 33,101 users in 75 s); at 5 % of it long polling's users had no
-    # token due in the window (one every 75 s). On 2 cores the ramps take 55 to 75 s each
+    # measures holding connections (memory, accepts), the knee measures tokens. At 5 % of the
+    # knee's rate long polling's users had no token due in the window (one every 75 s:
+    # results/20261207-043144/hold-50k). On 2 cores the ramps take 55 to 80 s each
     # (results/20261207-043144, -044841): a transport short of 50,000 at 60 s shows how many
     # connected, at what accept rate, and which side ran out of CPU.
     _bench("hold-50k", "--transport", "all", "--users", "50000", "--adaptive-ramp", "--ramp",
