@@ -151,14 +151,22 @@ def test_a_regression_threshold_is_a_fraction_or_a_percentage() -> None:
 
 
 def test_compare_fails_on_a_flip_only_when_asked() -> None:
-    a, b = TWICE / "knee-a", TWICE / "knee-b"
+    # The same knee command on a machine deliberately slowed (results/README.md)
+    a, b = ROOT / "results/20261201-211858/knee", ROOT / "results/slowed-knee"
     flipped = tb("compare", a, b, "--fail-on", "flip")
     assert flipped.exit_code == 1
-    assert "FAIL verdict One-way traffic fits SSE best: confirmed / refuted" in flipped.stdout
+    assert "FAIL verdict One-way traffic fits SSE best: tie / refuted" in flipped.stdout
     assert lines(flipped.stdout)[-1].startswith("FAIL: ")
     assert tb("compare", a, b).exit_code == 0  # reporting only, as before
     same = tb("compare", a, a, "--fail-on", "flip")
     assert same.exit_code == 0 and lines(same.stdout)[-1] == "ok: no flip between A and B"
+
+
+def test_two_passes_of_one_commit_do_not_flip() -> None:
+    """Their brackets do not overlap (SSE [914, 1012) then [675, 747)), but each widened to its
+    fit's interval does: one pass of the search no longer decides a verdict by itself."""
+    r = tb("compare", TWICE / "knee-a", TWICE / "knee-b", "--fail-on", "flip")
+    assert r.exit_code == 0 and lines(r.stdout)[-1] == "ok: no flip between A and B"
 
 
 def test_compare_fails_on_a_regression_beyond_the_noise(tmp_path: Path) -> None:
@@ -196,7 +204,8 @@ def test_report_writes_summary_json(tmp_path: Path) -> None:
     for f in s["transports"]:
         assert set(f) == set(summary.Figures.__annotations__)
         knee = f["users_per_core"]
-        assert knee["open_hi"] and knee["lo"] <= knee["mean"] and knee["lo"] < knee["hi"]
+        # a bracket [held, broke), or closed where the fit widened it past broke
+        assert knee["lo"] <= knee["mean"] and knee["lo"] < knee["hi"]
         assert f["cpu_us_per_token"]["mean"] > 0 and f["mem_per_conn_bytes"]["mean"] > 0
     md = tb("summary", "--markdown", tmp_path)
     assert md.exit_code == 0

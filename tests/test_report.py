@@ -277,3 +277,28 @@ def test_the_strongest_verdict_is_the_widest_margin() -> None:
     assert '"b" is **confirmed**: server CPU per token: long polling 2.61x' in got
     assert "1 refuted, 1 confirmed, 1 tie, 1 not measured" in got
     assert "none" in report._strongest(rows[2:])
+
+
+def test_a_knee_is_its_bracket_widened_to_the_fit() -> None:
+    from bench.report.figures import widened
+    from bench.report.stats import bracket
+
+    b = bracket(551, 610)
+    assert widened(b, None) == b
+    inside = widened(b, (580.0, 560.0, 600.0))  # the fit says less: the bracket stands
+    assert (inside.lo, inside.hi, inside.open_hi) == (551, 610, True)
+    wide = widened(b, (626.5, 543.7, 746.8))  # gRPC's fit in results/20261207-050405
+    assert (wide.lo, wide.hi, wide.open_hi, wide.mean) == (543.7, 746.8, False, 551)
+    assert wide.overlaps(bracket(675, 747)) and not b.overlaps(bracket(675, 747))
+    at_least = widened(bracket(450, None), (500.0, 400.0, 700.0))
+    assert (at_least.lo, at_least.bounded) == (400.0, False)
+
+
+def test_a_knee_wider_than_its_target_is_unsettled() -> None:
+    from bench.report.figures import _settled
+    from bench.report.stats import Interval
+
+    kd = [{"settled": True, "target_ratio": 1.1067}]
+    assert _settled(kd, 551, 610, Interval(551, 551, 610, 1, open_hi=True)) is True
+    assert _settled(kd, 551, 610, Interval(551, 543.7, 746.8, 1)) is False
+    assert _settled([{"settled": None}], 551, 610, Interval(551, 551, 610, 1)) is None

@@ -154,14 +154,15 @@ def _fleet_md(docs: list[dict[str, Any]]) -> list[str]:
         return []
     out = [
         "", f"## Fleet projection: {figures.USERS:,} users at {figures.RATE:g} tok/s", "",
-        "Users per core is the knee at 40 tok/s, a half-open bracket [held, broke): the busiest "
-        "count that held the SLO in most of its runs, and the first that broke (`...` when none "
-        "did, or the break was the load generator's). Server cores = users / users per core, "
-        "over that bracket; unsettled: the search ended with the bracket wider than its target, "
-        "so it is not a knee by itself. Several passes of the search pool into one bracket, the "
-        "hull of theirs, so the spread between passes is in it; the fit is a logistic fit of the "
-        "chance a step held against users over every step of every pass (bench/load/knee.py), "
-        "`-` where held and broken steps do not overlap enough to fit. Normalised: what the "
+        "Users per core is the knee at 40 tok/s: the half-open bracket [held, broke), the "
+        "busiest count that held the SLO in most of its runs and the first that broke (`...` "
+        "when none did, or the break was the load generator's), widened to the fit's 95 % "
+        "interval where that is wider (then closed, `]`). The fit is a logistic fit of the "
+        "chance a step held against users over every step of every pass (bench/results/fit.py), "
+        "`-` where held and broken steps do not overlap enough to fit. Server cores = users / "
+        "users per core, over that interval; unsettled: the interval is wider than the search's "
+        "target, so it is not a knee by itself. Several passes of the search pool into one "
+        "bracket, the hull of theirs, so the spread between passes is in it. Normalised: what the "
         "reference machine (a reference "
         f"token in {REFERENCE_WALL_US:g} µs of wall time) would hold, from the run's "
         "yardstick. CPU per token at the knee is the mean of its windows with a 95 % interval; "

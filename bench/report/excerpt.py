@@ -108,7 +108,7 @@ def transports_md(r: Runs) -> str:
             stats.show(f["cpu_us_per_token"], 1),
             f"{f['mem_per_conn_kib']} KiB ({f['memory_measured_at']:,})",
             _reconnects(t, r.faults)])  # fmt: skip
-    return _md("transport | users per core [held, broke) | server cores for 50,000 at 40 tok/s "
+    return _md("transport | users per core (interval) | server cores for 50,000 at 40 tok/s "
                "| server CPU µs / token at the knee | memory per connection (at) | reconnects",
                rows)  # fmt: skip
 
@@ -135,7 +135,7 @@ def knees_md(r: Runs) -> str:
                     + (" (unsettled)" if k.settled is False else ""),
                     stats.show(norm.doc(1)) if norm else "-",
                     stats.show(cpu.doc(2) if cpu else None, 1), _f(gen and gen.mean)])  # fmt: skip
-    return _md("run | transport | server | users per core [held, broke) | normalised | server "
+    return _md("run | transport | server | users per core (interval) | normalised | server "
                "CPU µs / token | loadgen µs / token", rows)  # fmt: skip
 
 

@@ -34,8 +34,8 @@ class Knee:
     broke_at: int | None
     held_runs: tuple[int, int]  # (runs held, runs) of the knee, from its steps
     broke_runs: tuple[int, int] | None  # the same of the first broken count; None: none broke
-    users_per_core: Interval  # a half-open bracket [held, broke) per core; unbounded above
-    # when nothing broke, or when the break was the load generator's
+    users_per_core: Interval  # the bracket [held, broke) per core, widened to the fit's 95 %
+    # interval (``widened``); unbounded above when nothing broke, or the load generator did
     cpu_us_per_token: Interval | None  # server CPU per token at the knee, over its windows
     p99_ms: Interval | None
     harness_bound: bool  # the load generator saturated at or above the knee
@@ -48,6 +48,7 @@ class Knee:
     escaped_threads: int | None = None  # server threads found off its cores; None: not checked
     passes: int = 1  # knee searches pooled into this knee (``knees``)
     fit: tuple[float, float, float] | None = None  # users at 50 % held, and its 95 % interval
+    server_cores: int = 1  # the knee's users ran on this many server cores
 
     @property
     def over_cores(self) -> bool | None:
@@ -145,10 +146,12 @@ def _pooled(t: str, passes: list[tuple[dict[str, Any], dict[str, Any]]]) -> Knee
     held = min(kd["clients"] for kd in kds)
     breaks = [kd["broke_at"] for kd in kds]
     broke = None if None in breaks else max(breaks)  # type: ignore[type-var]
-    per_core = stats.bracket(held, None if harness else broke).scaled(1 / max(cores))
+    fitted = None if harness else _fit(steps)
+    capacity = widened(stats.bracket(held, None if harness else broke), fitted)
+    per_core = capacity.scaled(1 / max(cores))
     if len(kds) > 1:  # the passes' knees as the point, not the least of them
         mean = statistics.fmean(kd["clients"] for kd in kds) / max(cores)
-        per_core = Interval(mean, per_core.lo, per_core.hi, len(kds), per_core.sd, True)
+        per_core = Interval(mean, per_core.lo, per_core.hi, len(kds), per_core.sd, per_core.open_hi)
     at = [s for s in steps if s["clients"] == held]
     docs = [doc for doc, _ in passes]
     speeds = [v for v in map(machine_speed, docs) if v is not None]
@@ -160,21 +163,42 @@ def _pooled(t: str, passes: list[tuple[dict[str, Any], dict[str, Any]]]) -> Knee
         stats.of(windows(at, "p99_ms")), harness,
         statistics.fmean(speeds) if speeds else None, statistics.fmean(paces) if paces else None,
         steps, at[-1], any(map(machine_drifted, docs)),
-        _settled(kds, held, broke),
+        _settled(kds, held, broke, capacity),
         None if None in escaped else sum(escaped),  # type: ignore[arg-type]
-        len(kds), _fit(steps),
+        len(kds), fitted, max(cores),
     )  # fmt: skip
 
 
-def _settled(kds: list[dict[str, Any]], held: int, broke: int | None) -> bool | None:
-    """Every pass settled its bracket, and their hull [held, broke) is as narrow as the passes
-    aimed at: passes that disagree by more leave the pooled knee unsettled. None: a pass from
-    before the search said."""
+def widened(bracket: Interval, fitted: tuple[float, float, float] | None) -> Interval:
+    """The capacity interval: the bracket [held, broke), widened to the fit's 95 % interval
+    where that is wider. Near the knee a step holds or breaks by chance; the bracket's edges
+    are single counts, the fit weighs every step, so either alone can claim more than the runs
+    allow (a pass of the search moved gRPC's bracket from [498, 551) to [675, 747), and the
+    fit of the first spanned both). Unbounded stays unbounded; a closed upper edge is the fit's."""
+    if fitted is None:
+        return bracket
+    _, lo, hi = fitted
+    if hi <= bracket.hi:
+        return Interval(bracket.mean, min(lo, bracket.lo), bracket.hi, bracket.n, bracket.sd, True)
+    return Interval(bracket.mean, min(lo, bracket.lo), hi, bracket.n, bracket.sd, False)
+
+
+def _settled(kds: list[dict[str, Any]], held: int, broke: int | None,
+             capacity: Interval) -> bool | None:  # fmt: skip
+    """Every pass settled its bracket, their hull [held, broke) is as narrow as the passes aimed
+    at, and so is the capacity interval (the hull widened to the fit's): passes that disagree
+    by more, or steps that held and broke by chance over a wider range, leave the knee
+    unsettled. None: a pass from before the search said."""
     if any(kd.get("settled") is None for kd in kds):
         return None
     targets = [kd.get("target_ratio") for kd in kds]
-    narrow = broke is not None and None not in targets and broke <= held * max(targets) + 1
-    return all(kd["settled"] for kd in kds) and (len(kds) == 1 or narrow)
+    if broke is None or None in targets:
+        return all(kd["settled"] for kd in kds) and len(kds) == 1
+    aim = max(targets)  # type: ignore[type-var]
+    narrow = broke <= held * aim + 1 and (
+        not capacity.bounded or capacity.hi <= capacity.lo * aim + 1
+    )
+    return all(kd["settled"] for kd in kds) and narrow
 
 
 def _fit(steps: list[dict[str, Any]]) -> tuple[float, float, float] | None:
@@ -297,7 +321,7 @@ def fleet(docs: list[dict[str, Any]], variant: Variant = HEADLINE) -> list[dict[
             "threads_on_cores": knee.threads,
             "cpu_over_cores": knee.over_cores,
             "fit_per_core": None if knee.fit is None else [
-                round(v * per_core.lo / knee.clients, 1) for v in knee.fit],
+                round(v / knee.server_cores, 1) for v in knee.fit],
             "knee_unstable": knee.unstable,
             "machine_drifted": knee.drifted,
             "harness_bound": knee.harness_bound,

@@ -116,8 +116,8 @@ _KNEE_CAVEATS: tuple[tuple[Callable[[Knee], bool], str], ...] = (
     (lambda n: n.harness_bound,
      "the knee of {} was bounded by the load generator: its capacity is at least that"),
     (lambda n: n.settled is False,
-     "the knee bracket of {} is unsettled (wider than the search's target, or its passes "
-     "disagree by more)"),
+     "the knee of {} is unsettled (its interval, the bracket widened to the fit's, is wider "
+     "than the search's target)"),
     (lambda n: n.unstable, "the knee of {} is unstable (its edges split between runs)"),
     (lambda n: n.passes < 2,
      "the knee of {} is one pass of the search: how far a second pass would move it is not in "

@@ -5,7 +5,8 @@
   (pyperf: "the standard deviation is greater than 10% of the mean").
 - A knee is a bracket, not a sample: capacity is at least the busiest count held (by most of its
   runs) and below the first count broken, the half-open [held, broke). A knee that never broke,
-  or whose break was the load generator's, is [held, inf): at least ``held``.
+  or whose break was the load generator's, is [held, inf): at least ``held``. The report widens
+  a bracket to its logistic fit's 95 % interval where that is wider (bench.report.figures).
 - Two figures **tie** when their intervals overlap, that is when the evidence allows either
   order; otherwise the ratio and its interval say by how much one is above the other. Brackets
   that only touch do not overlap: [610, 675) and [675, 747) say the second held where the first

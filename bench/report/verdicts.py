@@ -58,18 +58,20 @@ def _edge(k: Knee) -> str:
         out += ", nothing above it broke (at least that)"
     if k.passes > 1:
         out += f" over {k.passes} passes (the hull of their brackets)"
-    return out + ("; its bracket is unsettled (wider than the search's target, or its passes "
-                  "disagree by more)"
+    if k.fit is not None:
+        out += f"; the fit puts 50 % held at {k.fit[0]:,.0f} [{k.fit[1]:,.0f}, {k.fit[2]:,.0f}]"
+    return out + ("; unsettled: its interval, the bracket widened to the fit's, is wider than "
+                  "the search's target"
                   if k.settled is False else "")  # fmt: skip
 
 
 def capacity(a_name: str, a: Knee, b_name: str, b: Knee) -> tuple[str, str]:
-    """Two knees compared as half-open brackets (``stats.compare``): "tie" only when the
+    """Two knees compared as capacity intervals (``stats.compare``): "tie" only when the
     evidence allows either order; otherwise who is ahead, shown by the runs at the edges."""
     out = stats.compare(a.users_per_core, b.users_per_core)
     names = {"a": (a_name, a, b_name, b), "b": (b_name, b, a_name, a)}
     if out == "tie":
-        return "tie", (f"users per core: a tie (the brackets overlap; {a_name} {_edge(a)}; "
+        return "tie", (f"users per core: a tie (the intervals overlap; {a_name} {_edge(a)}; "
                        f"{b_name} {_edge(b)})")  # fmt: skip
     top_name, top, low_name, low = names[out]
     at = low.broke_at
