@@ -45,12 +45,12 @@ web: $(STAMP)  ## build the browser clients and the React page (needs node and n
 	else echo "note: the browser bundle needs node and npm; install with: apt-get install -y nodejs npm"; fi
 
 # The system side, checked first (scripts/system-packages.sh): Linux, Python 3.11+ with venv and
-# headers, a C compiler, and the Debian packages that --lb haproxy, --replay redis, tokenbench
-# browser and the web bundle run (command:package). As root with apt-get they are installed;
+# headers, a C compiler, and the Debian packages that --lb haproxy or nginx, --replay redis,
+# tokenbench browser and the web bundle run (command:package). As root with apt-get they are installed;
 # otherwise the first seconds print the one command that does (ALLOW_MISSING=1: go on, and the
 # jobs that need them are skipped and named in the report).
-SYSTEM := haproxy:haproxy redis-server:redis-server chromium:chromium node:nodejs npm:npm \
-	openssl:openssl ss:iproute2
+SYSTEM := haproxy:haproxy nginx:nginx redis-server:redis-server chromium:chromium node:nodejs \
+	npm:npm openssl:openssl ss:iproute2
 system:  ## install (as root) or name the missing system packages, in the first seconds
 	@bash scripts/system-packages.sh $(PYTHON) $(SYSTEM)
 

@@ -23,8 +23,13 @@ from servers.llm import LlmShape
 from servers.topology import TopologyConfig
 
 Lb = Annotated[
-    str | None, typer.Option("--lb", help="A load balancer in front of the backends: haproxy.")
+    str | None,
+    typer.Option("--lb", help="A load balancer in front of the backends: haproxy or nginx."),
 ]
+LbProfile = Annotated[
+    str, typer.Option(help="nginx's configuration: documented (what the docs ask for) or "
+                      "defaults (proxy_pass alone; servers/nginx.py).")
+]  # fmt: skip
 Backends = Annotated[int, typer.Option(help="Backend servers, each on its own port (with --lb).")]
 Sticky = Annotated[
     bool, typer.Option(help="Cookie stickiness (the ALB's AWSALB duration cookie); off as on ALB.")
@@ -68,12 +73,16 @@ class Deploy:
         cls, lb: str | None, backends: int, sticky: bool, balance: str, lb_processes: int,
         lb_idle_timeout: float, lb_check: float, source: str, replay: str, redis: str | None,
         ttft: str, jitter: float, pause_every: int, pause_s: float, lb_no_delay: bool = True,
-        given: frozenset[str] = frozenset(),
+        lb_profile: str = "documented", given: frozenset[str] = frozenset(),
     ) -> Deploy:  # fmt: skip
         """The settings, or ``ValueError`` with a one-line reason. ``given``: the options set on
         the command line; one that would do nothing in this combination is refused."""
-        if lb not in (None, "haproxy"):
-            raise ValueError(f"--lb: haproxy is the one load balancer, not {lb!r}")
+        if lb not in (None, "haproxy", "nginx"):
+            raise ValueError(f"--lb: haproxy or nginx, not {lb!r}")
+        if lb_profile not in ("defaults", "documented"):
+            raise ValueError(f"--lb-profile: defaults or documented, not {lb_profile!r}")
+        if why := _not_nginx(given, lb, sticky):
+            raise ValueError(why)
         if source not in ("derive", "llm"):
             raise ValueError(f"--source: derive or llm, not {source!r}")
         if replay not in ("pod", "redis"):
@@ -89,12 +98,12 @@ class Deploy:
             raise ValueError(f"--ttft: MIN-MAX seconds, like 0.2-2, not {ttft!r}") from None
         shape = LlmShape(ttft_min, ttft_max, jitter, pause_every, pause_s)
         if lb is None and backends != 1:
-            raise ValueError("--backends needs --lb haproxy in front of them")
+            raise ValueError("--backends needs --lb haproxy or nginx in front of them")
         if lb is None and sticky:
             raise ValueError("--sticky needs --lb haproxy")
         lb_cfg = (
             LbConfig(balance, sticky, lb_idle_timeout, lb_check, lb_processes,
-                     no_delay=lb_no_delay) if lb else None
+                     no_delay=lb_no_delay, kind=lb, profile=lb_profile) if lb else None
         )  # fmt: skip
         if lb_cfg is None and source == "derive":
             return cls(source, replay, shape, None, given)
@@ -118,6 +127,24 @@ class Deploy:
 # Options that act only with --source llm, and only with --lb (refused without: _idle).
 _NEEDS_LLM = ("replay", "redis", "ttft", "jitter", "pause_every", "pause_s")
 _NEEDS_LB = ("balance", "lb_processes", "lb_idle_timeout", "lb_check", "lb_no_delay")
+# What nginx open source has no setting for (servers/nginx.py), and why, by parameter.
+_NOT_NGINX = {
+    "sticky": "--sticky: nginx open source has no cookie stickiness (use --lb haproxy)",
+    "lb_check": "--lb-check: nginx open source has no active health check, only passive "
+    "(max_fails=1 fail_timeout=10s)",
+    "lb_no_delay": "--no-lb-no-delay: nginx sets TCP_NODELAY itself (tcp_nodelay on)",
+}
+
+
+def _not_nginx(given: frozenset[str], lb: str | None, sticky: bool) -> str | None:
+    """Why an option cannot apply to the load balancer chosen, or None."""
+    if lb == "nginx":
+        for name, why in _NOT_NGINX.items():
+            if name in given and (name != "sticky" or sticky):
+                return why
+    elif "lb_profile" in given:
+        return "--lb-profile does nothing without --lb nginx: add it, or drop the option"
+    return None
 
 
 def flag(name: str) -> str:
@@ -151,7 +178,7 @@ _OPTIONS: list[tuple[str, Any, Any]] = [
     ("lb_idle_timeout", LbIdle, 60.0), ("lb_check", LbCheck, 5.0), ("source", Source, "derive"),
     ("replay", Replay, "pod"), ("redis", RedisUrl, None), ("ttft", Ttft, "0.2-2"),
     ("jitter", Jitter, 0.3), ("pause_every", PauseEvery, 0), ("pause_s", PauseS, 0.0),
-    ("lb_no_delay", LbNoDelay, True),
+    ("lb_no_delay", LbNoDelay, True), ("lb_profile", LbProfile, "documented"),
 ]  # fmt: skip
 
 

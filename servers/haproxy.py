@@ -54,8 +54,14 @@ class LbConfig:
     # TLS on the frontend (a PEM with certificate and key), ALPN h2 then http/1.1, as an ALB's
     # HTTPS listener: browsers get HTTP/2 to the LB, the backends still HTTP/1.1.
     cert: str | None = None
+    kind: str = "haproxy"  # or "nginx" (servers/nginx.py)
+    profile: str = "documented"  # nginx's: "defaults" (proxy_pass alone) or "documented"
 
     def __post_init__(self) -> None:
+        if self.kind not in ("haproxy", "nginx"):
+            raise ValueError(f"load balancer: haproxy or nginx, not {self.kind!r}")
+        if self.profile not in ("defaults", "documented"):
+            raise ValueError(f"nginx profile: defaults or documented, not {self.profile!r}")
         if self.balance not in ("roundrobin", "leastconn"):
             raise ValueError(f"balance: roundrobin or leastconn, not {self.balance!r}")
         if not 1 <= self.processes <= 16:

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import transports
+from servers import nginx
 from servers.base import ServerConfig
 from servers.haproxy import HAProxy, LbConfig, LbError, render
 from servers.listen import reserve_port
@@ -51,8 +52,10 @@ class TopologyConfig:
 
     def describe(self) -> dict[str, Any]:
         lb = dataclasses.asdict(self.lb) if self.lb else {}
-        return {"lb": "haproxy" if self.lb else None, "backends": self.backends, **lb,
-                "redis": self.redis}  # fmt: skip
+        kind = lb.pop("kind", None)
+        if kind != "nginx":
+            lb.pop("profile", None)  # nginx's alone
+        return {"lb": kind, "backends": self.backends, **lb, "redis": self.redis}
 
 
 class Producer:
@@ -101,7 +104,11 @@ class Topology:
         self.redis: RedisServer | None = None
         self.producer: Producer | None = None
         self.backends: list[Supervisor] = []
-        self.lb = HAProxy(self.lb_cfg, workdir / "haproxy.cfg") if self.lb_cfg else None
+        self.lb: HAProxy | nginx.Nginx | None = None
+        if self.lb_cfg is not None and self.lb_cfg.kind == "nginx":
+            self.lb = nginx.Nginx(self.lb_cfg, workdir / "nginx.conf")
+        elif self.lb_cfg is not None:
+            self.lb = HAProxy(self.lb_cfg, workdir / "haproxy.cfg")
         self._placeholders: list[Any] = []
 
     @property
@@ -153,7 +160,11 @@ class Topology:
         self.port = self._placeholders[0].getsockname()[1]
         self._placeholders += [reserve_port(h, self.port) for h in self.server.hosts[1:]]
         pods = [(b.cfg.hosts[0], b.cfg.port) for b in self.backends]
-        text = render(self.lb_cfg, self.server.hosts, self.port, pods, self.http_check)
+        if isinstance(self.lb, nginx.Nginx):
+            text = nginx.render(self.lb_cfg, self.server.hosts, self.port, pods,
+                                not self.http_check, self.workdir)  # fmt: skip
+        else:
+            text = render(self.lb_cfg, self.server.hosts, self.port, pods, self.http_check)
         self.lb.start(text, self.port, binds=len(self.server.hosts))
 
     def describe(self) -> dict[str, Any]:

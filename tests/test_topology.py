@@ -210,7 +210,11 @@ def test_llm_timing_is_reproducible_with_its_pauses() -> None:
     ("args", "says"),
     [
         (["serve", "sse", "--backends", "3"], "--backends needs --lb haproxy"),
-        (["serve", "sse", "--lb", "nginx"], "--lb: haproxy is the one load balancer"),
+        (["serve", "sse", "--lb", "envoy"], "--lb: haproxy or nginx, not 'envoy'"),
+        (["serve", "sse", "--lb", "nginx", "--sticky"], "nginx open source has no cookie"),
+        (["serve", "sse", "--lb", "nginx", "--lb-check", "1"], "no active health check"),
+        (["serve", "sse", "--lb-profile", "defaults"], "--lb-profile does nothing without"),
+        (["serve", "sse", "--lb", "nginx", "--lb-profile", "stock"], "--lb-profile: defaults"),
         (["serve", "sse", "--source", "llm", "--ttft", "fast"], "--ttft: MIN-MAX seconds"),
         (["faults", "--scenario", "backend-kill"], "backend-kill is a fault behind a load"),
         (["faults", "--lb", "haproxy", "--scenario", "kill"], "behind --lb use backend-kill"),
