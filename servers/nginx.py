@@ -40,7 +40,7 @@ def _seconds(s: float) -> str:
     return f"{int(s * 1000)}ms"
 
 
-def _location(cfg: LbConfig, grpc: bool) -> list[str]:
+def location(cfg: LbConfig, grpc: bool) -> list[str]:
     """The ``location /`` block of the profile."""
     custom_idle = cfg.idle_timeout_s != NGINX_READ_TIMEOUT_S
     idle = _seconds(cfg.idle_timeout_s)
@@ -93,7 +93,7 @@ def render(cfg: LbConfig, hosts: list[str], port: int, backends: list[tuple[str,
         "    server {",
         *(f"        listen {host}:{port}{h2} reuseport;" for host in hosts),
         "        location / {",
-        *(f"            {line}" for line in _location(cfg, grpc)),
+        *(f"            {line}" for line in location(cfg, grpc)),
         "        }",
         "    }",
         "}",

@@ -6,6 +6,9 @@ except in CI (CI=true), which installs it (.ci/run) and so fails instead."""
 from __future__ import annotations
 
 import asyncio
+import json
+import subprocess
+import sys
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -141,3 +144,21 @@ def test_an_idle_cut_and_what_heartbeats_save(
     if transport == "poll":  # the fix: a wait under the proxy's read timeout
         short = ClientOptions(heartbeat=heartbeat, give_up_after=10.0, poll_timeout=0.3)
         assert asyncio.run(lags(transport, topo.url, 3, 1.0, short))[1] == 0
+
+
+def test_bench_records_a_transport_the_proxy_does_not_carry(tmp_path: Path) -> None:
+    """No 120 s wait for users that can never connect: one stream is read end to end first,
+    and a transport that does not get through is recorded as such, with what the client saw."""
+    need("nginx")
+    out = tmp_path / "run"
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.cli", "bench", "--transport", "ws", "--lb", "nginx",
+         "--lb-profile", "defaults", "--users", "2", "--ramp", "0.5s", "--hold", "0.5",
+         "--windows", "1", "--think", "0", "--out", str(out)],
+        capture_output=True, text=True, timeout=90,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    (run,) = json.loads((out / "results.json").read_text())["runs"]
+    assert run["works"] is False and "404" in run["why"] and run["steps"] == []
+    assert run["topology"]["lb"] == "nginx" and run["topology"]["profile"] == "defaults"
+    assert "no stream got through" in done.stdout

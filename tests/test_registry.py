@@ -43,14 +43,15 @@ def test_the_four_are_registered_once_with_what_differs() -> None:
 
 def test_no_module_outside_a_transport_branches_on_its_name() -> None:
     """wrk's rule: what differs is in the record. Only a transport's own modules, the registry
-    and the verdicts (claims about SSE and WebSocket by name, on one server and behind the LB)
+    and the verdicts (claims about SSE and WebSocket by name, on one server, behind the LB and
+    through the proxies)
     may spell the names out."""
     root = Path(__file__).resolve().parent.parent
     own = {"servers/sse.py", "servers/ws.py", "servers/rpc.py", "servers/poll.py",
            "clients/sse.py", "clients/ws.py", "clients/rpc.py", "clients/poll.py",
            "clients/h2grpc.py", "clients/h2conn.py", "clients/grpccall.py",
            "transports/__init__.py", "bench/report/verdicts.py",
-           "bench/report/behind_lb.py"}  # fmt: skip
+           "bench/report/behind_lb.py", "bench/report/proxies.py"}  # fmt: skip
     pattern = ("== \"sse\"", "== \"ws\"", "== \"grpc\"", "== \"poll\"", "!= \"sse\"", "!= \"grpc\"",
                "in (\"sse\"", "(\"sse\", \"ws\"")  # fmt: skip
     found = []

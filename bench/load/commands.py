@@ -284,7 +284,7 @@ def bench(
             what = f"{name} ({variant.label})" if variant.label else name
             say(f"== {what}: {plan} at {cfg.rate_for(name):g} tok/s ==")
             doc["runs"].append(run_transport(name, cfg, say, variant))
-            if warning := doc["runs"][-1]["clock"]["warning"]:
+            if warning := (doc["runs"][-1].get("clock") or {}).get("warning"):
                 say(f"warning: {name}: {warning}")
             results.write(doc, out_dir)  # keep what is done if a later transport fails
     except KeyboardInterrupt:

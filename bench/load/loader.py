@@ -105,13 +105,17 @@ class Loader:
         conv = self._next_conv
         self._next_conv += 1
         acc.active[conv] = entry = [timing, timing.created_ns - 1]  # token 0 not yet counted
-        done = stopped = False
+        done = stopped = refused = False
         try:
             await reader.run()
             self.acc.streams_done += 1
             done = True
-        except (GaveUp, StreamError):
+        except GaveUp:
             self.acc.streams_failed += 1
+        except StreamError:  # refused (a 404 through a proxy that dropped the upgrade...)
+            self.acc.streams_failed += 1
+            self.acc.errors["status"] += 1
+            refused = True
         except asyncio.CancelledError:
             # Only set_target cancels a user (ramp-down, or the stop at the end of the run): we
             # ended the stream, not the server, and nothing was lost. A CancelledError nobody
@@ -125,6 +129,8 @@ class Loader:
             a.expected_done += timing.due_count(now) - timing.due_count(entry[1])
             self.account_end(a, timing, reader, now, done, stopped)
             del a.active[conv]
+        if refused:  # as after a refused prompt: not a tight loop of refusals
+            await asyncio.sleep(self.rng.uniform(0.5, 1.5))
 
     @staticmethod
     def account_end(

@@ -57,6 +57,35 @@ def probe(transport: str, url: str, timeout: float = PROBE_TIMEOUT_S) -> None:
         raise TargetError(f"target {url} does not serve {transport}: {why[:300]}") from None
 
 
+STREAM_CHECK_S = 10.0  # the whole check: a prompt, a stream of three tokens, its end
+
+
+def stream_check(transport: str, url: str, timeout: float = STREAM_CHECK_S) -> str | None:
+    """Read one short stream end to end through what the load will dial: None when every
+    token arrived, else what the client saw, in one line (a proxy that drops the WebSocket
+    upgrade answers 404; an HTTP/1.1 listener fails gRPC's HTTP/2 preface). The prompt POST
+    alone cannot tell: it is plain HTTP through any proxy."""
+    from clients import ClientOptions, create_stream, reader_class
+
+    got: list[int] = []
+
+    async def once() -> None:
+        doc = await create_stream(transport, url, tokens=3, rate=100.0)
+        opts = ClientOptions(give_up_after=timeout / 2, backoff_max=0.2)
+        reader = reader_class(transport)(url, doc["id"], lambda s, t, x: got.append(s), None,
+                                         opts)  # fmt: skip
+        reader.cookie = doc.get("cookie")
+        await reader.run()
+
+    try:
+        asyncio.run(asyncio.wait_for(once(), timeout))
+    except TimeoutError:
+        return f"no stream end in {timeout:g} s ({len(got)} of 3 tokens)"
+    except Exception as exc:  # what the client saw is the finding, whatever it was
+        return " ".join(str(exc).split())[:300] or type(exc).__name__
+    return None if got == [0, 1, 2] else f"tokens {got} of [0, 1, 2]"
+
+
 def server_cores() -> set[int] | None:
     """The cores a pinned server runs on (None on one core)."""
     return _cores()[0]
@@ -131,6 +160,12 @@ def run_transport(
     n_loaders = cfg.loaders_for()
     topo = _topology(transport, cfg, n_loaders, variant, server_cores)
     sup = topo.sup
+    if isinstance(sup, Deployment) and (why := stream_check(transport, topo.url)):
+        say(f"{transport}: no stream gets through {_front(sup)}: {why}; not measured")
+        sup.stop()
+        return {"transport": transport, "stack": variant.stack, "gc": variant.gc,
+                "flush_ms": variant.flush_ms, "url": topo.url, "topology": sup.describe(),
+                "works": False, "why": why, "steps": []}  # fmt: skip
     if sup is not None:  # each thread they started before the mask held, and any child
         pin(_server_pids(sup), server_cores)
     time.sleep(cfg.warmup_s)
@@ -204,6 +239,8 @@ def run_transport(
         "flush_ms": variant.flush_ms,
         "url": topo.url,
         "topology": sup.describe() if isinstance(sup, Deployment) else None,
+        "works": True if isinstance(sup, Deployment) else None,
+        "why": None,
         "server_workers": None if cfg.target else cfg.workers_for(),
         "loaders": n_loaders,
         "server_cores": sorted(server_cores) if server_cores else None,
@@ -221,6 +258,13 @@ def run_transport(
         searched = target if cfg.find_knee else None
         run["knee"] = _knee_doc(steps_out, cores, searched, cfg.knee_repeats)
     return run
+
+
+def _front(sup: Deployment) -> str:
+    """The load balancer in front, in words: "nginx (profile defaults)"."""
+    topo = sup.describe()
+    profile = f" (profile {topo['profile']})" if topo.get("profile") else ""
+    return f"{topo.get('lb') or 'the deployment'}{profile}"
 
 
 def _knee_doc(

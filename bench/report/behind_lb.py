@@ -21,7 +21,10 @@ def deployment(e: Entry) -> str:
     if not topo:
         return ""
     replay = topo.get("replay") or topo.get("source") or "derive"
-    return replay + (", sticky" if topo.get("sticky") else "")
+    front = ""  # HAProxy, the ALB's stand-in, is the one the columns assume
+    if topo.get("lb") == "nginx":
+        front = ", nginx" + (f" {topo['profile']}" if topo.get("profile") else "")
+    return replay + (", sticky" if topo.get("sticky") else "") + front
 
 
 def split(faults: list[Entry]) -> tuple[list[Entry], list[Entry]]:

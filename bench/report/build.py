@@ -25,6 +25,7 @@ from bench.report import (
     charts,
     charts_fleet,
     figures,
+    proxies,
     recovery,
     ship,
     stats,
@@ -411,7 +412,7 @@ def _markdown(
     m = docs[0]["machine"]
     bench_docs, through = behind_lb.split_docs([d for d in docs if d.get("runs")])
     browser = browsers.entries(docs)
-    rows = verdicts.verdicts(bench_docs, faults + lb_faults, browser)
+    rows = verdicts.verdicts(bench_docs, faults + lb_faults, browser, through)
     rec = ship.recommend(bench_docs, faults, lb_faults, browser) if bench_docs else None
     lines = [
         "# tokenbench report", "",
@@ -431,11 +432,11 @@ def _markdown(
             lines += [f"![server cores]({headline.relative_to(out)})", "",
                       "Users over each knee bracket per core [held, broke), on the measuring "
                       "machine: the server cores column of *Fleet projection*."]  # fmt: skip
-    if bench_docs or faults or lb_faults or browser:
+    if bench_docs or faults or lb_faults or browser or through:
         lines += ["", "## Verdicts", "",
                   "Each rule is stated in docs/verdicts.md; rerun and the verdicts follow the "
                   "numbers. A comparison is a tie only when the evidence allows either order "
-                  "(95 % intervals, or half-open knee brackets, overlap).",
+                  "(95 % intervals, or knees' capacity intervals, overlap).",
                   "", "| claim | verdict | the numbers |", "|---|---|---|"]  # fmt: skip
         lines += [f"| {v['claim']} | **{v['verdict']}** | {v['why']} |" for v in rows]
     lines += _charts_md(charts_made, out, *workload)
@@ -453,6 +454,7 @@ def _markdown(
         lines += ["", "## Reconnect recovery", "", "Times in ms as p50 / max over the clients.", "",
                   faults_markdown(faults), *recovery.rankings_md(faults)]  # fmt: skip
     lines += behind_lb.hops_md(bench_docs, through)
+    lines += proxies.markdown(through)
     lines += behind_lb.matrix_md(lb_faults)
     lines += browsers.markdown(docs)
     lines += [

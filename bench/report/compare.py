@@ -194,9 +194,14 @@ def whole_runs(docs_a: list[dict[str, Any]], docs_b: list[dict[str, Any]]) -> di
         bench, _ = behind_lb.split_docs([d for d in docs if d.get("runs")])
         faults, lb = behind_lb.split(merge_faults(docs))
         picks.append(ship.recommend(bench, faults, lb, browsers.entries(docs)))
-    va = verdicts([d for d in docs_a if d.get("runs")], merge_faults(docs_a))
-    vb = {v["claim"]: v for v in verdicts([d for d in docs_b if d.get("runs")],
-                                          merge_faults(docs_b))}  # fmt: skip
+
+    def judged(docs: list[dict[str, Any]]) -> list[dict[str, str]]:
+        with_runs = [d for d in docs if d.get("runs")]
+        _, through = behind_lb.split_docs(with_runs)
+        return verdicts(with_runs, merge_faults(docs), None, through)
+
+    va = judged(docs_a)
+    vb = {v["claim"]: v for v in judged(docs_b)}
     claims = [
         {
             "claim": v["claim"],

@@ -135,7 +135,7 @@ def summarize(docs: list[dict[str, Any]]) -> Summary:
     from bench.report import behind_lb, browsers, ship, verdicts
     from bench.report.tables import merge_faults
 
-    bench, _ = behind_lb.split_docs([d for d in docs if d.get("runs")])
+    bench, through = behind_lb.split_docs([d for d in docs if d.get("runs")])
     faults, lb_faults = behind_lb.split(merge_faults(docs))
     browser = browsers.entries(docs)
     decision: Decision | None = None
@@ -144,9 +144,11 @@ def summarize(docs: list[dict[str, Any]]) -> Summary:
         decision = {"text": pick["text"], "ship": list(pick["group"]),
                     "build": dict(pick["build"]), "missing": list(pick["missing"])}  # fmt: skip
     rules: list[Verdict] = []
-    if bench or faults or lb_faults or browser:
-        rules = [{"rule": v["claim"], "outcome": v["verdict"], "text": v["why"]}
-                 for v in verdicts.verdicts(bench, faults + lb_faults, browser)]  # fmt: skip
+    if bench or faults or lb_faults or browser or through:
+        rules = [
+            {"rule": v["claim"], "outcome": v["verdict"], "text": v["why"]}
+            for v in verdicts.verdicts(bench, faults + lb_faults, browser, through)
+        ]
     return {"schema_version": SUMMARY_VERSION, "kind": "summary",
             "runs": [_source(d) for d in docs], "decision": decision, "verdicts": rules,
             "transports": _figures(bench)}  # fmt: skip

@@ -187,6 +187,8 @@ def print_summary(doc: dict[str, Any]) -> None:
     for run in doc["runs"]:
         if label := variant_of(run).label:
             print(f"{run['transport']} ({label}):")
+        if run.get("works") is False:
+            print(f"{run['transport']:<9} no stream got through, not measured: {run['why']}")
         for st in run["steps"]:
             srv, gen = st["server"], st["loadgen"]
             per_k = srv["cpu_s_per_1k_tokens"]

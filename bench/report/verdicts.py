@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from bench.report import behind_lb, browsers, stats
+from bench.report import behind_lb, browsers, proxies, stats
 from bench.report.figures import (
     Knee,
     cpu_at_common_load,
@@ -185,10 +185,11 @@ def _protocol_or_library(stock: tuple[str, str], lean: tuple[str, str]) -> str:
 
 def verdicts(
     docs: list[dict[str, Any]], faults: list[dict[str, Any]],
-    browser: list[dict[str, Any]] | None = None,
+    browser: list[dict[str, Any]] | None = None, through: list[dict[str, Any]] | None = None,
 ) -> list[dict[str, str]]:  # fmt: skip
     """Every claim's verdict. Faults behind the load balancer have their rules in
-    bench/report/behind_lb.py, browsers theirs in bench/report/browsers.py."""
+    bench/report/behind_lb.py, browsers theirs in bench/report/browsers.py, bench runs through
+    a proxy (``through``) theirs in bench/report/proxies.py."""
     faults, lb_faults = behind_lb.split(faults)
     k = knees(docs)
     out: list[dict[str, str]] = []
@@ -280,4 +281,5 @@ def verdicts(
         add(claim, _protocol_or_library(stock, lean_), why)
     else:
         add(claim, "not measured", "needs knee runs of SSE and WebSocket on both stacks")
-    return out + browsers.verdicts(browser or []) + behind_lb.verdicts(lb_faults)
+    out += browsers.verdicts(browser or []) + behind_lb.verdicts(lb_faults)
+    return out + (proxies.verdicts(through) if through else [])

@@ -123,6 +123,11 @@ class Run(TypedDict):
     gc: NotRequired[str]
     flush_ms: NotRequired[float]
     escaped_threads: NotRequired[int | None]
+    topology: NotRequired[dict[str, Any] | None]  # the deployment in front (bench --lb)
+    # A stream read end to end before any load (bench.load.run.stream_check); False: none got
+    # through, ``why`` says what the client saw, and ``steps`` is empty (nothing measured).
+    works: NotRequired[bool]
+    why: NotRequired[str | None]
 
 
 class Phase(TypedDict):
