@@ -47,6 +47,11 @@ KNEE = (
 )
 LB = ("--lb", "haproxy", "--backends", "3", "--source", "llm")
 LB_NEEDS = ("haproxy", "redis-server")
+# Through each proxy and profile (servers/nginx.py): 100 users on three backends, as the hops.
+PROXY = ("--transport", "all", "--users", "100", "--ramp", "3s", "--hold", "6", "--windows", "3",
+         "--think", "0", "--backends", "3")  # fmt: skip
+IDLE = ("--backends", "3", "--source", "llm", "--replay", "redis", "--scenario",
+        "idle-timeout,idle-timeout-silent")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -58,8 +63,9 @@ class Job:
     report: bool = True  # its results.json goes into the report
 
 
-def _bench(name: str, *args: str, after: tuple[str, ...] = ()) -> Job:
-    return Job(name, ("bench", *args, "--out", f"{{out}}/{name}"), after=after)
+def _bench(name: str, *args: str, after: tuple[str, ...] = (),
+           needs: tuple[str, ...] = ()) -> Job:  # fmt: skip
+    return Job(name, ("bench", *args, "--out", f"{{out}}/{name}"), needs=needs, after=after)
 
 
 def _faults(name: str, *args: str, needs: tuple[str, ...] = ()) -> Job:
@@ -132,6 +138,18 @@ DEEPER: dict[str, tuple[Job, ...]] = {
         for name, extra in (("redis-all", ("--replay", "redis")), ("pod-all", ("--replay", "pod")),
                             ("pod-sticky", ("--replay", "pod", "--sticky")),
                             ("redis-sticky", ("--replay", "redis", "--sticky")))
+    ),
+    # nginx as it comes and as documented, beside HAProxy as the ALB; then the edge that cuts
+    # idle streams (bench/faults/behind_lb.py's idle scenarios, heartbeats on and off) through
+    # nginx: every transport as documented, and the two its defaults carry.
+    "proxies": (
+        _bench("proxy-nginx-defaults", *PROXY, "--lb", "nginx", "--lb-profile", "defaults",
+               needs=("nginx",)),
+        _bench("proxy-nginx-documented", *PROXY, "--lb", "nginx", needs=("nginx",)),
+        _bench("proxy-haproxy", *PROXY, "--lb", "haproxy", needs=("haproxy",)),
+        _faults("idle-nginx-documented", "--lb", "nginx", *IDLE, needs=("nginx", "redis-server")),
+        _faults("idle-nginx-defaults", "--lb", "nginx", "--lb-profile", "defaults", *IDLE,
+                "--transport", "sse,poll", needs=("nginx", "redis-server")),
     ),
     "browsers": (
         _browser("browser-tabs", "--transport", "all", "--tabs", "1,6,7,10", "--tokens", "120",
