@@ -26,20 +26,17 @@ manual; the ALB's documented behaviour):
 
 from __future__ import annotations
 
-import shutil
 import subprocess
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from servers.front import LbError, check, find, listeners, wait_listening
 from servers.procs import terminate
+
+__all__ = ["MAXCONN", "HAProxy", "LbConfig", "LbError", "binary", "listeners", "render"]
 
 MAXCONN = 9000
 INSTALL = "apt-get install haproxy"
-
-
-class LbError(RuntimeError):
-    """HAProxy is missing or did not start; the message is one line and says what to do."""
 
 
 @dataclass(frozen=True)
@@ -115,10 +112,7 @@ def render(cfg: LbConfig, hosts: list[str], port: int, backends: list[tuple[str,
 
 
 def binary() -> str:
-    path = shutil.which("haproxy") or shutil.which("haproxy", path="/usr/sbin:/usr/local/sbin")
-    if path is None:
-        raise LbError(f"haproxy is not installed: run `{INSTALL}` (Debian's package, 2.6+)")
-    return path
+    return find("haproxy", INSTALL, "2.6+")
 
 
 class HAProxy:
@@ -133,24 +127,14 @@ class HAProxy:
         """Start every process; ready once each listens on each of its ``binds`` addresses."""
         exe = binary()
         self.path.write_text(text)
-        check = subprocess.run([exe, "-c", "-q", "-f", str(self.path)], capture_output=True)
-        if check.returncode != 0:
-            why = (check.stderr or check.stdout).decode(errors="replace").strip().splitlines()
-            raise LbError(f"haproxy refused {self.path}: {why[-1] if why else 'no reason'}")
+        check([exe, "-c", "-q", "-f", str(self.path)], "haproxy", self.path)
         log = self.path.with_suffix(".log").open("ab")
         for _ in range(self.cfg.processes):
             self.procs.append(subprocess.Popen([exe, "-db", "-f", str(self.path)],
                                                stdout=log, stderr=log))  # fmt: skip
         log.close()
-        deadline = time.monotonic() + timeout
-        while listeners(port) < self.cfg.processes * binds:
-            if any(p.poll() is not None for p in self.procs):
-                self.stop()
-                raise LbError(f"haproxy exited at start; see {self.path.with_suffix('.log')}")
-            if time.monotonic() > deadline:
-                self.stop()
-                raise LbError(f"haproxy not listening on {port} after {timeout:g} s")
-            time.sleep(0.02)
+        wait_listening(port, self.cfg.processes * binds, self.procs, self.stop, "haproxy",
+                       self.path.with_suffix(".log"), timeout)  # fmt: skip
 
     @property
     def pids(self) -> list[int]:
@@ -164,18 +148,3 @@ class HAProxy:
         for proc in self.procs:
             terminate(proc)
         self.procs.clear()
-
-
-def listeners(port: int) -> int:
-    """How many sockets listen on ``port`` (/proc/net/tcp, state 0A), whoever owns them."""
-    count = 0
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        try:
-            rows = Path(table).read_text().splitlines()[1:]
-        except OSError:
-            continue
-        for row in rows:
-            fields = row.split()
-            if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
-                count += 1
-    return count

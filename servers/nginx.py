@@ -22,12 +22,11 @@ The idle timeout, when given other than nginx's 60 s, is ``proxy_read_timeout`` 
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
-import time
 from pathlib import Path
 
-from servers.haproxy import LbConfig, LbError, listeners
+from servers.front import check, find, wait_listening
+from servers.haproxy import LbConfig
 from servers.procs import terminate
 
 PROFILES = ("defaults", "documented")
@@ -102,10 +101,7 @@ def render(cfg: LbConfig, hosts: list[str], port: int, backends: list[tuple[str,
 
 
 def binary() -> str:
-    path = shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin:/usr/local/sbin")
-    if path is None:
-        raise LbError(f"nginx is not installed: run `{INSTALL}` (Debian's package, 1.22+)")
-    return path
+    return find("nginx", INSTALL, "1.22+")
 
 
 class Nginx:
@@ -121,26 +117,16 @@ class Nginx:
         exe = binary()
         self.path.write_text(text)
         prefix = str(self.path.parent)
-        check = subprocess.run([exe, "-t", "-q", "-p", prefix, "-c", str(self.path)],
-                               capture_output=True)  # fmt: skip
-        if check.returncode != 0:
-            why = (check.stderr or check.stdout).decode(errors="replace").strip().splitlines()
-            raise LbError(f"nginx refused {self.path}: {why[-1] if why else 'no reason'}")
+        check([exe, "-t", "-q", "-p", prefix, "-c", str(self.path)], "nginx", self.path)
         log = self.path.with_suffix(".log").open("ab")
         self.proc = subprocess.Popen(
             [exe, "-p", prefix, "-c", str(self.path), "-g", "daemon off;"],
             stdout=log, stderr=log,
         )  # fmt: skip
         log.close()
-        deadline = time.monotonic() + timeout
-        while listeners(port) < binds * self.cfg.processes:  # reuseport: one per worker
-            if self.proc.poll() is not None:
-                self.stop()
-                raise LbError(f"nginx exited at start; see {self.path.parent / 'nginx.log'}")
-            if time.monotonic() > deadline:
-                self.stop()
-                raise LbError(f"nginx not listening on {port} after {timeout:g} s")
-            time.sleep(0.02)
+        # reuseport: one listening socket per worker and address
+        wait_listening(port, binds * self.cfg.processes, [self.proc], self.stop, "nginx",
+                       self.path.parent / "nginx.log", timeout)  # fmt: skip
 
     @property
     def pids(self) -> list[int]:

@@ -22,7 +22,17 @@ from typing import Any, NamedTuple
 
 import transports
 from bench import results
-from bench.report import behind_lb, browsers, figures, recovery, ship, stats, variants, verdicts
+from bench.report import (
+    behind_lb,
+    browsers,
+    figures,
+    proxies,
+    recovery,
+    ship,
+    stats,
+    variants,
+    verdicts,
+)
 from bench.report.figures import NAMES
 from bench.report.tables import faults_markdown, merge_faults
 from bench.results.queries import variant_of
@@ -114,7 +124,7 @@ def transports_md(r: Runs) -> str:
 
 
 def verdicts_md(r: Runs) -> str:
-    found = verdicts.verdicts(r.bench, r.faults + r.lb_faults, r.browser)
+    found = verdicts.verdicts(r.bench, r.faults + r.lb_faults, r.browser, r.through)
     return _md("claim | verdict | the numbers", [[v["claim"], f"**{v['verdict']}**", v["why"]]
                for v in found if v["verdict"] != "not measured"])  # fmt: skip
 
@@ -252,6 +262,9 @@ BASELINE = _under(f"{BASELINE_RUN}/", "knee", "hold-50k", "faults", "lb-pod", "l
                   "lb-redis-sse", "browser")  # fmt: skip
 LB_FAULTS = _under("20261203-lb-lb/faults-", "pod", "pod-sticky", "redis", "redis-sticky")
 BROWSER = "20261203-browser/browser-"
+PROXY_RUN = "20261207-proxies"  # make bench-deep PROFILES=proxies
+PROXIES = _under(f"{PROXY_RUN}/", "proxy-nginx-defaults", "proxy-nginx-documented",
+                 "proxy-haproxy")  # fmt: skip
 # name -> (the runs it reads, what it makes of them)
 EXCERPTS: dict[str, tuple[tuple[str, ...], Make]] = {
     "ship": (BASELINE, ship_md),
@@ -286,6 +299,11 @@ EXCERPTS: dict[str, tuple[tuple[str, ...], Make]] = {
     "lb-hops": (_under("20261203-lb-lb/", "one-server", "hops-lb", "hops-lb-redis",
                        "hops-lb-nodelay-off"),
                 lambda r: _lines(behind_lb.hops_md(r.bench, r.through)[5:])),
+    "proxies": (PROXIES, lambda r: _table(proxies.markdown(r.through))),
+    "proxies-idle": (_under(f"{PROXY_RUN}/", "idle-nginx-documented", "idle-nginx-defaults"),
+                     lb_matrix_md),
+    "proxies-verdicts": (PROXIES + _under(f"{PROXY_RUN}/", "idle-nginx-documented",
+                                          "idle-nginx-defaults"), verdicts_md),
     "browser-limit": (_under(BROWSER, "tabs", "react"),
                       lambda r: _table(browsers.limit_md(r.browser))),
     "browser-faults": (_under(BROWSER, "faults"), lambda r: _table(browsers.faults_md(r.browser))),
