@@ -78,3 +78,17 @@ def test_runs_of_older_topologies_are_haproxy() -> None:
     old = {"transport": "sse", "topology": {"lb": {"sticky": False}}, "steps": []}
     assert [r.front for r in proxies.rows([doc(old)])] == ["haproxy"]
     assert proxies.rows([doc({"transport": "sse", "topology": None, "steps": []})]) == []
+
+
+def test_what_to_ship_names_the_proxy_settings_a_transport_needed() -> None:
+    from bench.report.ship import _proxy
+
+    found = [doc(run("ws", "defaults", works=False), run("ws", "documented"),
+                 run("sse", "defaults"), run("sse", "documented"))]  # fmt: skip
+    (line,) = _proxy("ws", found)
+    assert line.startswith("nginx configured as documented (proxy_http_version 1.1")
+    assert "no stream got through (run `r1`)" in line
+    assert _proxy("sse", found) == []  # the defaults carried it
+    assert _proxy("grpc", found) == []  # not measured through nginx: nothing said
+    broke = [doc(run("ws", "defaults", held=False), run("ws", "documented"))]
+    assert "its SLO broke" in _proxy("ws", broke)[0]

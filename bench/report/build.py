@@ -413,7 +413,7 @@ def _markdown(
     bench_docs, through = behind_lb.split_docs([d for d in docs if d.get("runs")])
     browser = browsers.entries(docs)
     rows = verdicts.verdicts(bench_docs, faults + lb_faults, browser, through)
-    rec = ship.recommend(bench_docs, faults, lb_faults, browser) if bench_docs else None
+    rec = ship.recommend(bench_docs, faults, lb_faults, browser, through) if bench_docs else None
     lines = [
         "# tokenbench report", "",
         f"Runs: {', '.join('`' + d['run_id'] + '`' for d in docs)} ({_commits(docs)}). "

@@ -61,10 +61,12 @@ def cheapest(k: dict[str, Knee], candidates: list[str]) -> list[str]:
 def recommend(
     docs: list[dict[str, Any]], faults: list[dict[str, Any]],
     lb_faults: list[dict[str, Any]] | None = None, browser: list[dict[str, Any]] | None = None,
+    through: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:  # fmt: skip
     """What to ship. ``faults`` are runs on one server; ``lb_faults`` behind the load balancer
     (bench.report.behind_lb) add what the deployment needs and lift that caveat; ``browser``
-    (bench.report.browsers) adds what the browsers needed and lifts theirs."""
+    (bench.report.browsers) adds what the browsers needed and lifts theirs; bench runs
+    ``through`` a proxy (bench.report.proxies) add the proxy settings each transport needed."""
     lack = missing(docs, faults)
     if lack:
         return {"text": f"**Not enough measured to say what to ship.** Missing: {'; '.join(lack)}"
@@ -80,7 +82,7 @@ def recommend(
                 "missing": []}  # fmt: skip
     group = cheapest(k, candidates)
     builds = {t: _build(t, faults) + _deployment(t, lb_faults or []) + _browser(t, browser or [])
-              for t in group}  # fmt: skip
+              + _proxy(t, through or []) for t in group}  # fmt: skip
     text = [f"**Ship {' or '.join(NAMES[t] for t in group)}.** "]
     if len(group) > 1:
         text.append(f"They tie on cost for 50,000 users at 40 tok/s (the evidence allows either "
@@ -179,6 +181,22 @@ def _deployment(t: str, lb_faults: list[dict[str, Any]]) -> list[str]:
                 f"behind the load balancer answers held in the pod lost tokens in "
                 f"{', '.join(bad)}{_runs(pod)}"]  # fmt: skip
     return []
+
+
+def _proxy(t: str, through: list[dict[str, Any]]) -> list[str]:
+    """The nginx settings ``t`` needed: where nginx's defaults did not carry it (no stream, or
+    its SLO broke) and the documented profile did."""
+    from bench.report import proxies
+
+    mine = {r.profile: r for r in proxies.rows(through) if r.transport == t and r.lb == "nginx"}
+    d, doc_ = mine.get("defaults"), mine.get("documented")
+    if d is None or doc_ is None or d.slo_held or not (doc_.works and doc_.slo_held):
+        return []
+    saw = "no stream got through" if not d.works else "its SLO broke"
+    return [
+        f"nginx configured as documented ({', '.join(proxies.needed(t))}): through its "
+        f"defaults {saw} (run `{d.run_id}`)"
+    ]
 
 
 def _browser(t: str, entries: list[dict[str, Any]]) -> list[str]:

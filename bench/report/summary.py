@@ -140,7 +140,7 @@ def summarize(docs: list[dict[str, Any]]) -> Summary:
     browser = browsers.entries(docs)
     decision: Decision | None = None
     if bench:
-        pick = ship.recommend(bench, faults, lb_faults, browser)
+        pick = ship.recommend(bench, faults, lb_faults, browser, through)
         decision = {"text": pick["text"], "ship": list(pick["group"]),
                     "build": dict(pick["build"]), "missing": list(pick["missing"])}  # fmt: skip
     rules: list[Verdict] = []
