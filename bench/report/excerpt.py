@@ -260,7 +260,7 @@ Make = Callable[[Runs], str]
 BASELINE_RUN = "20261207-050405"
 BASELINE = _under(f"{BASELINE_RUN}/", "knee", "hold-50k", "faults", "lb-pod", "lb-redis",
                   "lb-redis-sse", "browser")  # fmt: skip
-LB_FAULTS = _under("20261203-lb-lb/faults-", "pod", "pod-sticky", "redis", "redis-sticky")
+LB_FAULTS = _under("20261207-lb/faults-", "pod", "pod-sticky", "redis", "redis-sticky")
 BROWSER = "20261203-browser/browser-"
 PROXY_RUN = "20261207-proxies"  # make bench-deep PROFILES=proxies
 PROXIES = _under(f"{PROXY_RUN}/", "proxy-nginx-defaults", "proxy-nginx-documented",
