@@ -67,6 +67,7 @@ def location(cfg: LbConfig, grpc: bool) -> list[str]:
 def render(cfg: LbConfig, hosts: list[str], port: int, backends: list[tuple[str, int]],
            grpc: bool, workdir: Path) -> str:  # fmt: skip
     """The configuration text (``nginx -c``): every file nginx writes stays in ``workdir``."""
+    workdir = workdir.resolve()
     h2 = " http2" if grpc and cfg.profile == "documented" else ""
     balance = ["least_conn;"] if cfg.balance == "leastconn" else []
     run_as = ["user root;"] if os.geteuid() == 0 else []  # workers read workdir (mode 0700)
@@ -116,11 +117,12 @@ class Nginx:
         """Start nginx in the foreground; ready once it listens on each of its ``binds``."""
         exe = binary()
         self.path.write_text(text)
-        prefix = str(self.path.parent)
-        check([exe, "-t", "-q", "-p", prefix, "-c", str(self.path)], "nginx", self.path)
+        conf = str(self.path.resolve())  # nginx reads a relative -c under its -p prefix
+        prefix = str(self.path.resolve().parent)
+        check([exe, "-t", "-q", "-p", prefix, "-c", conf], "nginx", self.path)
         log = self.path.with_suffix(".log").open("ab")
         self.proc = subprocess.Popen(
-            [exe, "-p", prefix, "-c", str(self.path), "-g", "daemon off;"],
+            [exe, "-p", prefix, "-c", conf, "-g", "daemon off;"],
             stdout=log, stderr=log,
         )  # fmt: skip
         log.close()

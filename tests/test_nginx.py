@@ -162,3 +162,12 @@ def test_bench_records_a_transport_the_proxy_does_not_carry(tmp_path: Path) -> N
     assert run["works"] is False and "404" in run["why"] and run["steps"] == []
     assert run["topology"]["lb"] == "nginx" and run["topology"]["profile"] == "defaults"
     assert "no stream got through" in done.stdout
+
+
+def test_a_relative_workdir_works(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                  started: list[Topology]) -> None:  # fmt: skip
+    """bench writes under results/<run>/, a relative path: nginx must not resolve it twice."""
+    monkeypatch.chdir(tmp_path)
+    topo = front(started, Path("relative/run"), "sse", "documented")
+    got, _ = asyncio.run(lags("sse", topo.url, 3, 50.0, HARDENED))
+    assert len(got) == 3
