@@ -43,6 +43,7 @@ def profile(
         for job in jobs:
             print(" ".join(runner.command(job)))
         return
+    profiles.interrupt_on_sigterm()
     try:
         for job in jobs:
             runner.run(job)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -215,11 +216,14 @@ class Runner:
             return "skipped"
         print(f"== {job.name}: {' '.join(argv)}", flush=True)
         t0 = time.monotonic()
+        proc = subprocess.Popen([sys.executable, "-c", "from bench.cli import main; main()",
+                                 *argv[1:]])  # fmt: skip
         try:
-            rc = subprocess.call([sys.executable, "-c", "from bench.cli import main; main()",
-                                  *argv[1:]])  # fmt: skip
-        except KeyboardInterrupt:
-            self._record(job, argv, "interrupted", "stopped by Ctrl-C", time.monotonic() - t0)
+            rc = proc.wait()
+        except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (``interrupt_on_sigterm``)
+            stop(proc)
+            self._record(job, argv, "interrupted", "stopped by Ctrl-C or SIGTERM",
+                         time.monotonic() - t0)  # fmt: skip
             raise
         status: Status = "ran" if rc == 0 else "failed"
         self._record(job, argv, status, None if rc == 0 else f"exit status {rc}",
@@ -289,3 +293,28 @@ def runs_in(out: Path, names: list[str] | None = None) -> list[Path]:
     found = [p.parent for p in out.glob("*/results.json")]
     found.sort(key=lambda d: (order.index(d.name) if d.name in order else len(order), d.name))
     return [d for d in found if names is None or d.name in names]
+
+
+STOP_GRACE_S = 30.0  # a job stopping its servers and writing what it measured
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    """Stop a running job as Ctrl-C would (SIGINT: it stops its servers and load processes and
+    keeps partial results), then kill it if it has not exited within ``STOP_GRACE_S``."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+    try:
+        proc.wait(STOP_GRACE_S)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def interrupt_on_sigterm() -> None:
+    """SIGTERM (kill, a CI timeout) stops a profile as Ctrl-C does: the running job is stopped
+    too, never left running alone."""
+
+    def raise_interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, raise_interrupt)

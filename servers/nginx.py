@@ -8,8 +8,12 @@ Two profiles, because many SSE and WebSocket outages come from a proxy's default
 - ``documented``: what the nginx docs and each transport's docs ask for: ``proxy_http_version
   1.1`` with ``Upgrade``/``Connection`` set from the request (nginx's WebSocket proxying page),
   ``proxy_buffering off`` (for SSE; nginx/nginx#1505 suggests ``X-Accel-Buffering: no`` from the
-  server instead), ``grpc_pass`` on an ``http2`` listener (ngx_http_grpc_module), and a read
-  timeout stated (``--lb-idle-timeout``, above the servers' heartbeat).
+  server instead), ``grpc_pass`` on an ``http2`` listener (ngx_http_grpc_module), a read
+  timeout stated (``--lb-idle-timeout``, above the servers' heartbeat), and connections to the
+  backends kept alive (ngx_http_upstream_module ``keepalive``, which asks for HTTP/1.1 and a
+  cleared ``Connection`` header: the map sends ``upgrade`` for a WebSocket and nothing else).
+  Without it every request opens a new backend connection, which long polling (a request per
+  token or two) pays for in latency: the defaults profile shows that cost.
 
 Both balance round robin over the backends (nginx's default) and keep nginx's passive health
 rule (``max_fails=1 fail_timeout=10s``) and retry to the next backend on a connect error
@@ -85,9 +89,10 @@ def render(cfg: LbConfig, hosts: list[str], port: int, backends: list[tuple[str,
         "http {",
         "    access_log off;",
         *(f"    {t}" for t in temp),
-        "    map $http_upgrade $connection_upgrade { default upgrade; '' close; }",
+        "    map $http_upgrade $connection_upgrade { default upgrade; '' ''; }",
         "    upstream pods {",
         *(f"        {b}" for b in balance),
+        *(["        keepalive 64;"] if cfg.profile == "documented" else []),
         *(f"        server {h}:{p};" for h, p in backends),
         "    }",
         "    server {",

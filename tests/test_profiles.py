@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +16,8 @@ import typer
 
 from bench import profiles
 from bench.cli import app
+
+ROOT = Path(__file__).resolve().parent.parent
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -121,3 +124,36 @@ def test_system_check_names_the_one_command_without_apt(tmp_path: Path, allow: b
     else:
         assert out.returncode == 1 and out.stderr.count("\n") == 1, out.stderr
         assert out.stderr.startswith("error: missing no-such-pkg-xyz; " + fix)
+
+
+def test_sigterm_stops_the_running_job_too(tmp_path: Path) -> None:
+    """A profile stopped by SIGTERM (kill, a CI timeout) stops its job as Ctrl-C would, and
+    never leaves it running alone (a bench that outlives its profile skews the next run)."""
+    script = (
+        "import sys\n"
+        "from pathlib import Path\n"
+        "from bench import profiles\n"
+        "profiles.interrupt_on_sigterm()\n"
+        "runner = profiles.Runner('t', Path(sys.argv[1]), 0.0)\n"
+        "try:\n"
+        "    runner.run(profiles.Job('serve', ('serve', 'sse', '--port', '0')))\n"
+        "except KeyboardInterrupt:\n"
+        "    print('interrupted', flush=True)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", script, str(tmp_path)], cwd=ROOT,
+                            stdout=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:  # the job's own ready line
+            if '"ready"' in line:
+                break
+        kids = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
+        assert len(kids) == 1
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=60)
+        assert "interrupted" in out
+        assert not Path(f"/proc/{kids[0]}").exists() or "zombie" in Path(
+            f"/proc/{kids[0]}/status").read_text()  # fmt: skip
+    finally:
+        proc.kill()
+        proc.wait()
