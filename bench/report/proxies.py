@@ -111,10 +111,11 @@ def markdown(docs: list[dict[str, Any]]) -> list[str]:
         "Each transport through each proxy and configuration (`bench --lb`; nginx's `defaults` "
         "is `proxy_pass` alone, `documented` what the docs ask for: servers/nginx.py). Works: "
         "one stream read end to end before any load. Gap p99 is the inter-token gap as the user "
-        "saw it (bursts show as long gaps), at the busiest step; what it needed: the settings "
-        "the documented profile adds, where the defaults failed.", "",
+        "saw it (bursts show as long gaps), at the busiest step. Where the defaults failed a "
+        "transport and the documented profile carried it, the last column lists what that "
+        "profile adds (not which one line was enough).", "",
         "| transport | proxy | works | users | p50 ms | p99 ms | gap p99 ms | goodput | SLO "
-        "| what it needed | run |",
+        "| the documented profile adds | run |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]  # fmt: skip
     for r in found:
@@ -159,7 +160,8 @@ def verdicts(docs: list[dict[str, Any]]) -> list[dict[str, str]]:
     if others:
         why += "; through the defaults " + ", ".join(
             f"{NAMES.get(r.transport, r.transport)} {'got through' if r.works else 'did not'}"
-            + ("" if r.works else f" (needed {', '.join(needed(r.transport))})")
+            + ("" if r.works else f" (the documented profile adds "
+                                  f"{', '.join(needed(r.transport))})")
             for r in others
         )  # fmt: skip
     if not _ok(doc_):
