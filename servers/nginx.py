@@ -68,6 +68,23 @@ def location(cfg: LbConfig, grpc: bool) -> list[str]:
     ]
 
 
+def additions(grpc: bool, idle_s: float = NGINX_READ_TIMEOUT_S) -> list[str]:
+    """What the documented profile sets beyond nginx's defaults for a transport (``grpc``: one
+    that speaks HTTP/2 to the proxy), in words for a report: a setting equal to its default
+    (a read timeout of 60 s) is not an addition."""
+    lb = LbConfig(kind="nginx", idle_timeout_s=idle_s)
+    plain = location(LbConfig(kind="nginx", profile="defaults", idle_timeout_s=idle_s), grpc)
+    out = ["listen ... http2"] if grpc else []
+    out.append("keepalive 64 (upstream)")
+    for line in location(lb, grpc):
+        if line in plain:
+            continue
+        if "_timeout " in line and idle_s == NGINX_READ_TIMEOUT_S:
+            continue
+        out.append(line.rstrip(";"))
+    return out
+
+
 def render(cfg: LbConfig, hosts: list[str], port: int, backends: list[tuple[str, int]],
            grpc: bool, workdir: Path) -> str:  # fmt: skip
     """The configuration text (``nginx -c``): every file nginx writes stays in ``workdir``."""

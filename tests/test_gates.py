@@ -155,7 +155,9 @@ def test_compare_fails_on_a_flip_only_when_asked() -> None:
     a, b = ROOT / "results/20261201-211858/knee", ROOT / "results/slowed-knee"
     flipped = tb("compare", a, b, "--fail-on", "flip")
     assert flipped.exit_code == 1
-    assert "FAIL verdict One-way traffic fits SSE best: tie / refuted" in flipped.stdout
+    assert "FAIL verdict Long polling costs a request per token: confirmed / nuanced" in (
+        flipped.stdout
+    )
     assert lines(flipped.stdout)[-1].startswith("FAIL: ")
     assert tb("compare", a, b).exit_code == 0  # reporting only, as before
     same = tb("compare", a, a, "--fail-on", "flip")
@@ -163,8 +165,9 @@ def test_compare_fails_on_a_flip_only_when_asked() -> None:
 
 
 def test_two_passes_of_one_commit_do_not_flip() -> None:
-    """Their brackets do not overlap (SSE [914, 1012) then [675, 747)), but each widened to its
-    fit's interval does: one pass of the search no longer decides a verdict by itself."""
+    """SSE's brackets do not overlap ([914, 1012) then [675, 747): separated runs, no fit), but
+    WebSocket's, widened to its fit's interval, overlaps SSE's in both: one pass of the search
+    no longer decides "one-way traffic fits SSE" by itself."""
     r = tb("compare", TWICE / "knee-a", TWICE / "knee-b", "--fail-on", "flip")
     assert r.exit_code == 0 and lines(r.stdout)[-1] == "ok: no flip between A and B"
 

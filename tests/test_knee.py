@@ -268,4 +268,6 @@ def test_the_fit_either_refuses_or_brackets_its_point(runs: list[tuple[int, int,
     if got is not None:
         users, lo, hi = got
         assert lo < users < hi
-        assert min(c for c, *_ in runs) / 2 <= lo and hi <= max(c for c, *_ in runs) * 2
+        # an edge that does not close is as far as the runs reach: half the fewest, or inf
+        assert min(c for c, *_ in runs) / 2 * (1 - 1e-9) <= lo
+        assert hi <= max(c for c, *_ in runs) * 2 or hi == float("inf")

@@ -56,7 +56,11 @@ def test_the_text_follows_the_figures() -> None:
 
 def test_what_each_transport_needed_comes_from_the_two_profiles() -> None:
     assert "proxy_set_header Upgrade $http_upgrade" in proxies.needed("ws")
-    assert proxies.needed("grpc")[:2] == ["listen ... http2", "grpc_pass grpc://pods"]
+    assert proxies.needed("grpc")[:3] == [
+        "listen ... http2",
+        "keepalive 64 (upstream)",
+        "grpc_pass grpc://pods",
+    ]
     found = [
         run("ws", "defaults", works=False), run("ws", "documented"),
         run("grpc", "defaults", works=False), run("grpc", "documented", works=False),
@@ -86,9 +90,31 @@ def test_what_to_ship_names_the_proxy_settings_a_transport_needed() -> None:
     found = [doc(run("ws", "defaults", works=False), run("ws", "documented"),
                  run("sse", "defaults"), run("sse", "documented"))]  # fmt: skip
     (line,) = _proxy("ws", found)
-    assert line.startswith("nginx configured as documented (proxy_http_version 1.1")
+    assert line.startswith("nginx configured as documented (keepalive 64 (upstream), proxy_http")
     assert "no stream got through (run `r1`)" in line
     assert _proxy("sse", found) == []  # the defaults carried it
     assert _proxy("grpc", found) == []  # not measured through nginx: nothing said
     broke = [doc(run("ws", "defaults", held=False), run("ws", "documented"))]
     assert "its SLO broke" in _proxy("ws", broke)[0]
+
+
+def test_a_run_without_figures_is_not_measured_never_a_failure() -> None:
+    bare = {"transport": "sse", "topology": {"lb": "nginx", "profile": "documented"},
+            "steps": []}  # fmt: skip
+    (v,) = proxies.verdicts([doc(run("sse", "defaults"), bare)])
+    assert v["verdict"] == "not measured"
+    checked = {**bare, "works": True}  # said it worked, measured nothing
+    (v,) = proxies.verdicts([doc(run("sse", "defaults"), checked)])
+    assert v["verdict"] == "not measured"
+
+
+def test_every_run_of_a_profile_counts_whatever_the_order() -> None:
+    held, broke = run("sse", "documented"), run("sse", "documented", works=False)
+    for order in ([held, broke], [broke, held]):
+        (v,) = proxies.verdicts([doc(run("sse", "defaults"), *order)])
+        assert v["verdict"] == "refuted"
+
+
+def test_a_default_value_is_not_an_addition() -> None:
+    assert not any("timeout" in s for s in proxies.needed("ws"))
+    assert "keepalive 64 (upstream)" in proxies.needed("sse")

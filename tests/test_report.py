@@ -302,3 +302,23 @@ def test_a_knee_wider_than_its_target_is_unsettled() -> None:
     assert _settled(kd, 551, 610, Interval(551, 551, 610, 1, open_hi=True)) is True
     assert _settled(kd, 551, 610, Interval(551, 543.7, 746.8, 1)) is False
     assert _settled([{"settled": None}], 551, 610, Interval(551, 551, 610, 1)) is None
+
+
+def test_a_fit_unbounded_above_leaves_the_knee_unbounded_and_unsettled() -> None:
+    """Steps that held and broke by chance over a wide range (results/20261207-043144, gRPC:
+    300 broke once, 610 held once): the fit does not close above, and the knee is "at least"
+    its lower edge, never the bare bracket [498, 551)."""
+    import math
+
+    from bench.report.figures import _settled, widened
+    from bench.report.stats import bracket
+    from bench.results.fit import fit
+
+    runs = [(200, 1, 1), (245, 1, 1), (271, 3, 3), (300, 2, 3), (450, 1, 1), (498, 3, 3),
+            (551, 1, 3), (610, 1, 2), (675, 0, 1)]  # fmt: skip
+    got = fit(runs)
+    assert got is not None and math.isinf(got[2]) and got[1] < 498
+    wide = widened(bracket(498, 551), got)
+    assert not wide.bounded and wide.lo == got[1]
+    kd = [{"settled": True, "target_ratio": 1.1067}]
+    assert _settled(kd, 498, 551, wide, got) is False

@@ -13,6 +13,7 @@ server", and each other part's CPU and memory per step is recorded under ``hops`
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import time
 from dataclasses import dataclass
@@ -303,7 +304,8 @@ def _knee_doc(
     if got is None:
         out["fit"] = None
     else:
-        out["fit"] = {"users": round(got[0], 1), "lo": round(got[1], 1), "hi": round(got[2], 1)}
+        hi = None if math.isinf(got[2]) else round(got[2], 1)  # null: unbounded above
+        out["fit"] = {"users": round(got[0], 1), "lo": round(got[1], 1), "hi": hi}
     return out
 
 

@@ -194,7 +194,11 @@ def _fleet_md(docs: list[dict[str, Any]]) -> list[str]:
             " (unstable)" if r["knee_unstable"] else "") + (
             " (unsettled)" if r["settled"] is False else "")  # fmt: skip
         f = r["fit_per_core"]
-        fit = "-" if f is None else f"{f[0]:,.0f} [{f[1]:,.0f}, {f[2]:,.0f}]"
+        fit = (
+            "-"
+            if f is None
+            else (f"{f[0]:,.0f} [{f[1]:,.0f}, {'...' if f[2] is None else format(f[2], ',.0f')}]")
+        )
         out.append(f"| {NAMES[r['transport']]} | {bound}{_iv(r['users_per_core'])} | {held} | "
                    f"{r['passes']} | {fit} | "
                    f"{_iv(r['users_per_core_normalised'])}"

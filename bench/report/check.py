@@ -120,8 +120,9 @@ def _bench(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def capacity_problems(docs: list[dict[str, Any]], min_users_per_core: float) -> list[str]:
-    """A transport whose knee (the lower edge of users per core) is under the minimum, or that
-    has bench runs but no knee to judge."""
+    """A transport whose knee (the users per core it held: the bracket's lower edge, not the
+    fit's, which reaches as far as the runs do not) is under the minimum, or that has bench runs
+    but no knee to judge."""
     from bench.report.figures import NAMES, knees
 
     bench = _bench(docs)
@@ -130,10 +131,10 @@ def capacity_problems(docs: list[dict[str, Any]], min_users_per_core: float) -> 
     out = []
     for t in [*NAMES, *sorted(ran - set(NAMES))]:
         if t in k:
-            lo = k[t].users_per_core.lo
+            lo = k[t].clients / k[t].server_cores
             if lo < min_users_per_core:
                 out.append(f"{t}: knee {lo:,.1f} users per core < {min_users_per_core:g} "
-                           f"(bracket {stats.show(k[t].users_per_core.doc(1), 1)})")  # fmt: skip
+                           f"(interval {stats.show(k[t].users_per_core.doc(1), 1)})")  # fmt: skip
         elif t in ran:
             out.append(f"{t}: no knee measured (a --find-knee run): users per core not judged")
     return out

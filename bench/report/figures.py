@@ -9,6 +9,7 @@ of it), memory per connection at the largest scale measured, and the fleet those
 
 from __future__ import annotations
 
+import math
 import statistics
 from dataclasses import dataclass
 from typing import Any
@@ -163,7 +164,7 @@ def _pooled(t: str, passes: list[tuple[dict[str, Any], dict[str, Any]]]) -> Knee
         stats.of(windows(at, "p99_ms")), harness,
         statistics.fmean(speeds) if speeds else None, statistics.fmean(paces) if paces else None,
         steps, at[-1], any(map(machine_drifted, docs)),
-        _settled(kds, held, broke, capacity),
+        _settled(kds, held, broke, capacity, fitted),
         None if None in escaped else sum(escaped),  # type: ignore[arg-type]
         len(kds), fitted, max(cores),
     )  # fmt: skip
@@ -177,14 +178,14 @@ def widened(bracket: Interval, fitted: tuple[float, float, float] | None) -> Int
     fit of the first spanned both). Unbounded stays unbounded; a closed upper edge is the fit's."""
     if fitted is None:
         return bracket
-    _, lo, hi = fitted
+    _, lo, hi = fitted  # hi inf: the runs do not bound it above, and neither does this
     if hi <= bracket.hi:
         return Interval(bracket.mean, min(lo, bracket.lo), bracket.hi, bracket.n, bracket.sd, True)
     return Interval(bracket.mean, min(lo, bracket.lo), hi, bracket.n, bracket.sd, False)
 
 
-def _settled(kds: list[dict[str, Any]], held: int, broke: int | None,
-             capacity: Interval) -> bool | None:  # fmt: skip
+def _settled(kds: list[dict[str, Any]], held: int, broke: int | None, capacity: Interval,
+             fitted: tuple[float, float, float] | None = None) -> bool | None:  # fmt: skip
     """Every pass settled its bracket, their hull [held, broke) is as narrow as the passes aimed
     at, and so is the capacity interval (the hull widened to the fit's): passes that disagree
     by more, or steps that held and broke by chance over a wider range, leave the knee
@@ -195,6 +196,8 @@ def _settled(kds: list[dict[str, Any]], held: int, broke: int | None,
     if broke is None or None in targets:
         return all(kd["settled"] for kd in kds) and len(kds) == 1
     aim = max(targets)  # type: ignore[type-var]
+    if fitted is not None and math.isinf(fitted[2]):
+        return False  # the fit reaches past every count tried: the runs do not place it
     narrow = broke <= held * aim + 1 and (
         not capacity.bounded or capacity.hi <= capacity.lo * aim + 1
     )
@@ -320,8 +323,9 @@ def fleet(docs: list[dict[str, Any]], variant: Variant = HEADLINE) -> list[dict[
             "passes": knee.passes,
             "threads_on_cores": knee.threads,
             "cpu_over_cores": knee.over_cores,
-            "fit_per_core": None if knee.fit is None else [
-                round(v / knee.server_cores, 1) for v in knee.fit],
+            "fit_per_core": None if knee.fit is None else [  # null: unbounded above
+                round(v / knee.server_cores, 1) if math.isfinite(v) else None
+                for v in knee.fit],
             "knee_unstable": knee.unstable,
             "machine_drifted": knee.drifted,
             "harness_bound": knee.harness_bound,

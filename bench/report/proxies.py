@@ -17,7 +17,6 @@ from typing import Any
 import transports
 from bench.report.figures import NAMES
 from servers import nginx
-from servers.haproxy import LbConfig
 
 
 @dataclass(frozen=True)
@@ -27,7 +26,7 @@ class Through:
     transport: str
     lb: str
     profile: str | None  # nginx's; None for HAProxy
-    works: bool
+    works: bool | None  # None: not measured (an older run without the check, and no steps)
     why: str | None
     users: int | None
     p50_ms: float | None
@@ -64,8 +63,10 @@ def rows(docs: list[dict[str, Any]]) -> list[Through]:
             steps = run["steps"]
             st = max(steps, key=lambda s: s["clients"]) if steps else None
             works = run.get("works")
+            if works is None or (works and st is None):  # no check, or nothing measured
+                works = True if st is not None else None
             out.append(Through(
-                run["transport"], *front, bool(steps) if works is None else works,
+                run["transport"], *front, works,
                 run.get("why"), st["clients"] if st else None,
                 st["latency_ms"]["p50"] if st else None, st["latency_ms"]["p99"] if st else None,
                 st.get("gap_p99_ms") if st else None, st["goodput"] if st else None,
@@ -77,17 +78,13 @@ def rows(docs: list[dict[str, Any]]) -> list[Through]:
 
 def needed(transport: str) -> list[str]:
     """The nginx settings the documented profile adds to the defaults for ``transport``."""
-    grpc = not transports.get(transport).http
-    plain = nginx.location(LbConfig(kind="nginx", profile="defaults"), grpc)
-    documented = nginx.location(LbConfig(kind="nginx", profile="documented"), grpc)
-    added = [line.rstrip(";") for line in documented if line not in plain]
-    return (["listen ... http2"] if grpc else []) + added
+    return nginx.additions(not transports.get(transport).http)
 
 
 def _fixed_by(r: Through, all_rows: list[Through]) -> str:
     """What made it work: for a transport the nginx defaults failed and the documented profile
     carried, the settings that profile adds; "-" otherwise."""
-    if r.lb != "nginx" or r.profile != "defaults" or r.works:
+    if r.lb != "nginx" or r.profile != "defaults" or r.works is None or _ok(r):
         return "-"
     tried = [o for o in all_rows if o.transport == r.transport and o.lb == "nginx"
              and o.profile == "documented"]  # fmt: skip
@@ -119,7 +116,8 @@ def markdown(docs: list[dict[str, Any]]) -> list[str]:
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]  # fmt: skip
     for r in found:
-        works = "yes" if r.works else f"**no**: {' '.join(str(r.why).split())[:160]}"
+        works = ("not measured" if r.works is None else "yes" if r.works
+                 else f"**no**: {' '.join(str(r.why).split())[:160]}")  # fmt: skip
         slo = "-" if r.slo_held is None else ("held" if r.slo_held else "**broke**")
         lines.append(
             f"| {NAMES.get(r.transport, r.transport)} | {r.front} | {works} | "
@@ -130,7 +128,7 @@ def markdown(docs: list[dict[str, Any]]) -> list[str]:
 
 
 def _ok(r: Through) -> bool:
-    return r.works and bool(r.slo_held)
+    return bool(r.works) and bool(r.slo_held)
 
 
 def verdicts(docs: list[dict[str, Any]]) -> list[dict[str, str]]:
@@ -139,8 +137,11 @@ def verdicts(docs: list[dict[str, Any]]) -> list[dict[str, str]]:
     configuring), or not through the documented one (refuted); "not measured" without SSE
     through both. The text names what the other transports got through the defaults."""
     claim = "SSE works through the proxies teams run (nginx as it comes, and as documented)"
-    found = [r for r in rows(docs) if r.lb == "nginx"]
-    sse = {r.profile: r for r in found if r.transport == "sse"}
+    found = [r for r in rows(docs) if r.lb == "nginx" and r.works is not None]
+    sse: dict[str | None, list[Through]] = {}
+    for r in found:
+        if r.transport == "sse":
+            sse.setdefault(r.profile, []).append(r)
     if "defaults" not in sse or "documented" not in sse:
         return [{"claim": claim, "verdict": "not measured",
                  "why": "needs bench --lb nginx with --lb-profile defaults and documented, SSE "
@@ -154,8 +155,11 @@ def verdicts(docs: list[dict[str, Any]]) -> list[dict[str, str]]:
             f"{_f(r.p99_ms)} ms, gap p99 {_f(r.gap_p99_ms)} ms, goodput {_f(r.goodput, '.3f')}"
         )
 
-    d, doc_ = sse["defaults"], sse["documented"]
-    why = f"SSE through nginx's defaults: {said(d)}; as documented: {said(doc_)}"
+    d, doc_ = sse["defaults"], sse["documented"]  # every run of each: all must hold
+    why = (
+        f"SSE through nginx's defaults: {'; '.join(map(said, d))}; as documented: "
+        f"{'; '.join(map(said, doc_))}"
+    )
     others = [r for r in found if r.transport != "sse" and r.profile == "defaults"]
     if others:
         why += "; through the defaults " + ", ".join(
@@ -164,9 +168,9 @@ def verdicts(docs: list[dict[str, Any]]) -> list[dict[str, str]]:
                                   f"{', '.join(needed(r.transport))})")
             for r in others
         )  # fmt: skip
-    if not _ok(doc_):
+    if not all(map(_ok, doc_)):
         verdict = "refuted"
-    elif not _ok(d):
+    elif not all(map(_ok, d)):
         verdict = "nuanced"
         why += f"; it held once configured as documented, which adds {', '.join(needed('sse'))}"
     else:

@@ -188,10 +188,14 @@ def _proxy(t: str, through: list[dict[str, Any]]) -> list[str]:
     its SLO broke) and the documented profile did."""
     from bench.report import proxies
 
-    mine = {r.profile: r for r in proxies.rows(through) if r.transport == t and r.lb == "nginx"}
-    d, doc_ = mine.get("defaults"), mine.get("documented")
-    if d is None or doc_ is None or d.slo_held or not (doc_.works and doc_.slo_held):
+    mine = [r for r in proxies.rows(through)
+            if r.transport == t and r.lb == "nginx" and r.works is not None]  # fmt: skip
+    d = [r for r in mine if r.profile == "defaults"]
+    doc_ = [r for r in mine if r.profile == "documented"]
+    failed = [r for r in d if not (r.works and r.slo_held)]
+    if not failed or not doc_ or not all(r.works and r.slo_held for r in doc_):
         return []
+    d = failed[0]
     saw = "no stream got through" if not d.works else "its SLO broke"
     return [
         f"nginx configured as documented ({', '.join(proxies.needed(t))}): through its "

@@ -86,7 +86,8 @@ def show(d: dict[str, Any] | None, digits: int = 0) -> str:
     f = lambda v: "..." if v is None else f"{v:,.{digits}f}"  # noqa: E731
     if d["lo"] == d["hi"]:
         return f(d["mean"])
-    return f"{f(d['mean'])} [{f(d['lo'])}, {f(d['hi'])}{')' if d.get('open_hi') else ']'}"
+    close = ")" if d.get("open_hi") or d["hi"] is None else "]"
+    return f"{f(d['mean'])} [{f(d['lo'])}, {f(d['hi'])}{close}"
 
 
 def of(values: Iterable[float | None]) -> Interval | None:

@@ -59,7 +59,8 @@ def _edge(k: Knee) -> str:
     if k.passes > 1:
         out += f" over {k.passes} passes (the hull of their brackets)"
     if k.fit is not None:
-        out += f"; the fit puts 50 % held at {k.fit[0]:,.0f} [{k.fit[1]:,.0f}, {k.fit[2]:,.0f}]"
+        hi = "..." if math.isinf(k.fit[2]) else f"{k.fit[2]:,.0f}"
+        out += f"; the fit puts 50 % held at {k.fit[0]:,.0f} [{k.fit[1]:,.0f}, {hi}]"
     return out + ("; unsettled: its interval, the bracket widened to the fit's, is wider than "
                   "the search's target"
                   if k.settled is False else "")  # fmt: skip
@@ -282,4 +283,4 @@ def verdicts(
     else:
         add(claim, "not measured", "needs knee runs of SSE and WebSocket on both stacks")
     out += browsers.verdicts(browser or []) + behind_lb.verdicts(lb_faults)
-    return out + (proxies.verdicts(through) if through else [])
+    return out + proxies.verdicts(through or [])

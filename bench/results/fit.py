@@ -117,8 +117,10 @@ def fit(runs: Sequence[Sequence[int]]) -> tuple[float, float, float] | None:
     held or all broke; separated (every held run at fewer users than every broken run, or at
     most one count where both happened: the usual case with a few runs per count, where the
     likelihood grows without bound as the curve steepens into a step, so no 50 % point or
-    interval follows from the runs); a fitted P(held) that rises with users; or an interval
-    that does not close within half the fewest and twice the most users tried."""
+    interval follows from the runs); a fitted P(held) that rises with users; or a 50 % point
+    beyond half the fewest or twice the most users tried. An interval
+    edge that does not close towards fewer users within half the fewest tried is that bound,
+    and one that does not close towards more within twice the most tried is ``math.inf``."""
     data = [(math.log(c), h, n) for c, h, n in runs if n > 0 and c > 0]
     held = [x for x, h, _ in data if h > 0]
     broke = [x for x, h, n in data if h < n]
@@ -132,8 +134,13 @@ def fit(runs: Sequence[Sequence[int]]) -> tuple[float, float, float] | None:
     a, b = ab
     m, s, ll = -a / b, -b, _loglik(centred, a, b)
     lo_x, hi_x = min(x for x, *_ in centred), max(x for x, *_ in centred)
+    if not lo_x - math.log(2) < m < hi_x + math.log(2):
+        return None  # the 50 % point itself is outside what the runs reach
     lo = _edge(centred, m, s, ll, lo_x - math.log(2))
     hi = _edge(centred, m, s, ll, hi_x + math.log(2))
-    if lo is None or hi is None:
-        return None
-    return math.exp(m + x0), math.exp(lo + x0), math.exp(hi + x0)
+    # An edge that does not close within the range is as far as the runs reach: half the fewest
+    # users tried below, unbounded (inf) above. The runs then do not place the knee: never
+    # drop such a fit for the bare bracket, which would claim more.
+    low = math.exp((lo if lo is not None else lo_x - math.log(2)) + x0)
+    high = math.inf if hi is None else math.exp(hi + x0)
+    return math.exp(m + x0), low, high
