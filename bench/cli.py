@@ -145,6 +145,7 @@ def info(transport: Annotated[Transport, typer.Argument(help="Which transport.")
 from bench import profile_command as _profile  # noqa: E402, F401
 from bench.browser import commands as _browser  # noqa: E402, F401
 from bench.faults import commands as _faults  # noqa: E402, F401
+from bench.faults import stop_command as _stop  # noqa: E402, F401
 from bench.load import commands as _load  # noqa: E402, F401
 from bench.report import commands as _report  # noqa: E402, F401
 

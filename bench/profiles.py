@@ -152,6 +152,13 @@ DEEPER: dict[str, tuple[Job, ...]] = {
         _faults("idle-nginx-defaults", "--lb", "nginx", "--lb-profile", "defaults", *IDLE,
                 "--transport", "sse,poll", needs=("nginx", "redis-server")),
     ),
+    # The stop button (tokenbench stop): 30 users per transport press stop mid-answer, on one
+    # server and behind HAProxy with the model and its shared Redis log.
+    "stop": (
+        Job("stop", ("stop", "--transport", "all", "--users", "30", "--out", "{out}/stop")),
+        Job("stop-lb", ("stop", *LB, "--replay", "redis", "--transport", "all", "--users", "30",
+                        "--out", "{out}/stop-lb"), needs=LB_NEEDS),
+    ),
     "browsers": (
         _browser("browser-tabs", "--transport", "all", "--tabs", "1,6,7,10", "--tokens", "120",
                  "--rate", "40", "--http", "1.1,2"),

@@ -119,6 +119,7 @@ class Reader:
         # The load balancer's stickiness cookie from the prompt POST (``create_stream``'s
         # ``cookie``), sent back on every attempt as a browser would (RFC 6265).
         self.cookie: str | None = None
+        self.stopped_ns: int | None = None  # the end said: the user stopped it then (ns)
 
     def cookie_headers(self) -> dict[str, str]:
         return {"Cookie": self.cookie} if self.cookie else {}
@@ -163,6 +164,21 @@ class Reader:
         self.delivered += 1
         self.stats.tokens += 1
         self.on_token(seq, t, text)
+
+    def ended(self, stopped: Any) -> None:
+        """The end message arrived; ``stopped`` is its ``stopped`` field (None: not stopped)."""
+        if isinstance(stopped, int) and not isinstance(stopped, bool):
+            self.stopped_ns = stopped
+
+    async def stop(self) -> None:
+        """The stop button (docs/protocol.md, "Stop"): ``POST /v1/streams/{id}/stop``, a request
+        of its own; the stream read goes on until its end, which carries ``stopped``.
+        WebSocket sends it in-band; gRPC calls ``StopStream``. 4xx raises StreamError."""
+        from clients.http import stop_stream
+
+        opts = self.options
+        await stop_stream(self.url, self.stream_id, self.cookie, opts.connect_timeout,
+                          opts.local_addr)  # fmt: skip
 
     def connected(self) -> None:
         """Transports call this once per attempt, when the server's answer began."""

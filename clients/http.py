@@ -24,7 +24,7 @@ import struct
 import time
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import httptools
 
@@ -312,6 +312,32 @@ async def create_stream(
     if cookie := conn.headers.get("set-cookie"):  # a sticky load balancer's (AWSALB=...)
         doc["cookie"] = cookie.split(";", 1)[0]
     return doc
+
+
+async def stop_stream(
+    url: str,
+    stream_id: str,
+    cookie: str | None = None,
+    timeout: float = 10.0,
+    local_addr: str | None = None,
+) -> None:
+    """The stop button over HTTP: ``POST /v1/streams/{id}/stop`` (docs/protocol.md, "Stop"),
+    a request of its own as a browser's ``fetch`` beside an EventSource; 4xx raises
+    StreamError, 5xx Retry. ``cookie``: the sticky load balancer's, sent back."""
+    host, port, prefix = split_url(url)
+    conn = await open_connection(host, port, timeout, local_addr)
+    try:
+        headers = {"Connection": "close", **({"Cookie": cookie} if cookie else {})}
+        sid = quote(stream_id, safe="")
+        conn.send("POST", f"{prefix}/v1/streams/{sid}/stop", f"{host}:{port}", headers, b"")
+        status = await conn.head(timeout)
+        data = await asyncio.wait_for(conn.body(), timeout)
+    finally:
+        conn.abort()
+    if 400 <= status < 500:
+        raise error_from(status, data)
+    if status != 202:
+        raise Retry(f"stop: HTTP {status}")
 
 
 async def time_exchange(

@@ -37,6 +37,8 @@ class PollReader(Reader):
             doc = json.loads(body)
             for token in doc["tokens"]:
                 deliver(token["seq"], token["t"], token["text"])
+            if doc["end"]:
+                self.ended(doc.get("stopped"))
             return bool(doc["end"])
         except (ValueError, KeyError, TypeError):
             raise Retry("malformed poll answer") from None

@@ -25,6 +25,8 @@ from clients.http import split_url
 from proto import tokens_pb2 as pb
 from proto import tokens_pb2_grpc as pb_grpc
 
+STOPPED = "tokenbench-stopped"  # the trailer of a stream the user stopped (docs/protocol.md)
+
 FINAL = (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT)
 
 
@@ -90,6 +92,10 @@ class GrpcReader(Reader):
                     first = False
                 size += token.ByteSize()
                 deliver(token.seq, token.t, token.text)
+            trailers = await call.trailing_metadata()
+            stopped = next((v for k, v in trailers or () if k == STOPPED), None)
+            if isinstance(stopped, str) and stopped.isdigit():
+                self.ended(int(stopped))
             return True
         except grpc.aio.AioRpcError as exc:
             if exc.code() in FINAL:
@@ -98,6 +104,24 @@ class GrpcReader(Reader):
         finally:
             self.stats.bytes_received += size
             call.cancel()
+
+    async def stop(self) -> None:
+        """``StopStream`` on this reader's channel (docs/protocol.md, "Stop")."""
+        if self.session is None:
+            async with open_channel(self.url) as own:
+                return await stop_call(own, self.stream_id, self.cookie)
+        await stop_call(self.session, self.stream_id, self.cookie)
+
+
+async def stop_call(channel: grpc.aio.Channel, stream_id: str, cookie: str | None) -> None:
+    stub = pb_grpc.TokenStreamStub(channel)
+    metadata = (("cookie", cookie),) if cookie else None
+    try:
+        await stub.StopStream(pb.StopRequest(id=stream_id), metadata=metadata, timeout=10.0)
+    except grpc.aio.AioRpcError as exc:
+        if exc.code() in FINAL:
+            raise StreamError(exc.code().name, exc.details() or "") from None
+        raise Retry(f"stop: grpc {exc.code().name}") from None
 
 
 async def create_stream(

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from urllib.parse import quote
 
@@ -41,6 +42,8 @@ class SSEReader(Reader):
                     raise
             elif type_ == "end":
                 ended = True
+                with contextlib.suppress(ValueError, AttributeError):  # an end without fields
+                    self.ended(loads(data).get("stopped"))
 
         parser = SSEParser(on_event)
         is_stream: bool | None = None

@@ -25,6 +25,7 @@ from clients.http import HttpConnection, connect, error_from
 
 GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 OP_CONT, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
+STOP = b'{"stop":true}'  # the stop button, in-band (docs/protocol.md, "Stop")
 
 
 def accept_key(key: str) -> str:
@@ -109,6 +110,7 @@ class _Session:
                 self.deliver(doc["seq"], doc["t"], doc["text"])
             elif doc.get("end"):
                 self.ended = True
+                self.reader.ended(doc.get("stopped"))
         except (ValueError, KeyError, TypeError, AttributeError):
             self.fail("malformed token message")
 
@@ -130,6 +132,15 @@ class _Session:
 
 class WSReader(Reader):
     transport = "ws"
+    live: _Session | None = None  # the connection being read, for the stop message
+
+    async def stop(self) -> None:
+        """In-band on the connection being read: ``{"stop":true}``; between connections, the
+        HTTP route as the other transports (docs/protocol.md, "Stop")."""
+        live = self.live
+        if live is None or live.conn.transport is None or live.conn.transport.is_closing():
+            return await super().stop()
+        live.write(mask_frame(OP_TEXT, STOP))
 
     async def _attempt(self, after: int) -> bool:
         opts = self.options
@@ -192,6 +203,7 @@ class WSReader(Reader):
                     session.feed(chunk)
             if opts.watchdog:
                 conn.watch_silence(opts.silence)
+            self.live = session
             await conn.lost
             if session.ended:
                 return True
@@ -200,6 +212,7 @@ class WSReader(Reader):
             code = session.close_code
             raise Retry("connection lost" if code is None else f"close {code}")
         finally:
+            self.live = None
             if tap is not None:
                 self.tap_end(conn)
             self.stats.bytes_received += conn.rx_state()[1]

@@ -24,7 +24,7 @@ from servers.hub import Draining
 class Answer:
     """Tokens ``base .. available - 1`` of one answer of ``tokens`` tokens."""
 
-    __slots__ = ("_t", "_x", "base", "broken", "key", "stream", "tokens", "waiters")
+    __slots__ = ("_t", "_x", "base", "broken", "key", "stopped_ns", "stream", "tokens", "waiters")
 
     def __init__(self, stream: Stream, key: str, base: int = 0) -> None:
         self.stream = stream
@@ -35,6 +35,7 @@ class Answer:
         self._x: list[str] = []  # texts as JSON strings, as the producer wrote them
         self.waiters: list[asyncio.Future[None]] = []
         self.broken = False  # a later token arrived past a missing one: the log lost some
+        self.stopped_ns = 0  # the producer stopped the answer then (the user pressed stop)
 
     @property
     def available(self) -> int:
@@ -54,6 +55,16 @@ class Answer:
         self._t.append(t_ns)
         self._x.append(text_json)
         return True
+
+    def stop(self, final: int, stopped_ns: int) -> None:
+        """The producer stopped this answer after ``final`` tokens, at ``stopped_ns``."""
+        if self.stopped_ns or final >= self.tokens:
+            return
+        self.tokens = max(final, self.available)
+        self.stopped_ns = stopped_ns
+        if self.available < self.tokens:
+            self.broken = True  # the end names tokens this log never got
+        self.wake()
 
     def wake(self) -> None:
         """Tell every waiting reader that tokens arrived."""
@@ -77,10 +88,12 @@ class Answer:
         return f'{{"seq":{seq},"t":{self._t[i]},"text":{self._x[i]}}}'
 
     def end_fields(self) -> str:
+        if self.stopped_ns:
+            return f'"tokens":{self.tokens},"stopped":{self.stopped_ns}'
         return self.stream.end_fields()
 
     def end_payload(self) -> str:
-        return self.stream.end_payload()
+        return f"{{{self.end_fields()}}}"
 
     def cursor(self, after: int) -> LogCursor:
         return LogCursor(self, after)

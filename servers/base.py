@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import transports
-from servers import replay
+from servers import replay, stops
 from servers.answers import Answer
 from servers.core import DEFAULT_REPLAY_TTL, DEFAULT_SECRET, Codec, Stream
 from servers.hub import Hub, get_hub
@@ -100,7 +100,9 @@ class Context:
         self.codec = Codec(cfg.secret.encode())
         self.hub: Hub = get_hub()
         self.metrics = Metrics(cfg.transport, cfg.metrics_path, cfg.slot)
-        self.source = replay.make(cfg)
+        stops_path = stops.table_path(cfg.metrics_path) if cfg.metrics_path else None
+        self.stops = stops.Stops(stops_path, cfg.slot, cfg.workers)
+        self.source = replay.make(cfg, self.stops)
 
     async def start(self) -> None:
         """Connect to the producer and the log, if this server relays them."""
@@ -115,6 +117,11 @@ class Context:
     def open(self, sid: str) -> Stream:
         """The stream for ``sid`` now, or ``ContractError`` (404 unknown, 410 expired)."""
         return self.codec.open(sid, time.time_ns(), self.cfg.replay_ttl, self.source.last_ns)
+
+    async def stop(self, sid: str) -> None:
+        """The stop button (docs/protocol.md, "Stop"): 404/410 as a read; 503 if the model is
+        away. Stopping an answer that has ended, or was stopped, changes nothing."""
+        await self.source.stop(sid, self.open(sid))
 
     async def feed(self, sid: str, stream: Stream, after: int) -> Stream | Answer:
         """What a reader resuming after ``after`` reads (``ContractError`` 404 or 503)."""

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import hashlib
 import hmac
 import math
@@ -79,6 +80,7 @@ class Stream:
     tokens: int
     rate: float
     seed: int
+    stopped_ns: int = 0  # the user pressed stop then (0: never); ``tokens`` is then the final count
 
     def due_ns(self, seq: int) -> int:
         """Wall-clock time at which token ``seq`` may be sent, and not before."""
@@ -107,8 +109,19 @@ class Stream:
         """Compact JSON of one token: ``{"seq":12,"t":...,"text":"..."}``."""
         return f'{{"seq":{seq},"t":{self.due_ns(seq)},"text":{texts.text_json(self.seed, seq)}}}'
 
+    def stopped(self, stopped_ns: int, sent: int = 0) -> Stream:
+        """This answer stopped at ``stopped_ns``: it ends with the tokens due then, or the
+        ``sent`` a reader already had (it learned of the stop late). Unchanged if it had ended."""
+        final = max(self.due_count(stopped_ns), min(sent, self.tokens))
+        if final >= self.tokens or self.stopped_ns:
+            return self
+        return dataclasses.replace(self, tokens=final, stopped_ns=stopped_ns)
+
     def end_fields(self) -> str:
-        """What every transport's end message says: ``"tokens":N``."""
+        """What every transport's end message says: ``"tokens":N``, and ``"stopped":ns`` when
+        the user stopped the answer (docs/protocol.md, "Stop")."""
+        if self.stopped_ns:
+            return f'"tokens":{self.tokens},"stopped":{self.stopped_ns}'
         return f'"tokens":{self.tokens}'
 
     def end_payload(self) -> str:

@@ -36,6 +36,7 @@ from servers.core import MAX_BODY_BYTES, ContractError, parse_after
 from servers.http_app import WebServer, build_app, start_uvicorn
 from servers.listen import listen_sockets
 from servers.pacing import Pacer
+from servers.rpc_wire import stopped_trailer
 
 PREFIX = f"/{rpc.SERVICE}/"
 BINARY = (b"application/grpc-web", b"application/grpc-web+proto")
@@ -52,8 +53,9 @@ def frame(message: bytes, flag: int = 0) -> bytes:
     return struct.pack(">BI", flag, len(message)) + message
 
 
-def trailer(code: grpc.StatusCode, message: str = "") -> bytes:
+def trailer(code: grpc.StatusCode, message: str = "", extra: Any = ()) -> bytes:
     lines = f"grpc-status: {code.value[0]}\r\ngrpc-message: {quote(message)}\r\n"
+    lines += "".join(f"{k}: {v}\r\n" for k, v in extra)
     return frame(lines.encode(), 0x80)
 
 
@@ -130,7 +132,8 @@ def handler(ctx: Context) -> Callable[[lean.Scope, lean.Receive, lean.Send], Any
                     await call.write(b"".join([frame(t.SerializeToString()) for t in messages]))
             if pacer.drained:
                 raise RpcError(grpc.StatusCode.UNAVAILABLE, "server shutting down; resume")
-            await call.write(trailer(grpc.StatusCode.OK), more=False)
+            done = trailer(grpc.StatusCode.OK, extra=stopped_trailer(pacer.stream))
+            await call.write(done, more=False)
         except asyncio.CancelledError:
             if not watcher.done():
                 raise
@@ -143,6 +146,9 @@ def handler(ctx: Context) -> Callable[[lean.Scope, lean.Receive, lean.Send], Any
         if method == "CreateStream":
             created = await rpc.create_stream(ctx, pb.CreateStreamRequest.FromString(payload))
             return created.SerializeToString()
+        if method == "StopStream":
+            await rpc.stop_stream(ctx, pb.StopRequest.FromString(payload))
+            return b""
         return pb.TimeResponse(t_ns=time.time_ns()).SerializeToString()
 
     async def app(scope: lean.Scope, receive: lean.Receive, send: lean.Send) -> None:
@@ -158,7 +164,7 @@ def handler(ctx: Context) -> Callable[[lean.Scope, lean.Receive, lean.Send], Any
             payload = _unframe(base64.b64decode(body) if text else body)
             if method == "StreamTokens":
                 await stream_tokens(pb.StreamRequest.FromString(payload), call, receive)
-            elif method in ("CreateStream", "Time"):
+            elif method in ("CreateStream", "StopStream", "Time"):
                 answer = await unary(method, payload)
                 await call.write(frame(answer))
                 await call.write(trailer(grpc.StatusCode.OK), more=False)

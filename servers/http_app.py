@@ -100,6 +100,12 @@ def build_app(
         body = {"id": sid, "tokens": tokens, "rate": rate, "created_ns": stream.created_ns}
         return JSONResponse(body, status_code=201)
 
+    @app.post("/v1/streams/{sid}/stop", status_code=202)
+    async def stop_stream(sid: str) -> Response:
+        metrics.add(m.REQUESTS)
+        await ctx.stop(sid)
+        return JSONResponse({"id": sid}, status_code=202)
+
     @app.get("/healthz")
     async def healthz() -> Response:
         return JSONResponse({"status": "ok", "transport": ctx.cfg.transport})

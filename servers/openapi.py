@@ -90,6 +90,29 @@ COMMON: dict[str, Any] = {
             },
         }
     },
+    "/v1/streams/{sid}/stop": {
+        "post": {
+            "summary": "The stop button: end the answer where its generation is now",
+            "parameters": [stream_id()],
+            "responses": {
+                "202": {
+                    "description": "stopping: every reader gets the end, with `stopped`",
+                    "content": {
+                        JSON: {
+                            "schema": {
+                                "type": "object",
+                                "required": ["id"],
+                                "properties": {"id": {"type": "string"}},
+                            }
+                        }
+                    },
+                },
+                "404": error("unknown stream id (or, replay pod, held by another backend)"),
+                "410": error("past the stream's replay window"),
+                "503": error("the model is unreachable"),
+            },
+        }
+    },
     "/v1/time": {
         "get": {
             "responses": {
@@ -142,6 +165,7 @@ POLL_ANSWER: dict[str, Any] = {
     "properties": {
         "tokens": {"type": "array", "items": TOKEN, "maxItems": MAX_BATCH},
         "end": {"type": "boolean"},
+        "stopped": {"type": "integer", "description": "with end: when the user stopped it"},
     },
 }
 

@@ -18,6 +18,9 @@ Rules of this module:
 - ``--source llm``: the stream is an ``answers.Answer`` (tokens the producer emitted, as they
   arrive) instead of a derived ``core.Stream``; its cursor has no due time for a token not yet
   produced, so the reader waits for the answer to grow (or the heartbeat, or the drain).
+- Stop (docs/protocol.md, "Stop"): a derived stream's reader follows its seed in
+  ``ctx.stops``; a stop there truncates the stream the reader holds and wakes it, so the end
+  frame goes out at once. An answer from the producer ends through its log instead.
 - On shutdown (``Draining``) the loop stops without the end frame and sets ``drained``, so the
   transport can end the stream its own way (WebSocket 1001, gRPC UNAVAILABLE, SSE end of
   response); the client resumes elsewhere.
@@ -84,12 +87,24 @@ class Pacer(Generic[F]):
         self.drained = False
         self.ended = False  # the end frame was handed out
         self.flush_ns = int(ctx.cfg.flush_ms * 1e6)
+        self.waiting: asyncio.Future[None] | None = None  # the current wait for a due time
+
+    def stop(self, stopped_ns: int) -> None:
+        """``stops.Follower``: the user stopped this derived stream at ``stopped_ns``."""
+        stream = self.stream
+        assert isinstance(stream, Stream)
+        self.stream = self.cursor.stream = stream.stopped(stopped_ns, self.cursor.next_seq)  # type: ignore[union-attr]
+        if self.waiting is not None and not self.waiting.done():
+            self.waiting.set_result(None)
 
     async def frames(self) -> AsyncIterator[F]:
         ctx, stream, cursor, framing = self.ctx, self.stream, self.cursor, self.framing
         hub, metrics, limit, idle_ns = ctx.hub, ctx.metrics, self.limit, self.idle_ns
         flush_ns = self.flush_ns
         metrics.add(m.OPEN)
+        follow = isinstance(stream, Stream) and not stream.stopped_ns
+        if follow:
+            ctx.stops.follow(stream.seed, self)
         try:
             first = framing.start()
             if first is not None:
@@ -100,7 +115,7 @@ class Pacer(Generic[F]):
                 seqs = cursor.take(now, limit)
                 if seqs:
                     metrics.add(m.TOKENS, len(seqs))
-                    yield framing.tokens(stream, seqs)
+                    yield framing.tokens(self.stream, seqs)
                     last_write = now
                     if len(seqs) > 1:  # a catching-up reader lets the others run
                         if hub.draining:
@@ -128,8 +143,9 @@ class Pacer(Generic[F]):
                     wake = -(-wake // flush_ns) * flush_ns
                 if idle_ns is not None:
                     wake = min(wake, last_write + idle_ns)
-                await hub.sleep_until(wake)
-            end = framing.end(stream)
+                self.waiting = hub.sleep_until(wake)
+                await self.waiting
+            end = framing.end(self.stream)
             self.ended = True
             if end is not None:
                 yield end
@@ -137,3 +153,5 @@ class Pacer(Generic[F]):
             self.drained = True
         finally:
             metrics.add(m.OPEN, -1)
+            if follow:
+                ctx.stops.unfollow(stream.seed, self)

@@ -40,7 +40,9 @@ class Answers:
         return None
 
     def tokens(self, stream: Stream, seqs: range) -> bytes:
-        end = b"true" if seqs.stop >= stream.tokens else b"false"
+        end = b"false"
+        if seqs.stop >= stream.tokens:
+            end = b'true,"stopped":%d' % stream.stopped_ns if stream.stopped_ns else b"true"
         body = ",".join([stream.payload(s) for s in seqs]).encode()
         return b'{"tokens":[' + body + b'],"end":' + end + b"}"
 
@@ -48,6 +50,8 @@ class Answers:
         return EMPTY  # the poll's timeout passed with nothing due
 
     def end(self, stream: Stream) -> bytes:
+        if stream.stopped_ns:  # the user stopped it (docs/protocol.md, "Stop")
+            return b'{"tokens":[],"end":true,"stopped":%d}' % stream.stopped_ns
         return _END
 
 

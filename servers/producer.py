@@ -14,6 +14,11 @@ the emission time, into the replay log of the run:
   not stop because the log is away.
 
 A second ``start`` for an answer already started is ignored: each answer is made once.
+
+``stop <id>`` (the user pressed stop, on any backend): the answer's generation is cancelled
+and its end goes into the log after the last token made: ``<id> end <t_ns> <final>`` to the
+pod that started it, or ``XADD tb:<id> 0-<final+1> t <t_ns> e <final>``; ``t`` is when the
+model stopped. A stop for an answer that has ended, or is unknown here, is ignored.
 """
 
 from __future__ import annotations
@@ -71,7 +76,9 @@ class Producer:
         self.hub = Hub()
         self.started: dict[str, float] = {}  # id -> monotonic start, for "made once"
         self.tasks: set[asyncio.Task[None]] = set()
-        self.pending: list[tuple[str, int, int, str]] = []  # Redis writes not yet done
+        self.pending: list[tuple[str, int, int, str | None]] = []  # Redis writes (None: end)
+        self.making: dict[str, tuple[asyncio.Task[None], BackendConnection]] = {}
+        self.made: dict[str, int] = {}  # tokens emitted so far, of the answers being made
         self.flushing = False
         self.redis: Any = None
         self.log_down = False
@@ -93,6 +100,9 @@ class Producer:
             return
         self.started[sid] = time.monotonic()
         task = asyncio.ensure_future(self.generate(sid, stream, conn))
+        self.making[sid] = (task, conn)
+        self.made[sid] = 0
+        task.add_done_callback(lambda _: (self.making.pop(sid, None), self.made.pop(sid, None)))
         self.tasks.add(task)
         conn.answers.add(task)
         task.add_done_callback(self.tasks.discard)
@@ -105,13 +115,27 @@ class Producer:
             if due > time.time_ns():
                 await self.hub.sleep_until(due)
             text = texts.text_json(stream.seed, seq)
-            if self.cfg.replay == "pod":
-                conn.emit(sid, seq, time.time_ns(), text)
-            else:
-                self.pending.append((sid, seq, time.time_ns(), text))
-                if not self.flushing:
-                    self.flushing = True
-                    asyncio.get_running_loop().call_soon(self._flush_soon)
+            self.made[sid] = seq + 1
+            self.emit(sid, conn, seq, time.time_ns(), text)
+
+    def emit(self, sid: str, conn: BackendConnection, seq: int, t: int, text: str | None) -> None:
+        """Token ``seq`` (``text`` None: the end, after ``seq`` tokens) into the run's log."""
+        if self.cfg.replay == "pod":
+            conn.emit(sid, "end" if text is None else seq, t, str(seq) if text is None else text)
+            return
+        self.pending.append((sid, seq, t, text))
+        if not self.flushing:
+            self.flushing = True
+            asyncio.get_running_loop().call_soon(self._flush_soon)
+
+    def stop(self, sid: str) -> None:
+        """The user stopped ``sid``: no more tokens; its end goes after the last one made."""
+        making = self.making.pop(sid, None)
+        if making is None:
+            return  # ended already, or never started here
+        task, conn = making
+        task.cancel()
+        self.emit(sid, conn, self.made.pop(sid, 0), time.time_ns(), None)
 
     def _flush_soon(self) -> None:
         self.flusher = asyncio.ensure_future(self.flush())
@@ -123,7 +147,8 @@ class Producer:
             try:
                 async with self.redis.pipeline(transaction=False) as pipe:
                     for sid, seq, t, text in batch:
-                        pipe.xadd(redis_key(sid), {"t": t, "x": text}, id=f"0-{seq + 1}",
+                        fields = {"t": t, "e": seq} if text is None else {"t": t, "x": text}
+                        pipe.xadd(redis_key(sid), fields, id=f"0-{seq + 1}",  # type: ignore[arg-type]
                                   maxlen=MAX_TOKENS, approximate=True)  # fmt: skip
                     for sid in {b[0] for b in batch}:
                         pipe.expire(redis_key(sid), int(self.cfg.replay_ttl) + 1)
@@ -171,11 +196,13 @@ class BackendConnection(asyncio.Protocol):
             op, _, arg = line.decode("ascii", "replace").partition(" ")
             if op == "start" and arg:
                 self.producer.start(arg.strip(), self)
+            elif op == "stop" and arg:
+                self.producer.stop(arg.strip())
         if len(self.buf) > 4096:  # not a backend
             assert self.transport is not None
             self.transport.close()
 
-    def emit(self, sid: str, seq: int, t: int, text: str) -> None:
+    def emit(self, sid: str, seq: int | str, t: int, text: str) -> None:
         if not self.out:
             asyncio.get_running_loop().call_soon(self._write)
         self.out.append(f"{sid} {seq} {t} {text}\n")

@@ -13,6 +13,11 @@
   answers, not per reader; a backend follows an answer once for all its readers (a poller's
   next poll finds it current, with no new read of the log). Redis unreachable is 503 (gRPC
   UNAVAILABLE): clients retry.
+
+Stop (docs/protocol.md, "Stop"): ``derive`` records it in the worker's stop table
+(``servers/stops.py``); ``llm`` sends ``stop <id>`` to the producer, which ends the answer in its
+log (pod: a ``<id> end <t_ns> <final>`` line; redis: an entry ``0-<final+1>`` with fields ``t``
+and ``e``), so every reader of it, on any backend, ends where the model stopped.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from servers.answers import Answer
 from servers.core import ContractError, ErrorKind, Stream
 from servers.llm import LlmShape
 from servers.producer import redis_key
+from servers.stops import Stops
 
 TAIL_KEYS = 256  # answers one XREAD BLOCK follows
 TAIL_BLOCK_MS = 25  # how long one XREAD waits: a newly followed answer joins within this
@@ -47,8 +53,15 @@ class Source(Protocol):
         """When the answer's last token is due at the latest (the replay window starts then)."""
         ...
 
+    async def stop(self, sid: str, stream: Stream) -> None:
+        """The user pressed stop: end the answer where its generation is now."""
+        ...
+
 
 class Derive:
+    def __init__(self, stops: Stops) -> None:
+        self.stops = stops
+
     async def start(self) -> None:
         return None
 
@@ -56,7 +69,13 @@ class Derive:
         return None
 
     async def open(self, sid: str, stream: Stream, after: int) -> Stream:
-        return stream
+        stopped_ns = self.stops.get(stream.seed)
+        return stream if stopped_ns is None else stream.stopped(stopped_ns, after + 1)
+
+    async def stop(self, sid: str, stream: Stream) -> None:
+        now = time.time_ns()
+        if stream.due_count(now) < stream.tokens:  # else the answer had ended: nothing to stop
+            self.stops.stop(stream.seed, now)
 
     def last_ns(self, stream: Stream) -> int:
         return stream.last_due_ns
@@ -65,8 +84,8 @@ class Derive:
 class ProducerLink(asyncio.Protocol):
     """This backend process's connection to the producer: ``start`` out, tokens in (pod)."""
 
-    def __init__(self, on_token: Any) -> None:
-        self.on_token = on_token
+    def __init__(self, on_token: Any, on_end: Any) -> None:
+        self.on_token, self.on_end = on_token, on_end
         self.transport: asyncio.Transport | None = None
         self.buf = b""
         self.lost: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -80,7 +99,10 @@ class ProducerLink(asyncio.Protocol):
         on_token = self.on_token
         for line in lines:
             sid, seq, t, text = line.decode().split(" ", 3)
-            on_token(sid, int(seq), int(t), text)
+            if seq == "end":
+                self.on_end(sid, int(text), int(t))
+            else:
+                on_token(sid, int(seq), int(t), text)
 
     def connection_lost(self, exc: Exception | None) -> None:
         if not self.lost.done():
@@ -103,7 +125,9 @@ class _Llm:
 
     async def _connect(self) -> None:
         loop = asyncio.get_running_loop()
-        _, self.link = await loop.create_connection(lambda: ProducerLink(self.on_token), *self.addr)
+        _, self.link = await loop.create_connection(
+            lambda: ProducerLink(self.on_token, self.on_end), *self.addr
+        )
 
     async def _keep_linked(self) -> None:
         while True:
@@ -120,6 +144,9 @@ class _Llm:
     def on_token(self, sid: str, seq: int, t: int, text: str) -> None:
         return None
 
+    def on_end(self, sid: str, final: int, t: int) -> None:
+        return None
+
     def on_link_lost(self) -> None:
         print("backend: lost the producer; reconnecting", file=sys.stderr, flush=True)
 
@@ -128,6 +155,12 @@ class _Llm:
         if link is None or link.transport is None or link.transport.is_closing():
             raise ContractError(ErrorKind.UNAVAILABLE, "the model is unreachable; retry")
         link.transport.write(f"start {sid}\n".encode())
+
+    async def stop(self, sid: str, stream: Stream) -> None:
+        link = self.link
+        if link is None or link.transport is None or link.transport.is_closing():
+            raise ContractError(ErrorKind.UNAVAILABLE, "the model is unreachable; retry")
+        link.transport.write(f"stop {sid}\n".encode())
 
     def last_ns(self, stream: Stream) -> int:
         return stream.created_ns + int(self.shape.longest_s(stream) * 1e9)
@@ -150,12 +183,21 @@ class PodReplay(_Llm):
         if answer is not None and answer.add(seq, t, text):
             answer.wake()
 
+    def on_end(self, sid: str, final: int, t: int) -> None:
+        answer = self.answers.get(sid)
+        if answer is not None:
+            answer.stop(final, t)
+
     async def open(self, sid: str, stream: Stream, after: int) -> Answer:
         answer = self.answers.get(sid)
         if answer is None:
             raise ContractError(ErrorKind.NOT_FOUND, "answer not held by this backend (replay "
                                 "pod: only the backend that created it can serve it)")  # fmt: skip
         return answer
+
+    async def stop(self, sid: str, stream: Stream) -> None:
+        await self.open(sid, stream, -1)  # 404 here as for a read: the producer's other pod
+        await super().stop(sid, stream)
 
     def _forget_old(self) -> None:
         """Drop answers whose replay window has passed (checked at most once per 1,000)."""
@@ -195,7 +237,7 @@ class RedisReplay(_Llm):
                 ErrorKind.UNAVAILABLE, "the replay log is unreachable; retry"
             ) from None
         for entry_id, fields in backlog:
-            answer.add(int(entry_id.split(b"-")[1]) - 1, int(fields[b"t"]), fields[b"x"].decode())
+            take(answer, entry_id, fields)
         if answer.broken or (not backlog and time.time_ns() > self.last_ns(stream)):
             raise ContractError(ErrorKind.GONE, f"the replay log no longer holds seq {after + 1} "
                                 "of this answer (Redis lost it)")  # fmt: skip
@@ -207,6 +249,15 @@ class RedisReplay(_Llm):
             tail.follow(answer)
             self.following[sid] = answer
         return answer
+
+
+def take(answer: Answer, entry_id: bytes, fields: dict[bytes, bytes]) -> None:
+    """One entry of the log: a token, or the end of a stopped answer (field ``e``)."""
+    seq = int(entry_id.split(b"-")[1]) - 1
+    if b"e" in fields:
+        answer.stop(int(fields[b"e"]), int(fields[b"t"]))
+    else:
+        answer.add(seq, int(fields[b"t"]), fields[b"x"].decode())
 
 
 class Tail:
@@ -238,17 +289,16 @@ class Tail:
             for key, entries in got or ():
                 for answer in self.keys.get(key, ()):
                     for entry_id, fields in entries:
-                        seq = int(entry_id.split(b"-")[1]) - 1
-                        answer.add(seq, int(fields[b"t"]), fields[b"x"].decode())
+                        take(answer, entry_id, fields)
                     answer.wake()
             for key in [k for k, v in self.keys.items() if all(a.complete for a in v)]:
                 del self.keys[key]
 
 
-def make(cfg: Any) -> Source:
+def make(cfg: Any, stops: Stops) -> Source:
     """The source a server's configuration asks for (``ServerConfig``)."""
     if cfg.source == "derive":
-        return Derive()
+        return Derive(stops)
     if not cfg.producer or (cfg.replay == "redis" and not cfg.redis):
         raise ValueError("source llm needs the producer's address (and Redis's, with replay "
                          "redis): servers.topology starts them and tells the backends")  # fmt: skip

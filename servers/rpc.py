@@ -37,6 +37,7 @@ from servers.core import (
     validate_create,
 )
 from servers.pacing import Pacer
+from servers.rpc_wire import stopped_trailer
 
 NAME = "grpc"
 SERVICE = "tokenbench.v1.TokenStream"
@@ -106,6 +107,15 @@ async def create_stream(ctx: Context, request: pb.CreateStreamRequest) -> pb.Cre
     return pb.CreateStreamResponse(id=sid, tokens=tokens, rate=rate, created_ns=stream.created_ns)
 
 
+async def stop_stream(ctx: Context, request: pb.StopRequest) -> pb.StopResponse:
+    """The stop button (docs/protocol.md, "Stop"). Shared with rpc_lean and the gRPC-Web front.
+    Cancelling a call is not a stop: RST_STREAM CANCEL does not tell a stop from a deadline or
+    a client going away, and a reader that leaves must be able to resume."""
+    ctx.metrics.add(m.REQUESTS)
+    await ctx.stop(request.id)
+    return pb.StopResponse()
+
+
 async def open_read(ctx: Context, request: pb.StreamRequest) -> tuple[Stream | Answer, int]:
     """``StreamTokens``' opening, counted: what to read and after which seq; ``ContractError``
     (NOT_FOUND, INVALID_ARGUMENT) if nothing. Shared with servers/rpc_lean.py."""
@@ -156,6 +166,18 @@ class TokenStreamServicer(pb_grpc.TokenStreamServicer):
                     await write(message)
         if pacer.drained:
             await context.abort(grpc.StatusCode.UNAVAILABLE, "server shutting down; resume")
+        elif trailer := stopped_trailer(pacer.stream):
+            context.set_trailing_metadata(tuple(trailer))
+
+    async def StopStream(
+        self, request: pb.StopRequest, context: grpc.aio.ServicerContext
+    ) -> pb.StopResponse:
+        try:
+            await stop_stream(self.ctx, request)
+        except ContractError as exc:
+            await self._fail(context, exc)
+            raise  # not reached: abort raises
+        return pb.StopResponse()
 
 
 def settings(cfg: ServerConfig) -> dict[str, Any]:

@@ -48,6 +48,7 @@ from servers.rpc_wire import (
     UNIMPLEMENTED,
     Messages,
     status,
+    stopped_trailer,
 )
 
 NAME = "grpc"
@@ -185,6 +186,8 @@ class Conn(asyncio.Protocol):
             if path == SERVICE + "CreateStream":
                 request = pb.CreateStreamRequest.FromString(message)
                 reply = await stock.create_stream(ctx, request)
+            elif path == SERVICE + "StopStream":
+                reply = await stock.stop_stream(ctx, pb.StopRequest.FromString(message))
             elif path == SERVICE + "Time":
                 reply = pb.TimeResponse(t_ns=time.time_ns())
             elif path == HEALTH:
@@ -217,7 +220,8 @@ class Conn(asyncio.Protocol):
                 if data:
                     await self.send_tokens(sid, data, payload)
         code, why = (UNAVAILABLE, "server shutting down; resume") if pacer.drained else (OK, "")
-        self.h2.send_headers(sid, status(code, why), end_stream=True)
+        extra = [] if pacer.drained else stopped_trailer(pacer.stream)
+        self.h2.send_headers(sid, status(code, why) + extra, end_stream=True)
         self.flush()
 
     def _keepalive(self) -> None:

@@ -47,3 +47,12 @@ class Messages:
 def status(code: int, message: str = "") -> list[tuple[str, str]]:
     out = [("grpc-status", str(code))]
     return [*out, ("grpc-message", quote(message, safe=" "))] if message else out
+
+
+STOPPED = "tokenbench-stopped"  # trailer of a stream the user stopped: when, ns (docs/protocol.md)
+
+
+def stopped_trailer(feed: object) -> list[tuple[str, str]]:
+    """``[(STOPPED, ns)]`` if the answer read was stopped, else nothing."""
+    ns = getattr(feed, "stopped_ns", 0)
+    return [(STOPPED, str(ns))] if ns else []

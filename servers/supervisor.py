@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 import transports
-from servers import metrics
+from servers import metrics, stops
 from servers.base import ServerConfig
 from servers.listen import reserve_port
 
@@ -92,6 +92,7 @@ class Supervisor:
         os.close(fd)
         self._table = Path(name)
         metrics.create_table(self._table)
+        stops.create_table(Path(stops.table_path(str(self._table))))
         try:
             pending = {slot: self._spawn(slot) for slot in range(self.cfg.workers)}
             self._wait_ready(pending, timeout)
@@ -178,6 +179,7 @@ class Supervisor:
         self._placeholders.clear()
         if self._table is not None:
             self._table.unlink(missing_ok=True)
+            Path(stops.table_path(str(self._table))).unlink(missing_ok=True)
             self._table = None
 
 

@@ -6,12 +6,16 @@ request is refused before the upgrade with a real HTTP answer (404/410/422 and a
 through the ASGI WebSocket denial-response extension. Keepalive is the protocol's ping (uvicorn
 sends it every ``heartbeat`` seconds). On shutdown streams close with 1001 (going away), so the
 client resumes elsewhere. Per-message deflate (RFC 7692) is off unless ``--ws-compression``.
+The one message a client sends is the stop button, in-band: ``{"stop":true}`` (docs/protocol.md,
+"Stop"); the stream then ends with ``{"end":true,"tokens":N,"stopped":ns}`` and close 1000.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import contextlib
+import json
+from collections.abc import Awaitable, Callable
 from contextlib import aclosing
 from typing import Any
 
@@ -31,13 +35,29 @@ CLOSE_NORMAL = 1000  # RFC 6455 section 7.4.1
 CLOSE_GOING_AWAY = 1001
 
 
-async def _watch_disconnect(ws: WebSocket, reader: asyncio.Task[Any]) -> None:
-    """Tokens flow one way; this only notices the client leaving and ends its stream at once."""
+def is_stop(message: Any) -> bool:
+    """Is this ASGI ``websocket.receive`` the stop button, ``{"stop":true}``?"""
+    text = message.get("text")
+    if text is None or len(text) > 64:
+        return False
+    try:
+        return json.loads(text) == {"stop": True}
+    except ValueError:
+        return False
+
+
+async def watch_client(
+    ctx: Context, sid: str, receive: Callable[[], Awaitable[Any]], reader: asyncio.Task[Any]
+) -> None:
+    """Notice the client leaving (end its stream at once) and its stop; ignore anything else."""
     while True:
-        message = await ws.receive()
+        message = await receive()
         if message["type"] == "websocket.disconnect":
             reader.cancel()
             return
+        if message["type"] == "websocket.receive" and is_stop(message):
+            with contextlib.suppress(ContractError):  # the model away: the client may resend
+                await ctx.stop(sid)
 
 
 class Messages:
@@ -81,7 +101,7 @@ def routes(ctx: Context) -> list[BaseRoute]:
             metrics.add(m.RESUMES)
         me = asyncio.current_task()
         assert me is not None
-        watcher = asyncio.ensure_future(_watch_disconnect(ws, me))
+        watcher = asyncio.ensure_future(watch_client(ctx, sid, ws.receive, me))
         pacer = Pacer(ctx, feed, after, Messages())
         send = ws.send_text
         try:

@@ -43,7 +43,9 @@ def handler(ctx: Context) -> lean.Handler:
         await send({"type": "websocket.accept"})
         if after >= 0:
             metrics.add(m.RESUMES)
-        watcher = lean.watch(receive, "websocket.disconnect")
+        me = asyncio.current_task()
+        assert me is not None
+        watcher = asyncio.ensure_future(stock.watch_client(ctx, sid, receive, me))
         pacer = Pacer(ctx, feed, after, stock.Messages())
         try:
             async with aclosing(pacer.frames()) as frames:

@@ -51,6 +51,7 @@ class Transport:
     load_create: str | None = None
     resume: str = "?after="  # how its client resumes (what the report tells a team to build)
     watchdog: str = "heartbeats"  # what its client's silence watchdog listens for
+    stop: str = "POST /v1/streams/{id}/stop"  # how its client presses stop (docs/protocol.md)
     lean: str | None = None  # the lean stack's server module (servers/lean.py), if it has one
     # Browser clients that read it (web/src/clients.js; the first is the one as it comes), and
     # whether a browser reaches it through a web front on a second port (``web_port``).
@@ -163,7 +164,7 @@ register(Transport(
     lean="servers.ws_lean", browser=("websocket",),
     # no granian stack: granian sends no WebSocket pings (emmett-framework/granian#613), and the
     # contract's keepalive is the protocol's ping (tests/test_resilience.py checks it)
-    watchdog="protocol pings",
+    watchdog="protocol pings", stop='in-band `{"stop":true}`',
 ))  # fmt: skip
 register(Transport(
     "grpc", "gRPC", "#2ca02c", "servers.rpc", "clients.rpc:GrpcReader",
@@ -174,6 +175,7 @@ register(Transport(
     fast_path="grpc", load_reader="clients.h2grpc:H2GrpcReader",
     load_create="clients.h2grpc:create_stream",
     resume="StreamRequest.after", watchdog="HTTP/2 keepalive pings",
+    stop="StopStream on its channel",
 ))  # fmt: skip
 register(Transport(
     "poll", "long polling", "#d62728", "servers.poll", "clients.poll:PollReader",

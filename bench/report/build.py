@@ -29,6 +29,7 @@ from bench.report import (
     recovery,
     ship,
     stats,
+    stop,
     variants,
     verdicts,
 )
@@ -416,7 +417,8 @@ def _markdown(
     m = docs[0]["machine"]
     bench_docs, through = behind_lb.split_docs([d for d in docs if d.get("runs")])
     browser = browsers.entries(docs)
-    rows = verdicts.verdicts(bench_docs, faults + lb_faults, browser, through)
+    stops = stop.docs(docs)
+    rows = verdicts.verdicts(bench_docs, faults + lb_faults, browser, through, stops)
     rec = ship.recommend(bench_docs, faults, lb_faults, browser, through) if bench_docs else None
     lines = [
         "# tokenbench report", "",
@@ -436,7 +438,7 @@ def _markdown(
             lines += [f"![server cores]({headline.relative_to(out)})", "",
                       "Users over each knee bracket per core [held, broke), on the measuring "
                       "machine: the server cores column of *Fleet projection*."]  # fmt: skip
-    if bench_docs or faults or lb_faults or browser or through:
+    if bench_docs or faults or lb_faults or browser or through or stops:
         lines += ["", "## Verdicts", "",
                   "Each rule is stated in docs/verdicts.md; rerun and the verdicts follow the "
                   "numbers. A comparison is a tie only when the evidence allows either order "
@@ -459,6 +461,7 @@ def _markdown(
                   faults_markdown(faults), *recovery.rankings_md(faults)]  # fmt: skip
     lines += behind_lb.hops_md(bench_docs, through)
     lines += proxies.markdown(through)
+    lines += stop.markdown(stops)
     lines += behind_lb.matrix_md(lb_faults)
     lines += browsers.markdown(docs)
     lines += [

@@ -185,7 +185,7 @@ def flips(a: dict[str, stats.Interval], b: dict[str, stats.Interval]) -> list[st
 def whole_runs(docs_a: list[dict[str, Any]], docs_b: list[dict[str, Any]]) -> dict[str, Any]:
     """Verdicts and what to ship side by side, and for each headline figure whether the ranking
     flipped."""
-    from bench.report import behind_lb, browsers, ship
+    from bench.report import behind_lb, browsers, ship, stop
     from bench.report.tables import merge_faults
     from bench.report.verdicts import verdicts
 
@@ -198,7 +198,7 @@ def whole_runs(docs_a: list[dict[str, Any]], docs_b: list[dict[str, Any]]) -> di
     def judged(docs: list[dict[str, Any]]) -> list[dict[str, str]]:
         with_runs = [d for d in docs if d.get("runs")]
         _, through = behind_lb.split_docs(with_runs)
-        return verdicts(with_runs, merge_faults(docs), None, through)
+        return verdicts(with_runs, merge_faults(docs), None, through, stop.docs(docs))
 
     va = judged(docs_a)
     vb = {v["claim"]: v for v in judged(docs_b)}

@@ -30,6 +30,7 @@ from bench.report import (
     recovery,
     ship,
     stats,
+    stop,
     variants,
     verdicts,
 )
@@ -124,7 +125,8 @@ def transports_md(r: Runs) -> str:
 
 
 def verdicts_md(r: Runs) -> str:
-    found = verdicts.verdicts(r.bench, r.faults + r.lb_faults, r.browser, r.through)
+    found = verdicts.verdicts(r.bench, r.faults + r.lb_faults, r.browser, r.through,
+                              stop.docs(r.docs))  # fmt: skip
     return _md("claim | verdict | the numbers", [[v["claim"], f"**{v['verdict']}**", v["why"]]
                for v in found if v["verdict"] != "not measured"])  # fmt: skip
 

@@ -132,7 +132,7 @@ def _figures(bench: list[dict[str, Any]]) -> list[Figures]:
 
 def summarize(docs: list[dict[str, Any]]) -> Summary:
     """The summary of these runs, as the report reads them (bench.report.build)."""
-    from bench.report import behind_lb, browsers, ship, verdicts
+    from bench.report import behind_lb, browsers, ship, stop, verdicts
     from bench.report.tables import merge_faults
 
     bench, through = behind_lb.split_docs([d for d in docs if d.get("runs")])
@@ -144,10 +144,11 @@ def summarize(docs: list[dict[str, Any]]) -> Summary:
         decision = {"text": pick["text"], "ship": list(pick["group"]),
                     "build": dict(pick["build"]), "missing": list(pick["missing"])}  # fmt: skip
     rules: list[Verdict] = []
-    if bench or faults or lb_faults or browser or through:
+    stops = stop.docs(docs)
+    if bench or faults or lb_faults or browser or through or stops:
         rules = [
             {"rule": v["claim"], "outcome": v["verdict"], "text": v["why"]}
-            for v in verdicts.verdicts(bench, faults + lb_faults, browser, through)
+            for v in verdicts.verdicts(bench, faults + lb_faults, browser, through, stops)
         ]
     return {"schema_version": SUMMARY_VERSION, "kind": "summary",
             "runs": [_source(d) for d in docs], "decision": decision, "verdicts": rules,

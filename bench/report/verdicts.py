@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from bench.report import behind_lb, browsers, proxies, stats
+from bench.report import behind_lb, browsers, proxies, stats, stop
 from bench.report.figures import (
     Knee,
     cpu_at_common_load,
@@ -187,10 +187,12 @@ def _protocol_or_library(stock: tuple[str, str], lean: tuple[str, str]) -> str:
 def verdicts(
     docs: list[dict[str, Any]], faults: list[dict[str, Any]],
     browser: list[dict[str, Any]] | None = None, through: list[dict[str, Any]] | None = None,
+    stops: list[dict[str, Any]] | None = None,
 ) -> list[dict[str, str]]:  # fmt: skip
     """Every claim's verdict. Faults behind the load balancer have their rules in
     bench/report/behind_lb.py, browsers theirs in bench/report/browsers.py, bench runs through
-    a proxy (``through``) theirs in bench/report/proxies.py."""
+    a proxy (``through``) theirs in bench/report/proxies.py, ``tokenbench stop`` runs
+    (``stops``) theirs in bench/report/stop.py."""
     faults, lb_faults = behind_lb.split(faults)
     k = knees(docs)
     out: list[dict[str, str]] = []
@@ -283,4 +285,4 @@ def verdicts(
     else:
         add(claim, "not measured", "needs knee runs of SSE and WebSocket on both stacks")
     out += browsers.verdicts(browser or []) + behind_lb.verdicts(lb_faults)
-    return out + proxies.verdicts(through or [])
+    return out + proxies.verdicts(through or []) + stop.verdicts(stops or [])

@@ -11,12 +11,15 @@ const rec = new Recorder(p.client, p.tab);
 window.tb = rec;
 
 function Answer({ client, url }) {
-  const { text, tokens, status, detail } = useTokenStream(client, url, rec, p.opts);
+  const { text, tokens, status, detail, stop } = useTokenStream(client, url, rec, p.opts);
   return (
     <section>
       <p className="status" data-status={status}>
         {client} · {status} · {tokens} tokens{detail ? ` · ${detail}` : ""}
       </p>
+      <button type="button" className="stop" onClick={stop} disabled={status !== "streaming"}>
+        Stop
+      </button>
       <article className="answer">{text}<span className="caret">{status === "streaming" ? "▍" : ""}</span></article>
     </section>
   );

@@ -9,6 +9,9 @@
 //   by itself (WHATWG HTML 9.2.3) and gives up for good on a non-200 answer. Every other client
 //   resumes itself after the last seq it saw (docs/protocol.md, "Reading a stream").
 // - gRPC-Web is @connectrpc/connect-web's client, over fetch, binary format.
+// - The handle's stop() is the stop button (docs/protocol.md, "Stop"): a POST of its own, in-band
+//   on a WebSocket, StopStream over gRPC-Web. Reading goes on to the end, whose event's detail
+//   is "stopped" when the user stopped the answer.
 import { createClient, ConnectError, Code } from "@connectrpc/connect";
 import { createGrpcWebTransport } from "@connectrpc/connect-web";
 import { TokenStream } from "../gen/tokens_pb.js";
@@ -33,20 +36,35 @@ function streamId(url) {
   return url.slice(url.indexOf("/v1/streams/") + 12);
 }
 
+// The stop button over HTTP: POST /v1/streams/{id}/stop, a request of its own.
+async function postStop(url) {
+  const r = await fetch(`${url}/stop`, { method: "POST", cache: "no-store" });
+  if (r.status !== 202) throw new Error(`stop: HTTP ${r.status}`);
+}
+
+// "stopped" when the end message says the user stopped the answer, else null.
+function endDetail(data) {
+  try {
+    return JSON.parse(data).stopped ? "stopped" : null;
+  } catch {
+    return null;
+  }
+}
+
 // SSE, as it comes: the browser's EventSource, its own reconnects with Last-Event-ID.
 function eventsource(url, after, sink) {
   const es = new EventSource(`${url}/sse${after >= 0 ? `?last_event_id=${after}` : ""}`);
   es.onopen = () => sink.event("open");
   es.onmessage = (e) => sink.token(parse(e.data));
-  es.addEventListener("end", () => {
+  es.addEventListener("end", (e) => {
     es.close();
-    sink.event("end");
+    sink.event("end", endDetail(e.data));
   });
   es.onerror = () => {
     if (es.readyState === EventSource.CLOSED) sink.event("gave-up", "EventSource closed");
     else sink.event("retry", "EventSource reconnecting");
   };
-  return { close: () => es.close() };
+  return { close: () => es.close(), stop: () => postStop(url) };
 }
 
 // SSE, hardened: named `ping` events (?ping=1) feed a silence watchdog; a terminal error or a
@@ -94,11 +112,11 @@ function eventsourceHardened(url, after, sink, opts = {}) {
       sink.token(tok);
     };
     es.addEventListener("ping", arm);
-    es.addEventListener("end", () => {
+    es.addEventListener("end", (e) => {
       done = true;
       clearTimeout(timer);
       es.close();
-      sink.event("end");
+      sink.event("end", endDetail(e.data));
     });
     es.onerror = () => {
       if (es.readyState === EventSource.CLOSED) restart("error", "EventSource closed");
@@ -112,20 +130,21 @@ function eventsourceHardened(url, after, sink, opts = {}) {
       clearTimeout(timer);
       if (es) es.close();
     },
+    stop: () => postStop(url),
   };
 }
 
 // A resume loop for the clients that do not resume by themselves: `attempt(after)` reads until
 // the end or a failure, and returns "end", or throws; a thrown {final: true} gives up at once.
 function resumeLoop(after, sink, attempt) {
-  const state = { last: after, closed: false, current: null };
+  const state = { last: after, closed: false, current: null, stopped: false };
   const run = async () => {
     let tries = 0;
     while (!state.closed) {
       const seen = state.last;
       try {
         if ((await attempt(state)) === "end") {
-          sink.event("end");
+          sink.event("end", state.stopped ? "stopped" : null);
           return;
         }
         throw new Error("closed before the end");
@@ -165,8 +184,10 @@ function websocket(url, after, sink) {
     ws.onopen = () => sink.event("open");
     ws.onmessage = (e) => {
       const o = JSON.parse(e.data);
-      if (o.end) ended = true;
-      else st.take({ seq: o.seq, t: o.t, text: o.text });
+      if (o.end) {
+        ended = true;
+        st.stopped = Boolean(o.stopped);
+      } else st.take({ seq: o.seq, t: o.t, text: o.text });
     };
     ws.onclose = (e) => (ended ? resolve("end") : reject(new Error(`close ${e.code}`)));
   }));
@@ -174,6 +195,12 @@ function websocket(url, after, sink) {
     close: () => {
       state.closed = true;
       if (state.current) state.current.close();
+    },
+    // in-band on the open connection; between connections, the POST as the others
+    stop: async () => {
+      const ws = state.current;
+      if (ws && ws.readyState === WebSocket.OPEN) ws.send('{"stop":true}');
+      else await postStop(url);
     },
   };
 }
@@ -196,9 +223,12 @@ function grpcWeb(url, after, sink) {
     const abort = new AbortController();
     st.current = abort;
     const request = st.last >= 0 ? { id, after: BigInt(st.last) } : { id };
+    const onTrailer = (t) => {
+      st.stopped = t.has("tokenbench-stopped");
+    };
     try {
       let first = true;
-      for await (const tok of client.streamTokens(request, { signal: abort.signal })) {
+      for await (const tok of client.streamTokens(request, { signal: abort.signal, onTrailer })) {
         if (first) {
           first = false;
           sink.event("open");
@@ -217,6 +247,9 @@ function grpcWeb(url, after, sink) {
     close: () => {
       state.closed = true;
       if (state.current) state.current.abort();
+    },
+    stop: async () => {
+      await client.stopStream({ id });
     },
   };
 }
@@ -238,7 +271,10 @@ function fetchPoll(url, after, sink, opts = {}) {
       if (r.status !== 200) throw new Error(`HTTP ${r.status}`);
       const body = await r.json();
       for (const o of body.tokens) st.take({ seq: o.seq, t: o.t, text: o.text });
-      if (body.end) return "end";
+      if (body.end) {
+        st.stopped = Boolean(body.stopped);
+        return "end";
+      }
     }
   });
   return {
@@ -246,6 +282,7 @@ function fetchPoll(url, after, sink, opts = {}) {
       state.closed = true;
       if (state.current) state.current.abort();
     },
+    stop: () => postStop(url),
   };
 }
 

@@ -12,6 +12,7 @@ export class Recorder {
       client, tab, url: null, state: "starting", time_origin: performance.timeOrigin,
       created_ms: null, first_token_ms: null, last_token_ms: null,
       seqs: [], texts: [], latency_ms: [], events: [], protocol: null, error: null,
+      pressed_ms: null, seqs_at_press: null,
     };
   }
 
@@ -33,6 +34,12 @@ export class Recorder {
     r.seqs.push(tok.seq);
     r.texts.push(tok.text);
     r.latency_ms.push(wall - tok.t / 1e6);
+  }
+
+  // The user pressed the stop button (the React page's hook calls this).
+  pressed() {
+    this.result.pressed_ms = this.now();
+    this.result.seqs_at_press = this.result.seqs.length;
   }
 
   event(kind, detail) {

@@ -2,12 +2,15 @@
 // (clients.js) and re-renders as tokens come. `transport` is a client name ("eventsource",
 // "eventsource-hardened", "websocket", "grpc-web", "fetch"); `url` is the stream's URL
 // (`${origin}/v1/streams/${id}`), or null while the prompt POST is in flight. `observe`, if
-// given, sees every token and event too (the benchmark's recorder).
-import { useEffect, useState } from "react";
+// given, sees every token and event too (the benchmark's recorder). It returns the answer so
+// far and stop(), the stop button (docs/protocol.md, "Stop"): the answer then ends where the
+// model was, with status "stopped".
+import { useCallback, useEffect, useRef, useState } from "react";
 import { read } from "./clients.js";
 
 export function useTokenStream(transport, url, observe = null, opts = undefined) {
   const [answer, setAnswer] = useState({ text: "", tokens: 0, status: "waiting", detail: null });
+  const reading = useRef(null);
   useEffect(() => {
     if (!url) return undefined;
     setAnswer({ text: "", tokens: 0, status: "connecting", detail: null });
@@ -18,11 +21,26 @@ export function useTokenStream(transport, url, observe = null, opts = undefined)
       },
       event(kind, detail) {
         if (observe) observe.event(kind, detail);
-        const status = { end: "done", "gave-up": "stopped", open: "streaming" }[kind] || "reconnecting";
+        let status = { end: "done", "gave-up": "gave up", open: "streaming" }[kind] || "reconnecting";
+        if (kind === "end" && detail === "stopped") status = "stopped";
         setAnswer((a) => ({ ...a, status, detail: detail ?? null }));
       },
     }, opts);
-    return () => reader.close();
+    reading.current = reader;
+    return () => {
+      reading.current = null;
+      reader.close();
+    };
   }, [transport, url]);
-  return answer;
+  const stop = useCallback(async () => {
+    if (!reading.current) return;
+    if (observe && observe.pressed) observe.pressed();
+    setAnswer((a) => ({ ...a, status: "stopping" }));
+    try {
+      await reading.current.stop();
+    } catch (err) {
+      setAnswer((a) => ({ ...a, status: "streaming", detail: String(err.message || err) }));
+    }
+  }, []);
+  return { ...answer, stop };
 }
