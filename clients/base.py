@@ -120,6 +120,7 @@ class Reader:
         # ``cookie``), sent back on every attempt as a browser would (RFC 6265).
         self.cookie: str | None = None
         self.stopped_ns: int | None = None  # the end said: the user stopped it then (ns)
+        self._stopping: asyncio.Future[None] | None = None  # the stop under way, if any
 
     def cookie_headers(self) -> dict[str, str]:
         return {"Cookie": self.cookie} if self.cookie else {}
@@ -171,9 +172,15 @@ class Reader:
             self.stopped_ns = stopped
 
     async def stop(self) -> None:
-        """The stop button (docs/protocol.md, "Stop"): ``POST /v1/streams/{id}/stop``, a request
-        of its own; the stream read goes on until its end, which carries ``stopped``.
-        WebSocket sends it in-band; gRPC calls ``StopStream``. 4xx raises StreamError."""
+        """The stop button (docs/protocol.md, "Stop"); the stream read goes on until its end,
+        which carries ``stopped``. 4xx raises StreamError. A read that ends meanwhile (the stop
+        took effect) waits for the stop's answer before it closes its session."""
+        self._stopping = asyncio.ensure_future(self._stop())
+        await asyncio.shield(self._stopping)
+
+    async def _stop(self) -> None:
+        """``POST /v1/streams/{id}/stop``, a request of its own; WebSocket sends it in-band,
+        gRPC calls ``StopStream`` on the reader's channel."""
         from clients.http import stop_stream
 
         opts = self.options
@@ -212,6 +219,8 @@ class Reader:
         try:
             await self._resume()
         finally:
+            if self._stopping is not None and not self._stopping.done():  # on this session
+                await asyncio.wait([self._stopping], timeout=self.options.connect_timeout)
             if self.session is not None:
                 await self.close_session(self.session)
             self.session = None

@@ -105,7 +105,7 @@ class GrpcReader(Reader):
             self.stats.bytes_received += size
             call.cancel()
 
-    async def stop(self) -> None:
+    async def _stop(self) -> None:
         """``StopStream`` on this reader's channel (docs/protocol.md, "Stop")."""
         if self.session is None:
             async with open_channel(self.url) as own:

@@ -134,12 +134,12 @@ class WSReader(Reader):
     transport = "ws"
     live: _Session | None = None  # the connection being read, for the stop message
 
-    async def stop(self) -> None:
+    async def _stop(self) -> None:
         """In-band on the connection being read: ``{"stop":true}``; between connections, the
         HTTP route as the other transports (docs/protocol.md, "Stop")."""
         live = self.live
         if live is None or live.conn.transport is None or live.conn.transport.is_closing():
-            return await super().stop()
+            return await super()._stop()
         live.write(mask_frame(OP_TEXT, STOP))
 
     async def _attempt(self, after: int) -> bool:

@@ -137,3 +137,24 @@ async def test_outside_grpc_client_stops(servers: dict[str, ServerHandle]) -> No
         with pytest.raises(grpc.aio.AioRpcError) as err:
             await stub.StopStream(pb.StopRequest(id="nope"))
         assert err.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_many_readers_stopping_at_once_each_get_their_end(
+    servers: dict[str, ServerHandle], transport: str
+) -> None:
+    """The stop's answer and the stream's end race: a gRPC reader whose read ended first must
+    not close the channel under its own StopStream (it did: CancelledError)."""
+    srv = servers[transport]
+
+    async def one() -> Reader:
+        info = await create_stream(transport, srv.url, tokens=400, rate=40)
+        r = reader(transport, srv, info["id"])
+        task = asyncio.ensure_future(r.run())
+        await asyncio.sleep(0.3)
+        await r.stop()
+        await asyncio.wait_for(task, 5)
+        return r
+
+    for r in await asyncio.gather(*(one() for _ in range(30))):
+        assert r.stopped_ns is not None and r.seen == list(range(len(r.seen)))  # type: ignore[attr-defined]
