@@ -98,8 +98,8 @@ bench: system $(READY)  ## installs, then the decision job and its report (resul
 
 # Everything else, by name: each adds its jobs to results/$(RUN) and rebuilds the report from
 # every job present (make bench-deep PROFILES="stacks gc" RUN=<an earlier make bench run>).
-PROFILES ?= passes hold stacks windows gc faults lb proxies stop browsers
-bench-deep: system $(READY)  ## deeper profiles (passes hold stacks windows gc faults lb proxies stop browsers) into RUN
+PROFILES ?= passes hold stacks windows gc faults lb proxies edge stop browsers
+bench-deep: system $(READY)  ## deeper profiles (passes hold stacks windows gc faults lb proxies edge stop browsers) into RUN
 	@for p in $(PROFILES); do $(call PROFILE,$$p) || exit $$?; done
 
 bench-full: system $(READY)  ## the decision job and every deeper profile, one report (a few hours)

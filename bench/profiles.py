@@ -53,6 +53,9 @@ PROXY = ("--transport", "all", "--users", "100", "--ramp", "3s", "--hold", "6", 
          "--think", "0", "--backends", "3")  # fmt: skip
 IDLE = ("--backends", "3", "--source", "llm", "--replay", "redis", "--scenario",
         "idle-timeout,idle-timeout-silent")  # fmt: skip
+IDLE60 = ("--idle-s", "60", "--window-s", "85", "--users", "3")  # nginx's and the ALB's 60 s
+NGINX_FAULTS = ("--backends", "3", "--source", "llm", "--replay", "redis", "--scenario",
+                "backend-kill,rolling-deploy", "--mode", "hardened", "--users", "5")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -151,6 +154,19 @@ DEEPER: dict[str, tuple[Job, ...]] = {
         _faults("idle-nginx-documented", "--lb", "nginx", *IDLE, needs=("nginx", "redis-server")),
         _faults("idle-nginx-defaults", "--lb", "nginx", "--lb-profile", "defaults", *IDLE,
                 "--transport", "sse,poll", needs=("nginx", "redis-server")),
+    ),
+    # The fault scenarios through nginx (a backend killed, a rolling deploy; the Redis log), and
+    # the idle cut at nginx's real proxy_read_timeout, 60 s (also the ALB's), heartbeats on and
+    # off: each transport as documented, and the two nginx's defaults carry.
+    "edge": (
+        _faults("faults-nginx-documented", "--lb", "nginx", *NGINX_FAULTS,
+                needs=("nginx", "redis-server")),
+        _faults("faults-nginx-defaults", "--lb", "nginx", "--lb-profile", "defaults",
+                *NGINX_FAULTS, "--transport", "sse,poll", needs=("nginx", "redis-server")),
+        _faults("idle60-nginx-documented", "--lb", "nginx", *IDLE, *IDLE60,
+                needs=("nginx", "redis-server")),
+        _faults("idle60-nginx-defaults", "--lb", "nginx", "--lb-profile", "defaults", *IDLE,
+                *IDLE60, "--transport", "sse,poll", needs=("nginx", "redis-server")),
     ),
     # The stop button (tokenbench stop): 30 users per transport press stop mid-answer, on one
     # server and behind HAProxy with the model and its shared Redis log.

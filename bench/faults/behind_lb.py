@@ -13,8 +13,9 @@ backends, the log or the idle connections, while the clients read through HAProx
   comes back empty).
 
 Timings are scaled down from production so a run takes seconds: the LB's idle timeout for the
-idle scenarios is ``IDLE_S`` (the ALB's is 60 s) and the pause ``PAUSE_S`` (say a 70 s tool
-call). The ratio, pause over timeout, is what matters.
+idle scenarios is ``IDLE_S`` (the ALB's and nginx's ``proxy_read_timeout`` are 60 s, a CDN's
+about 100 s) and the pause ``pause_s(IDLE_S)`` (say a 70 s tool call). The ratio, pause over
+timeout, is what matters; ``tokenbench faults --idle-s 60`` runs the real timeout.
 """
 
 from __future__ import annotations
@@ -27,8 +28,15 @@ from servers.base import ServerConfig
 from servers.haproxy import LbConfig
 from servers.topology import Topology
 
-IDLE_S = 5.0  # the LB's idle timeout in the idle scenarios
-PAUSE_S = 12.0  # the answer's pause there: more than twice the idle timeout
+IDLE_S = 5.0  # the LB's idle timeout in the idle scenarios (--idle-s)
+
+
+def pause_s(idle_s: float) -> float:
+    """The answer's pause for an idle timeout: past it by a fifth, and by 7 s at least."""
+    return idle_s + max(7.0, idle_s / 5)
+
+
+PAUSE_S = pause_s(IDLE_S)
 PAUSE_AT = 100  # the pause comes before this token (2.5 s of tokens at 40/s), and only then
 REDIS_DOWN_S = 3.0
 SILENT_HEARTBEAT_S = 3600.0  # "heartbeat off": none within any run
@@ -49,8 +57,8 @@ SCENARIOS: dict[str, LbScenario] = {
         LbScenario("backend-kill", "one backend is killed (-9) under load and stays down"),
         LbScenario("rolling-deploy", "every backend in turn drains (SIGTERM), restarts, rejoins",
                    min_tokens=1000),
-        LbScenario("idle-timeout", f"the answer pauses {PAUSE_S:g} s, the LB's idle timeout is "
-                   f"{IDLE_S:g} s; heartbeats on", needs="llm", tokens=2 * PAUSE_AT),
+        LbScenario("idle-timeout", "the answer pauses past the LB's idle timeout (--idle-s, "
+                   f"{IDLE_S:g} s by default); heartbeats on", needs="llm", tokens=2 * PAUSE_AT),
         LbScenario("idle-timeout-silent", "the same pause with heartbeats off", needs="llm",
                    tokens=2 * PAUSE_AT),
         LbScenario("redis-restart", f"the shared log is down for {REDIS_DOWN_S:g} s and comes "
@@ -69,15 +77,18 @@ def unmet(name: str, cfg: ServerConfig) -> str | None:
     return None
 
 
-def configure(name: str, cfg: ServerConfig, lb: LbConfig) -> tuple[ServerConfig, LbConfig]:
-    """The server and LB settings a scenario runs with."""
+def configure(
+    name: str, cfg: ServerConfig, lb: LbConfig, idle_s: float = IDLE_S
+) -> tuple[ServerConfig, LbConfig]:
+    """The server and LB settings a scenario runs with (``idle_s``: the idle scenarios' LB
+    idle timeout)."""
     if not name.startswith("idle-timeout"):
         return cfg, lb
-    shape = dataclasses.replace(cfg.llm, pause_every=PAUSE_AT, pause_s=PAUSE_S)
+    shape = dataclasses.replace(cfg.llm, pause_every=PAUSE_AT, pause_s=pause_s(idle_s))
     cfg = dataclasses.replace(cfg, llm=shape)
     if name == "idle-timeout-silent":
         cfg = dataclasses.replace(cfg, heartbeat=SILENT_HEARTBEAT_S)
-    return cfg, dataclasses.replace(lb, idle_timeout_s=IDLE_S)
+    return cfg, dataclasses.replace(lb, idle_timeout_s=idle_s)
 
 
 def client_heartbeat(name: str, heartbeat: float) -> float:

@@ -68,6 +68,14 @@ def faults(
             "host:port, ray://host:port, or local. See docs/cluster.md."
         ),
     ] = None,
+    idle_s: Annotated[
+        float,
+        typer.Option(
+            help="Behind --lb: the LB's idle timeout in the idle scenarios, seconds (scaled "
+            "down; the ALB's and nginx's default is 60, a CDN's about 100). The answer pauses "
+            "past it by a fifth, at least 7 s."
+        ),
+    ] = 5.0,
     out: Annotated[str | None, typer.Option(help="Output directory.")] = None,
     deploy: dp.Deploy | None = None,
 ) -> None:
@@ -119,6 +127,13 @@ def faults(
              "kill, or one behind --lb) to run side by side")  # fmt: skip
     if not (1 <= clients <= 200 and heartbeat > 0 and window >= 5):
         fail("--users 1..200, --heartbeat > 0, --window-s >= 5")
+    if any(n.startswith("idle-timeout") for n in scenarios):
+        need = behind_lb.pause_s(idle_s) + 10
+        if not 1 <= idle_s <= 600:
+            fail("--idle-s must be 1..600")
+        if window < need:
+            fail(f"--idle-s {idle_s:g} pauses the answer {behind_lb.pause_s(idle_s):g} s: give "
+                 f"--window-s {need:g} or more")  # fmt: skip
     if not 100 <= tokens <= 100_000:
         fail("--tokens must be 100..100,000 (faults fire 2 s into a stream)")
     run_id = time.strftime("%Y%m%d-%H%M%S") + "-faults"
@@ -134,6 +149,7 @@ def faults(
         "parallel": parallel,
         "cluster": cluster,
         "stack": stack,
+        "idle_s": idle_s,
         **deploy.describe(),
     }
     doc = results.new_doc("faults", out_dir.name, config)
@@ -151,7 +167,7 @@ def faults(
             entries = fl.run(
                 name, names, modes, clients, tokens=tokens, heartbeat=heartbeat,
                 window_s=window, parallel=parallel, on_cluster=cluster is not None, stack=stack,
-                deploy=deploy, workdir=out_dir / "topology",
+                deploy=deploy, workdir=out_dir / "topology", idle_s=idle_s,
             )  # fmt: skip
             doc["faults"].extend(entries)
             results.write(doc, out_dir)

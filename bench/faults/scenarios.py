@@ -222,7 +222,7 @@ def _plans(scenario: Scenario | behind_lb.LbScenario) -> list[Fault | None]:
 
 def _server(
     scenario: Scenario | behind_lb.LbScenario, cfg: ServerConfig, deploy: Deploy | None,
-    workdir: Path | None,
+    workdir: Path | None, idle_s: float = behind_lb.IDLE_S,
 ) -> tuple[Supervisor | Topology, float]:  # fmt: skip
     """The server a run faults (one, or a topology), and the clients' heartbeat."""
     if deploy is None or deploy.topology is None:
@@ -230,7 +230,7 @@ def _server(
     cfg, topo = deploy.server(cfg), deploy.topology
     heartbeat = cfg.heartbeat
     if isinstance(scenario, behind_lb.LbScenario) and topo.lb is not None:
-        cfg, lb = behind_lb.configure(scenario.name, cfg, topo.lb)
+        cfg, lb = behind_lb.configure(scenario.name, cfg, topo.lb, idle_s)
         topo = dataclasses.replace(topo, lb=lb)
         heartbeat = behind_lb.client_heartbeat(scenario.name, heartbeat)
     where = (workdir or Path("results")) / f"{scenario.name}-{cfg.transport}"
@@ -241,11 +241,12 @@ async def _run(
     scenario: Scenario | behind_lb.LbScenario, transport: str, mode: str, clients: int,
     tokens: int, rate: float, heartbeat: float, window_s: float, on_cluster: bool = False,
     stack: str = "stock", deploy: Deploy | None = None, workdir: Path | None = None,
+    idle_s: float = behind_lb.IDLE_S,
 ) -> dict[str, Any]:  # fmt: skip
     """One run: the server here, its clients here or (``on_cluster``) on a Ray node."""
     cfg = ServerConfig(transport=transport, port=0, heartbeat=heartbeat, grace=2.0, retry_ms=1000,
                        stack=stack)  # fmt: skip
-    sup, heartbeat = _server(scenario, cfg, deploy, workdir and workdir / mode)
+    sup, heartbeat = _server(scenario, cfg, deploy, workdir and workdir / mode, idle_s)
     served = sup.server if isinstance(sup, Topology) else sup.cfg  # what the backends run
     loop = asyncio.get_running_loop()
     await loop.run_in_executor(None, sup.start)  # runs side by side must not stall each other
@@ -304,7 +305,7 @@ def run(
     scenario: str, transports: list[str], modes: list[str], clients: int = 5, tokens: int = 400,
     rate: float = 40.0, heartbeat: float = 2.0, window_s: float = 40.0, parallel: bool = False,
     on_cluster: bool = False, stack: str = "stock", deploy: Deploy | None = None,
-    workdir: Path | None = None,
+    workdir: Path | None = None, idle_s: float = behind_lb.IDLE_S,
 ) -> list[dict[str, Any]]:  # fmt: skip
     """One scenario for each transport and mode. ``parallel``: the transports of one mode run
     side by side (each with its own server and proxies; a few streams each, so they barely
@@ -323,7 +324,7 @@ def run(
 
     def one(transport: str, mode: str) -> Any:
         return _run(sc, transport, mode, clients, tokens, rate, heartbeat, window_s, on_cluster,
-                    stack, deploy, workdir)  # fmt: skip
+                    stack, deploy, workdir, idle_s)  # fmt: skip
 
     async def side_by_side(mode: str) -> list[dict[str, Any]]:
         return list(await asyncio.gather(*(one(t, mode) for t in transports)))
