@@ -121,6 +121,7 @@ class Reader:
         self.cookie: str | None = None
         self.stopped_ns: int | None = None  # the end said: the user stopped it then (ns)
         self._stopping: asyncio.Future[None] | None = None  # the stop under way, if any
+        self.ended_ns: int | None = None  # when the end message was read (wall clock)
 
     def cookie_headers(self) -> dict[str, str]:
         return {"Cookie": self.cookie} if self.cookie else {}
@@ -168,6 +169,7 @@ class Reader:
 
     def ended(self, stopped: Any) -> None:
         """The end message arrived; ``stopped`` is its ``stopped`` field (None: not stopped)."""
+        self.ended_ns = time.time_ns()
         if isinstance(stopped, int) and not isinstance(stopped, bool):
             self.stopped_ns = stopped
 

@@ -88,12 +88,14 @@ class Pacer(Generic[F]):
         self.ended = False  # the end frame was handed out
         self.flush_ns = int(ctx.cfg.flush_ms * 1e6)
         self.waiting: asyncio.Future[None] | None = None  # the current wait for a due time
+        self.whole = stream  # as opened: an earlier stop learned later cuts from it again
 
     def stop(self, stopped_ns: int) -> None:
-        """``stops.Follower``: the user stopped this derived stream at ``stopped_ns``."""
-        stream = self.stream
-        assert isinstance(stream, Stream)
-        self.stream = self.cursor.stream = stream.stopped(stopped_ns, self.cursor.next_seq)  # type: ignore[union-attr]
+        """``stops.Follower``: the user stopped this derived stream at ``stopped_ns`` (an
+        earlier stop than one applied already cuts again: the earliest wins everywhere)."""
+        whole = self.whole
+        assert isinstance(whole, Stream)
+        self.stream = self.cursor.stream = whole.stopped(stopped_ns, self.cursor.next_seq)  # type: ignore[union-attr]
         if self.waiting is not None and not self.waiting.done():
             self.waiting.set_result(None)
 
@@ -105,6 +107,8 @@ class Pacer(Generic[F]):
         follow = isinstance(stream, Stream) and not stream.stopped_ns
         if follow:
             ctx.stops.follow(stream.seed, self)
+            if (known := ctx.stops.stopped.get(stream.seed)) is not None:
+                self.stop(known)  # stopped between the read's opening and now
         try:
             first = framing.start()
             if first is not None:

@@ -79,6 +79,9 @@ class Producer:
         self.pending: list[tuple[str, int, int, str | None]] = []  # Redis writes (None: end)
         self.making: dict[str, tuple[asyncio.Task[None], BackendConnection]] = {}
         self.made: dict[str, int] = {}  # tokens emitted so far, of the answers being made
+        # stops of valid ids not started here (yet): a start that comes later ends at 0 tokens
+        self.early: dict[str, int] = {}
+        self.keep_s: dict[str, int] = {}  # a stopped answer's log lives to its replay window
         self.flushing = False
         self.redis: Any = None
         self.log_down = False
@@ -99,6 +102,9 @@ class Producer:
             print(f"producer: refused an unknown id from {conn.peer}", file=sys.stderr)
             return
         self.started[sid] = time.monotonic()
+        if (stopped_ns := self.early.pop(sid, None)) is not None:  # stopped before it began
+            self._end(sid, stream, conn, 0, stopped_ns)
+            return
         task = asyncio.ensure_future(self.generate(sid, stream, conn))
         self.making[sid] = (task, conn)
         self.made[sid] = 0
@@ -129,13 +135,25 @@ class Producer:
             asyncio.get_running_loop().call_soon(self._flush_soon)
 
     def stop(self, sid: str) -> None:
-        """The user stopped ``sid``: no more tokens; its end goes after the last one made."""
+        """The user stopped ``sid``: no more tokens; its end goes after the last one made. A
+        stop that comes before its start (another backend's link was faster) is kept."""
         making = self.making.pop(sid, None)
         if making is None:
-            return  # ended already, or never started here
+            if sid not in self.started and len(self.early) < 100_000:
+                with contextlib.suppress(ContractError):
+                    self.codec.decode(sid)  # only ids of ours
+                    self.early[sid] = time.time_ns()
+            return  # else ended already
         task, conn = making
         task.cancel()
-        self.emit(sid, conn, self.made.pop(sid, 0), time.time_ns(), None)
+        self._end(sid, self.codec.decode(sid), conn, self.made.pop(sid, 0), time.time_ns())
+
+    def _end(self, sid: str, stream: Any, conn: BackendConnection, final: int, at: int) -> None:
+        """Write the end of a stopped answer; its log is kept to the answer's replay window
+        (its latest possible end plus ``replay_ttl``), not ``replay_ttl`` from the stop."""
+        left_s = (stream.created_ns + self.cfg.shape.longest_s(stream) * 1e9 - at) / 1e9
+        self.keep_s[sid] = int(self.cfg.replay_ttl + max(0.0, left_s)) + 1
+        self.emit(sid, conn, final, at, None)
 
     def _flush_soon(self) -> None:
         self.flusher = asyncio.ensure_future(self.flush())
@@ -151,7 +169,8 @@ class Producer:
                         pipe.xadd(redis_key(sid), fields, id=f"0-{seq + 1}",  # type: ignore[arg-type]
                                   maxlen=MAX_TOKENS, approximate=True)  # fmt: skip
                     for sid in {b[0] for b in batch}:
-                        pipe.expire(redis_key(sid), int(self.cfg.replay_ttl) + 1)
+                        keep = self.keep_s.get(sid, int(self.cfg.replay_ttl) + 1)
+                        pipe.expire(redis_key(sid), keep)
                     await pipe.execute(raise_on_error=False)  # a retried XADD may exist already
             except (OSError, RedisError) as exc:
                 self.pending = batch + self.pending
@@ -172,6 +191,8 @@ class Producer:
             await asyncio.sleep(30)
             cutoff = time.monotonic() - keep
             self.started = {k: v for k, v in self.started.items() if v > cutoff}
+            self.keep_s = {k: v for k, v in self.keep_s.items() if k in self.started}
+            self.early = {k: v for k, v in self.early.items() if v > time.time_ns() - 3600e9}
 
 
 class BackendConnection(asyncio.Protocol):

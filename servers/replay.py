@@ -74,6 +74,8 @@ class Derive:
 
     async def stop(self, sid: str, stream: Stream) -> None:
         now = time.time_ns()
+        if self.stops.get(stream.seed) is not None:
+            return  # stopped already (on any worker): the first stop stands
         if stream.due_count(now) < stream.tokens:  # else the answer had ended: nothing to stop
             self.stops.stop(stream.seed, now)
 

@@ -7,6 +7,8 @@ Rules of this module:
 - Workers share a table beside the metrics table (``<metrics table>.stops``, made by the
   supervisor): each worker appends only to its own ring, so no locks; a single process keeps its
   ring in anonymous memory. A ring holds the last ``RING`` stops of its worker.
+- An entry read while its writer laps the ring (the reader a whole ring behind) is dropped, not
+  read torn: the head is read again after the entries.
 - A worker learns of another's stops when a read opens (``get``), and every ``POLL_S`` while it
   has readers of derived streams (one timer per process, not per reader): a stop made on
   another worker reaches a reader within about ``POLL_S``.
@@ -53,7 +55,7 @@ class Stops:
     """This worker's view of every stop: its own, and what it read of the others' rings."""
 
     def __init__(self, path: str | None = None, slot: int = 0, workers: int = 1) -> None:
-        self.shared = bool(path) and workers > 1 and os.path.exists(path or "")
+        self.shared = bool(path) and os.path.exists(path or "")  # one worker too: restarts
         size = MAX_WORKERS * _ROW if self.shared else _ROW
         if self.shared:
             fd = os.open(path or "", os.O_RDWR)
@@ -97,9 +99,12 @@ class Stops:
             if head == seen:
                 continue
             self._seen[w] = head  # its own ring too: a restarted worker relearns its stops
-            for i in range(max(seen, head - RING), head):
-                seed, ns = _ENTRY.unpack_from(m, base + _HEAD.size + (i % RING) * _ENTRY.size)
-                self._apply(seed, ns)
+            got = [(i, *_ENTRY.unpack_from(m, base + _HEAD.size + (i % RING) * _ENTRY.size))
+                   for i in range(max(seen, head - RING), head)]  # fmt: skip
+            (now,) = _HEAD.unpack_from(m, base)  # entries the writer passed meanwhile may be torn
+            for i, seed, ns in got:
+                if i >= now - RING:
+                    self._apply(seed, ns)
 
     def _apply(self, seed: int, stopped_ns: int) -> None:
         if seed in self.stopped and self.stopped[seed] <= stopped_ns:
@@ -113,7 +118,7 @@ class Stops:
 
     def follow(self, seed: int, follower: Follower) -> None:
         self.followers.setdefault(seed, []).append(follower)
-        if self.shared and self._poller is None:
+        if self.shared and self.workers > 1 and self._poller is None:
             self._poller = asyncio.ensure_future(self._poll())
 
     def unfollow(self, seed: int, follower: Follower) -> None:

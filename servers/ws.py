@@ -26,7 +26,13 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from servers import metrics as m
 from servers.base import Context, ServerConfig
 from servers.core import ContractError, Stream, parse_after
-from servers.http_app import build_app, error_response, run_uvicorn, uvicorn_settings
+from servers.http_app import (
+    HTTP_STATUS,
+    build_app,
+    error_response,
+    run_uvicorn,
+    uvicorn_settings,
+)
 from servers.listen import listen_sockets
 from servers.pacing import Pacer
 
@@ -41,23 +47,30 @@ def is_stop(message: Any) -> bool:
     if text is None or len(text) > 64:
         return False
     try:
-        return json.loads(text) == {"stop": True}
+        doc = json.loads(text)
     except ValueError:
         return False
+    return doc == {"stop": True} and doc["stop"] is True  # not {"stop": 1}
 
 
 async def watch_client(
-    ctx: Context, sid: str, receive: Callable[[], Awaitable[Any]], reader: asyncio.Task[Any]
-) -> None:
-    """Notice the client leaving (end its stream at once) and its stop; ignore anything else."""
+    ctx: Context, sid: str, receive: Callable[[], Awaitable[Any]], reader: asyncio.Task[Any],
+    say: Callable[[str], Awaitable[None]],
+) -> None:  # fmt: skip
+    """Notice the client leaving (end its stream at once) and its stop; ignore anything else.
+    A stop that fails (503: the model away) is answered in-band, ``{"error":...,"status":503}``,
+    and the stream goes on."""
     while True:
         message = await receive()
         if message["type"] == "websocket.disconnect":
             reader.cancel()
             return
         if message["type"] == "websocket.receive" and is_stop(message):
-            with contextlib.suppress(ContractError):  # the model away: the client may resend
+            try:
                 await ctx.stop(sid)
+            except ContractError as exc:  # the model away: say so; the client may resend
+                with contextlib.suppress(Exception):  # the client left meanwhile
+                    await say(json.dumps({**exc.body(), "status": HTTP_STATUS[exc.kind]}))
 
 
 class Messages:
@@ -101,7 +114,7 @@ def routes(ctx: Context) -> list[BaseRoute]:
             metrics.add(m.RESUMES)
         me = asyncio.current_task()
         assert me is not None
-        watcher = asyncio.ensure_future(watch_client(ctx, sid, ws.receive, me))
+        watcher = asyncio.ensure_future(watch_client(ctx, sid, ws.receive, me, ws.send_text))
         pacer = Pacer(ctx, feed, after, Messages())
         send = ws.send_text
         try:

@@ -45,7 +45,11 @@ def handler(ctx: Context) -> lean.Handler:
             metrics.add(m.RESUMES)
         me = asyncio.current_task()
         assert me is not None
-        watcher = asyncio.ensure_future(stock.watch_client(ctx, sid, receive, me))
+
+        async def say(text: str) -> None:
+            await send({"type": "websocket.send", "text": text})
+
+        watcher = asyncio.ensure_future(stock.watch_client(ctx, sid, receive, me, say))
         pacer = Pacer(ctx, feed, after, stock.Messages())
         try:
             async with aclosing(pacer.frames()) as frames:

@@ -12,7 +12,8 @@ from bench.report import stop
 
 def user(end_ms: float, wasted: int = 0) -> dict[str, Any]:
     return {"stop_to_last_ms": 0.0, "stop_to_end_ms": end_ms, "model_stop_ms": end_ms / 2,
-            "wasted": wasted, "resumed_tokens": 0, "error": None}  # fmt: skip
+            "answered_ms": end_ms, "wasted": wasted, "resumed_tokens": 0,
+            "error": None}  # fmt: skip
 
 
 def doc(ends: dict[str, list[float]], lb: str | None = None, run_id: str = "r1") -> dict[str, Any]:
@@ -68,7 +69,20 @@ def test_deployments_that_disagree_are_nuanced_and_named() -> None:
     behind = doc({"ws": spread(5.0), "sse": spread(1.0)}, lb="haproxy", run_id="r2")
     v = verdict(one, behind)
     assert v["verdict"] == "nuanced"
-    assert "one server" in v["why"] and "behind haproxy, 2 backends (llm, redis)" in v["why"]
+    assert "one server (stock, 1 worker)" in v["why"] and "(confirmed" in v["why"]
+    assert "behind haproxy, 2 backends (stock, 1 worker; llm, redis)" in v["why"]
+    assert "(refuted" in v["why"]
+
+
+def test_too_few_users_or_a_stop_without_effect_is_not_judged() -> None:
+    few = doc({"ws": [1.0, 1.1, 1.2], "sse": spread(40.0)})
+    v = verdict(few)
+    assert v["verdict"] == "not measured" and "WebSocket (one server" in v["why"]
+    failed = doc({"ws": spread(1.0), "sse": spread(40.0)})
+    failed["stops"][1]["stopped"] = 19  # one SSE stop did not take effect
+    v = verdict(failed)
+    assert v["verdict"] == "not measured"
+    assert "SSE (one server (stock, 1 worker): 19 of 20" in v["why"]
 
 
 def test_a_resume_that_returns_tokens_is_said_and_a_missing_figure_is_not_zero() -> None:

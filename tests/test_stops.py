@@ -61,3 +61,39 @@ def test_a_stopped_stream_ends_with_what_was_due_or_sent() -> None:
     assert s.stopped(100_000_000, sent=9).tokens == 9  # a reader that learned late keeps its 9
     assert s.stopped(10**12) is s  # the answer had ended: nothing to stop
     assert cut.stopped(0) is cut and s.end_fields() == '"tokens":400'
+
+
+def test_the_producer_keeps_a_stop_that_comes_before_its_start() -> None:
+    """With the shared log, start and stop reach the producer over two backends' links: a stop
+    first must still end the answer, at 0 tokens, when the start comes."""
+    from servers.core import Codec
+    from servers.producer import Producer, ProducerConfig
+
+    class Link:
+        peer = "test"
+
+        def __init__(self) -> None:
+            self.lines: list[tuple[str, object, int, str]] = []
+            self.answers: set[object] = set()
+
+        def emit(self, sid: str, seq: object, t: int, text: str) -> None:
+            self.lines.append((sid, seq, t, text))
+
+    producer = Producer(ProducerConfig())
+    sid, _ = Codec(producer.cfg.secret.encode()).new_stream(400, 40.0, 1_000)
+    producer.stop(sid)  # before its start
+    producer.stop("not-one-of-ours")
+    assert list(producer.early) == [sid]
+    link = Link()
+    producer.start(sid, link)  # type: ignore[arg-type]
+    assert [(s, seq, text) for s, seq, _, text in link.lines] == [(sid, "end", "0")]
+    assert not producer.making  # nothing generated
+
+
+def test_only_the_exact_stop_message_stops() -> None:
+    from servers.ws import is_stop
+
+    assert is_stop({"text": '{"stop":true}'}) and is_stop({"text": '{ "stop" : true }'})
+    for text in ('{"stop":1}', '{"stop":false}', '{"stop":true,"x":1}', "stop", "[]", None):
+        assert not is_stop({"text": text}), text
+    assert not is_stop({"bytes": b'{"stop":true}'})

@@ -48,6 +48,17 @@ def stop(
         fail("--workers must be 1..16")
     if stack not in transports.STACKS:
         fail(f"--stack: {', '.join(transports.STACKS)}, not {stack!r}")
+    topo = deploy.topology
+    if (
+        topo is not None
+        and topo.lb is not None
+        and not topo.lb.sticky
+        and not (deploy.source == "llm" and deploy.replay == "redis")
+    ):
+        fail(
+            "behind --lb a stop must reach the answer wherever it is read: add --source llm "
+            "--replay redis (the shared log), or --sticky (it goes to the reader's pod)"
+        )
     names = [n for n in names if stack in transports.get(n).stacks]
     if not names:
         fail(f"no transport here has a {stack} stack")

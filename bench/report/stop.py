@@ -10,9 +10,11 @@ not overlap.
 - refuted: another transport ends sooner than WebSocket, beyond the noise;
 - tie: some other transport's interval overlaps WebSocket's;
 - nuanced: WebSocket ends sooner than every other beyond the noise, by less than one token's
-  gap (1/rate): no user sees a token more on the others;
+  gap (1/rate) at the median;
 - confirmed: sooner than every other by at least one token's gap.
-Deployments that disagree make the verdict nuanced, naming each. No stop run: not measured.
+A transport is judged only with at least ``MIN_USERS`` users, every one of whose stops took
+effect; otherwise it is named as not measured. Deployments that disagree make the verdict
+nuanced, each named with its own outcome. No stop run: not measured.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import transports
 from bench.report.figures import NAMES
 
 WS = "ws"  # the claim's transport (its record: in-band stop)
+MIN_USERS = 6  # under 6 the median's interval is not 95 % (the whole range of 5 is 93.75 %)
 
 
 @dataclass(frozen=True)
@@ -46,6 +49,11 @@ class Stopped:
     @property
     def ci(self) -> tuple[float, float, float] | None:
         return median_ci(self.end_ms)
+
+    @property
+    def judged(self) -> bool:
+        """Enough users, and every one's stop took effect."""
+        return self.users >= MIN_USERS and self.stopped == self.users
 
 
 def median_ci(values: list[float]) -> tuple[float, float, float] | None:
@@ -70,15 +78,18 @@ def median_ci(values: list[float]) -> tuple[float, float, float] | None:
 
 
 def _where(doc: dict[str, Any], e: dict[str, Any]) -> str:
+    """The deployment, with what else changes a stop's path: the stack and the workers."""
     topo = e.get("topology") or {}
     cfg = doc.get("config", {})
+    workers = cfg.get("workers", 1)
+    how = f"{cfg.get('stack', 'stock')}, {workers} worker{'s' if workers != 1 else ''}"
     lb = topo.get("lb") if isinstance(topo.get("lb"), str) else ("haproxy" if topo.get("lb")
                                                                    else None)  # fmt: skip
     if not lb:
-        return "one server"
+        return f"one server ({how})"
     source = cfg.get("source", "derive")
     log = f", {cfg.get('replay')}" if source == "llm" else ""
-    return f"behind {lb}, {topo.get('backends', '?')} backends ({source}{log})"
+    return f"behind {lb}, {topo.get('backends', '?')} backends ({how}; {source}{log})"
 
 
 def rows(docs: list[dict[str, Any]]) -> list[Stopped]:
@@ -93,7 +104,8 @@ def rows(docs: list[dict[str, Any]]) -> list[Stopped]:
                 doc["run_id"],
             ))  # fmt: skip
     order = {name: i for i, name in enumerate(NAMES)}
-    return sorted(out, key=lambda r: (r.where != "one server", r.where, order.get(r.transport, 99)))
+    return sorted(out, key=lambda r: (not r.where.startswith("one server"), r.where,
+                                      order.get(r.transport, 99)))  # fmt: skip
 
 
 def docs(all_docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -162,31 +174,37 @@ def _judge(ws: Stopped, others: list[Stopped]) -> tuple[str, str]:
             outcome = "nuanced"
     text = (f"{ws.where}: press to end, WebSocket {w[0]:.1f} [{w[1]:.1f}, {w[2]:.1f}] ms "
             f"against {', '.join(parts)}")  # fmt: skip
+    made = ", ".join(f"{NAMES.get(r.transport, r.transport)} {r.wasted}" for r in [ws, *others])
+    text += f"; tokens made after the press that reached the users: {made} ({outcome}"
     if outcome == "nuanced":
-        text += f", sooner beyond the noise but by less than one token's gap ({gap_ms:.0f} ms)"
+        text += f": sooner beyond the noise but by less than one token's gap, {gap_ms:.0f} ms"
     elif outcome == "tie":
         text += ": the intervals overlap"
-    return outcome, text
+    return outcome, text + ")"
 
 
 def verdicts(docs: list[dict[str, Any]]) -> list[dict[str, str]]:
     claim = "The stop button favours WebSocket (the one message that flows back)"
     by_where: dict[str, dict[str, Stopped]] = {}
+    unjudged: list[str] = []
     for r in rows(docs):
-        if r.ci is not None:
+        if r.judged and r.ci is not None:
             by_where.setdefault(r.where, {})[r.transport] = r  # the latest run of each
+        else:
+            unjudged.append(f"{NAMES.get(r.transport, r.transport)} ({r.where}: {r.stopped} of "
+                            f"{r.users} users stopped; {MIN_USERS} or more, all stopped, "
+                            "needed)")  # fmt: skip
     judged = [(_judge(g[WS], [o for t, o in g.items() if t != WS]), g)
               for g in by_where.values() if WS in g and len(g) > 1]  # fmt: skip
+    tail = f"; not judged: {', '.join(unjudged)}" if unjudged else ""
     if not judged:
-        return [{"claim": claim, "verdict": "not measured",
-                 "why": "needs tokenbench stop with WebSocket and another transport"}]  # fmt: skip
+        why = "needs tokenbench stop with WebSocket and another transport"
+        return [{"claim": claim, "verdict": "not measured", "why": why + tail}]
     outcomes = {o for (o, _), _ in judged}
     verdict = outcomes.pop() if len(outcomes) == 1 else "nuanced"
     why = "; ".join(text for (_, text), _ in judged)
-    wasted = {NAMES.get(t, t): r.wasted for _, g in judged for t, r in g.items()}
-    why += "; tokens made after the press: " + ", ".join(f"{k} {v}" for k, v in wasted.items())
     leaks = [f"{NAMES.get(t, t)} ({r.where})" for _, g in judged for t, r in g.items()
              if r.resumed]  # fmt: skip
     if leaks:
         why += f"; a resume after the stop returned tokens on {', '.join(leaks)}"
-    return [{"claim": claim, "verdict": verdict, "why": why}]
+    return [{"claim": claim, "verdict": verdict, "why": why + tail}]

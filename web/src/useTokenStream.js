@@ -39,7 +39,9 @@ export function useTokenStream(transport, url, observe = null, opts = undefined)
     try {
       await reading.current.stop();
     } catch (err) {
-      setAnswer((a) => ({ ...a, status: "streaming", detail: String(err.message || err) }));
+      // still stopping (the answer did not end meanwhile): the stop failed, Stop again
+      setAnswer((a) => (a.status === "stopping"
+        ? { ...a, status: "streaming", detail: String(err.message || err) } : a));
     }
   }, []);
   return { ...answer, stop };
