@@ -267,6 +267,7 @@ BROWSER = "20261203-browser/browser-"
 PROXY_RUN = "20261207-proxies"  # make bench-deep PROFILES=proxies
 PROXIES = _under(f"{PROXY_RUN}/", "proxy-nginx-defaults", "proxy-nginx-documented",
                  "proxy-haproxy")  # fmt: skip
+STOP = _under("20261207-stop/", "stop", "stop-lb")  # make bench-deep PROFILES=stop
 # name -> (the runs it reads, what it makes of them)
 EXCERPTS: dict[str, tuple[tuple[str, ...], Make]] = {
     "ship": (BASELINE, ship_md),
@@ -306,6 +307,8 @@ EXCERPTS: dict[str, tuple[tuple[str, ...], Make]] = {
                      lb_matrix_md),
     "proxies-verdicts": (PROXIES + _under(f"{PROXY_RUN}/", "idle-nginx-documented",
                                           "idle-nginx-defaults"), verdicts_md),
+    "stop": (STOP, lambda r: _table(stop.markdown(r.docs))),
+    "stop-verdicts": (STOP, verdicts_md),
     "browser-limit": (_under(BROWSER, "tabs", "react"),
                       lambda r: _table(browsers.limit_md(r.browser))),
     "browser-faults": (_under(BROWSER, "faults"), lambda r: _table(browsers.faults_md(r.browser))),
