@@ -37,6 +37,15 @@ def test_deployments_are_rows_of_their_own_not_replacements() -> None:
     assert len(plain) == 1 and {behind_lb.deployment(e) for e in lb} == {"pod", "redis"}
 
 
+def test_an_idle_cut_names_its_timeout_and_nginx_its_profile() -> None:
+    idle = entry("idle-timeout", "sse", "redis")
+    idle["topology"].update(lb="nginx", profile="defaults", idle_timeout_s=60.0)
+    assert behind_lb.deployment(idle) == "redis, nginx defaults, idle 60 s"
+    kill = entry("backend-kill", "sse", "redis")
+    kill["topology"].update(idle_timeout_s=60.0)  # the cut is no part of a kill's deployment
+    assert behind_lb.deployment(kill) == "redis"
+
+
 def _verdict(entries: list[dict[str, Any]], claim: str) -> dict[str, str]:
     return next(v for v in behind_lb.verdicts(entries) if v["claim"].startswith(claim))
 

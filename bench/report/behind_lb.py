@@ -16,7 +16,8 @@ Entry = dict[str, Any]
 
 
 def deployment(e: Entry) -> str:
-    """``redis``, ``pod``, ``pod, sticky``...; "" for a fault on one plain server."""
+    """``redis``, ``pod``, ``pod, sticky``, ``redis, nginx defaults, idle 60 s``...; "" for a
+    fault on one plain server."""
     topo = e.get("topology")
     if not topo:
         return ""
@@ -24,6 +25,9 @@ def deployment(e: Entry) -> str:
     front = ""  # HAProxy, the ALB's stand-in, is the one the columns assume
     if topo.get("lb") == "nginx":
         front = ", nginx" + (f" {topo['profile']}" if topo.get("profile") else "")
+    idle = topo.get("idle_timeout_s")
+    if str(e.get("scenario", "")).startswith("idle-timeout") and isinstance(idle, (int, float)):
+        front += f", idle {idle:g} s"  # the cut the scenario ran against (faults --idle-s)
     return replay + (", sticky" if topo.get("sticky") else "") + front
 
 

@@ -39,6 +39,7 @@ from bench.report.tables import faults_markdown, merge_faults
 from bench.results.queries import variant_of
 
 ROOT = Path(__file__).resolve().parents[2]
+NAMES_ORDER = {name: i for i, name in enumerate(NAMES)}  # the registry's order
 FILES = ("README.md", "docs/findings.md")
 BLOCK = re.compile(r"<!-- generated: (\S+) \([^\n]*\) -->\n.*?<!-- end: \1 -->", re.S)
 
@@ -213,6 +214,40 @@ def lb_matrix_md(r: Runs) -> str:
     return _md(" | ".join(["scenario", *head]), rows)
 
 
+def lb_detail_md(r: Runs) -> str:
+    """Every fault run behind the load balancer, one row each: reconnects, stall, what the user
+    saw (the second table of the report's *Behind the load balancer*)."""
+    lines = behind_lb.matrix_md(r.lb_faults)
+    start = next(i for i, ln in enumerate(lines) if ln.startswith("| scenario | transport | rep"))
+    return "\n".join(lines[start:])
+
+
+def reconnects_md(r: Runs) -> str:
+    """Scenario and transport down, deployment across: reconnects of the clients as they come /
+    hardened, and tokens lost or streams unrecovered where any were."""
+    deps = sorted({behind_lb.deployment(e) for e in r.lb_faults})
+    rows = []
+    keys = dict.fromkeys((e["scenario"], e["transport"]) for e in r.lb_faults)
+    for sc, t in sorted(keys, key=lambda k: (k[0], NAMES_ORDER.get(k[1], 99))):
+        cells = []
+        for d in deps:
+            got = {
+                e["mode"]: e
+                for e in r.lb_faults
+                if (e["scenario"], e["transport"], behind_lb.deployment(e)) == (sc, t, d)
+            }
+            if not got:
+                cells.append("-")
+                continue
+            counts = " / ".join(str(got[m].get("reconnects", "?")) if m in got else "-"
+                                for m in ("default", "hardened"))  # fmt: skip
+            bad = [f"{m}: lost {e['lost']}, unrecovered {e['unrecovered']}"
+                   for m, e in got.items() if not e["passed"]]  # fmt: skip
+            cells.append(counts + (f" (**{'; '.join(bad)}**)" if bad else ""))
+        rows.append([sc, NAMES.get(t, t), *cells])
+    return _md(" | ".join(["scenario", "transport", *deps]), rows)
+
+
 def wall_md(r: Runs) -> str:
     """How long a committed ``make bench`` took, from its jobs.json: wall time from make's start
     (installs included) to the report, and each job's."""
@@ -267,6 +302,7 @@ BROWSER = "20261203-browser/browser-"
 PROXY_RUN = "20261207-proxies"  # make bench-deep PROFILES=proxies
 PROXIES = _under(f"{PROXY_RUN}/", "proxy-nginx-defaults", "proxy-nginx-documented",
                  "proxy-haproxy")  # fmt: skip
+EDGE = "20261207-edge/"  # make bench-deep PROFILES=edge
 STOP = _under("20261207-stop/", "stop", "stop-lb")  # make bench-deep PROFILES=stop
 # name -> (the runs it reads, what it makes of them)
 EXCERPTS: dict[str, tuple[tuple[str, ...], Make]] = {
@@ -307,6 +343,12 @@ EXCERPTS: dict[str, tuple[tuple[str, ...], Make]] = {
                      lb_matrix_md),
     "proxies-verdicts": (PROXIES + _under(f"{PROXY_RUN}/", "idle-nginx-documented",
                                           "idle-nginx-defaults"), verdicts_md),
+    "edge-faults": (_under(EDGE, "faults-nginx-documented", "faults-nginx-defaults"),
+                    lb_detail_md),
+    "edge-faults-first": (_under("20261207-edge-first/", "faults-nginx-documented"),
+                          lb_detail_md),
+    "edge-idle": (_under(EDGE, "idle60-nginx-documented", "idle60-nginx-defaults"),
+                  reconnects_md),
     "stop": (STOP, lambda r: _table(stop.markdown(r.docs))),
     "stop-verdicts": (STOP, verdicts_md),
     "browser-limit": (_under(BROWSER, "tabs", "react"),
