@@ -16,9 +16,9 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 
 class Token(NamedTuple):
@@ -253,6 +253,17 @@ class Reader:
                 wait = random.uniform(0, delay)  # full jitter (AWS architecture blog)
                 delay = min(delay * 2, opts.backoff_max)
             await asyncio.sleep(wait)
+
+
+T = TypeVar("T")
+
+
+async def within(aw: Awaitable[T], seconds: float) -> T:
+    """``await aw``, raising TimeoutError after ``seconds``. Not ``asyncio.wait_for``: on
+    Python 3.11 it returns ``aw``'s result when a cancel arrives as ``aw`` completes, and the
+    cancelled task runs on (CPython gh-86296): the load generator's users outlived a ramp-down."""
+    async with asyncio.timeout(seconds):
+        return await aw
 
 
 def reader_class(transport: str) -> type[Reader]:

@@ -19,7 +19,7 @@ from typing import Any
 
 from google.protobuf.message import DecodeError
 
-from clients.base import ClientOptions, Reader, Retry, StreamError
+from clients.base import ClientOptions, Reader, Retry, StreamError, within
 from clients.grpccall import Call
 from clients.h2conn import Session
 from clients.http import open_connection, split_url
@@ -143,7 +143,7 @@ async def create_stream(
         call = conn.start(SERVICE + "CreateStream", request.SerializeToString())
         call.on_message = lambda flag, message: replies.append(message)
         try:
-            code, message = await asyncio.wait_for(asyncio.shield(call.done), timeout)
+            code, message = await within(asyncio.shield(call.done), timeout)
         except TimeoutError:
             conn.end(call, "DEADLINE_EXCEEDED", "")
             raise Retry("grpc DEADLINE_EXCEEDED") from None

@@ -28,7 +28,7 @@ from urllib.parse import quote, urlsplit
 
 import httptools
 
-from clients.base import Reader, Retry, StreamError
+from clients.base import Reader, Retry, StreamError, within
 
 IP_BIND_ADDRESS_NO_PORT = getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24)
 
@@ -168,7 +168,7 @@ class HttpConnection(asyncio.Protocol):
     async def head(self, timeout: float) -> int:
         assert self._head is not None
         try:
-            await asyncio.wait_for(asyncio.shield(self._head), timeout)
+            await within(asyncio.shield(self._head), timeout)
         except TimeoutError:
             self.abort()
             raise Retry("no response head in time") from None
@@ -242,7 +242,7 @@ async def open_connection(
         if local_addr:
             sock.setsockopt(socket.IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, 1)
             sock.bind((local_addr, 0))
-        await asyncio.wait_for(loop.sock_connect(sock, (host, port)), timeout)
+        await within(loop.sock_connect(sock, (host, port)), timeout)
         _, conn = await loop.create_connection(lambda: protocol(loop), sock=sock)
     except TimeoutError:
         if sock is not None:
@@ -303,7 +303,7 @@ async def create_stream(
             "POST", f"{prefix}/v1/streams", f"{host}:{port}", headers, json.dumps(body).encode()
         )
         status = await conn.head(timeout)
-        data = await asyncio.wait_for(conn.body(), timeout)
+        data = await within(conn.body(), timeout)
     finally:
         conn.abort()
     if status != 201:
@@ -331,7 +331,7 @@ async def stop_stream(
         sid = quote(stream_id, safe="")
         conn.send("POST", f"{prefix}/v1/streams/{sid}/stop", f"{host}:{port}", headers, b"")
         status = await conn.head(timeout)
-        data = await asyncio.wait_for(conn.body(), timeout)
+        data = await within(conn.body(), timeout)
     finally:
         conn.abort()
     if 400 <= status < 500:
@@ -353,7 +353,7 @@ async def time_exchange(
             a = clock()
             conn.send("GET", f"{prefix}/v1/time", f"{host}:{port}", {})
             status = await conn.head(timeout)
-            data = await asyncio.wait_for(conn.body(), timeout)
+            data = await within(conn.body(), timeout)
             b = clock()
             if status != 200:
                 raise error_from(status, data)

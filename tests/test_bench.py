@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
@@ -19,7 +20,7 @@ from bench.load.messages import LoaderReport, as_report, report_fields
 from bench.load.procstat import Sample
 from bench.load.window import ServerCost, Window, summarize
 from bench.results.hist import Histogram
-from clients.base import Reader
+from clients.base import Reader, within
 from servers.core import Stream
 from tests.conftest import TRANSPORTS
 
@@ -310,6 +311,50 @@ def test_small_run_writes_valid_results(transport: str, tmp_path: Path) -> None:
     assert (
         json.loads((out / "results.json").read_text())["schema_version"] == results.SCHEMA_VERSION
     )
+
+
+@pytest.mark.timeout(120)
+def test_every_knee_step_starts_from_no_users_in_a_steady_state(tmp_path: Path) -> None:
+    """An SLO nothing meets makes the search repeat its first count: the repeat starts once
+    every user of the step before has gone and the server holds no connection (a user whose
+    cancel was swallowed used to stream on), and first answers of 1..80 tokens end inside a
+    window that ends before any 80-token answer could (2 s at 40 tok/s)."""
+    out = tmp_path / "knee"
+    proc = run_cli(
+        "bench", "--transport", "sse", "--find-knee", "--knee-start", "20", "--users", "20",
+        "--knee-repeats", "2", "--slo-ms", "0.001", "--ramp", "0.5s", "--hold", "1.2",
+        "--windows", "1", "--tokens", "80", "--rate", "40", "--think", "0", "--no-pin",
+        "--out", str(out), "--quiet",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (run,) = results.load(out)["runs"]
+    first, again = sorted(run["steps"], key=lambda s: s["order"])
+    assert "emptied" not in first and again["emptied"]["empty"], again.get("emptied")
+    assert not first["slo"]["held"] and not again["slo"]["held"]
+    assert first["streams_done"] >= 3 and again["streams_done"] >= 3
+
+
+def test_within_never_swallows_a_cancel_that_meets_the_result() -> None:
+    """Python 3.11's wait_for returns the result when a cancel arrives as it completes
+    (CPython gh-86296); ``within`` raises the cancel."""
+
+    async def main() -> str:
+        fut = asyncio.get_running_loop().create_future()
+
+        async def waiter() -> str:
+            await within(asyncio.shield(fut), 5)
+            return "ran on"
+
+        task = asyncio.ensure_future(waiter())
+        await asyncio.sleep(0)
+        fut.set_result(1)
+        task.cancel()
+        try:
+            return await task
+        except asyncio.CancelledError:
+            return "cancelled"
+
+    assert asyncio.run(main()) == "cancelled"
 
 
 class _FakeFleet:

@@ -52,10 +52,11 @@ class Loader:
         self._next_conv = 0
         self.arrived = 0  # running users whose first stream has connected (the ramp's progress)
 
-    async def create(self, session: Any) -> dict[str, Any]:
+    async def create(self, session: Any, first: bool = False) -> dict[str, Any]:
         cfg = self.cfg
+        tokens = self.rng.randint(1, cfg.tokens) if first and cfg.stationary else cfg.tokens
         return await self.create_fn(
-            cfg.url, cfg.tokens, cfg.rate, local_addr=cfg.local_addr, rst_close=True,
+            cfg.url, tokens, cfg.rate, local_addr=cfg.local_addr, rst_close=True,
             session=session,
         )  # fmt: skip
 
@@ -65,7 +66,7 @@ class Loader:
         t_post = now_ns()
         acc.posts += 1
         try:
-            info = await self.create(session)
+            info = await self.create(session, first=arrive is not None)
         except Retry as exc:
             acc.errors[error_class(exc.reason)] += 1
             await asyncio.sleep(self.rng.uniform(0.5, 1.5))
@@ -165,8 +166,11 @@ class Loader:
                 self.arrived += 1
 
         try:
+            task = asyncio.current_task()
             while True:
                 await self.conversation(session, None if arrived else arrive)
+                if task is not None and task.cancelling():  # a library swallowed our cancel
+                    raise asyncio.CancelledError
                 if self.cfg.think > 0:
                     await asyncio.sleep(self.cfg.think * self.rng.uniform(0.5, 1.5))
         finally:

@@ -40,6 +40,10 @@ class LoaderConfig:
     clock_sync: bool = True  # put latencies on the server's clock (bench.load.clock)
     clock_shift_ns: int = 0  # tests: this process's clock reads wrong by this much
     seed: int = 0
+    # A user's first answer is 1..tokens long, uniformly: users start where a long run would
+    # find them in their answer (a renewal process's residual), so a window just after a ramp
+    # sees the stream starts and ends of the steady state (the knee's fresh steps).
+    stationary: bool = False
     options: dict[str, Any] = field(default_factory=dict)
 
 

@@ -25,7 +25,7 @@ from bench.load.config import BenchConfig, Step
 from bench.load.driver import Driver, ProgressFn
 from bench.load.fleet import Fleet, LoadFleet, on_cores, pin, tasks_outside
 from bench.load.messages import LoaderConfig
-from bench.load.window import ServerCost, StepSummary, Window, summarize
+from bench.load.window import EmptiedDoc, ServerCost, StepSummary, Window, summarize
 from bench.results.queries import Variant
 from servers import gcpolicy
 from servers import metrics as server_metrics
@@ -34,6 +34,8 @@ from servers.supervisor import Supervisor
 from servers.topology import Topology as Deployment
 
 PROBE_TIMEOUT_S = 5.0
+EMPTY_MAX_S = 10.0  # _empty: at most this long for the users and connections to go
+QUIET_S = 0.25  # _empty: then this long with none, for the server's close work to end
 OVER_CORES = 1.02  # server CPU over its cores' time by more than /proc's ticks explain
 
 
@@ -178,6 +180,7 @@ def run_transport(
             transport=transport, url=topo.urls[k], index=k, local_addr=topo.sources[k],
             tokens=cfg.tokens, rate=cfg.rate_for(transport), think=cfg.think,
             heartbeat=cfg.heartbeat, poll_timeout=cfg.poll_timeout, seed=k,
+            stationary=cfg.find_knee,
             doze_us=cfg.doze_us, fast_path=cfg.fast_path,  # the loader knows if it may doze
         )
         for k in range(n_loaders)
@@ -219,9 +222,12 @@ def run_transport(
                 step = cfg.steps[i]
             else:
                 break
+            emptied = _empty(drive, i, n_loaders) if cfg.find_knee and i > 0 else None
             doc = _measure_step(drive, step, i, n_loaders, base_rss, n_server_cores,
                                 n_loader_cores, pinned=server_cores is not None)  # fmt: skip
             doc["order"] = i
+            if emptied is not None:
+                doc["emptied"] = emptied
             steps_out.append(doc)
             say(_step_line(transport, i, 0 if cfg.find_knee else len(cfg.steps), doc))
             i += 1
@@ -259,6 +265,25 @@ def run_transport(
         searched = target if cfg.find_knee else None
         run["knee"] = _knee_doc(steps_out, cores, searched, cfg.knee_repeats)
     return run
+
+
+def _empty(drive: Driver, i: int, n_loaders: int) -> EmptiedDoc:
+    """Before a knee step: end every user and wait (at most ``EMPTY_MAX_S``) until none is
+    connected and the server holds no connection, then ``QUIET_S`` more. Each step is then an
+    independent trial from an idle server, as the repeats' majority assumes: an overloaded step
+    used to leave its backlog to the next (results/20261207-twice: WebSocket broke at 826, 747
+    and 675 right after 1,518 broke, and held 1,012 before it)."""
+    t0 = time.monotonic()
+    drive.fleet.send([{"target": 0, "ramp_s": 0.0} for _ in range(n_loaders)])
+    while time.monotonic() - t0 < EMPTY_MAX_S and not drive.fleet.dead():
+        drive.pump(0.25, i)
+        counts = drive.server_counts()
+        if drive.arrived() == 0 and (counts is None or counts["connections_open"] == 0):
+            break
+    counts = drive.server_counts()
+    empty = drive.arrived() == 0 and (counts is None or counts["connections_open"] == 0)
+    drive.pump(QUIET_S, i)
+    return {"took_s": round(time.monotonic() - t0, 2), "empty": empty}
 
 
 def _front(sup: Deployment) -> str:

@@ -65,6 +65,13 @@ class Window:
         self.sys.setdefault(i, [start, start])[1] = r["sys_s"]
 
 
+class EmptiedDoc(TypedDict):
+    """A knee step's start from no users (bench.load.run._empty)."""
+
+    took_s: float  # ending the last step's users, then the quiet pause
+    empty: bool  # no user and no server connection was left (False: the wait ran out)
+
+
 class StepSummary(TypedDict):
     """A step's entry in results.json (docs/results-schema.md, ``runs[].steps[]``)."""
 
@@ -98,6 +105,7 @@ class StepSummary(TypedDict):
     histograms: dict[str, Any]
     ramp: NotRequired[dict[str, Any]]  # added by the orchestrator: how the ramp went
     order: NotRequired[int]  # the step's place in the order it ran
+    emptied: NotRequired[EmptiedDoc]  # a knee step after the first: how it started from none
     hops: NotRequired[dict[str, Any]]  # bench --lb: the LB's, Redis's, the producer's cost
 
 

@@ -98,6 +98,7 @@ class Step(TypedDict):
     window_s: NotRequired[float]
     windows: NotRequired[list[dict[str, Any]]]
     unread: NotRequired[int | None]
+    emptied: NotRequired[dict[str, Any]]  # a knee step from no users (took_s, empty)
 
 
 class Knee(TypedDict):
