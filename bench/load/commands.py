@@ -187,7 +187,7 @@ def bench(
         parse_duration,
         parse_steps,
     )
-    from bench.load.run import TargetError, run_transport, server_cores
+    from bench.load.run import TargetError, run_interleaved, run_transport, server_cores
     from bench.report import tables
     from bench.results.queries import rates_from
 
@@ -274,19 +274,25 @@ def bench(
         say(f"yardstick: {before['unit_us']:.2f} us of CPU per reference token (fastest of five: "
             f"kernel {before['syscall_us']['min']:.2f} + python {before['python_us']['min']:.2f}),"
             f" {before['wall_us']['min']:.2f} us of wall time")  # fmt: skip
+    plan = (
+        f"knee search from {steps[0].clients} users, x{knee_factor:g} per step"
+        if find_knee
+        else f"{len(steps)} step(s) up to {top} users"
+    )
     try:
-        for name, variant in _runs(names, cfg, say):
-            plan = (
-                f"knee search from {steps[0].clients} users, x{knee_factor:g} per step"
-                if find_knee
-                else f"{len(steps)} step(s) up to {top} users"
-            )
+        items = _runs(names, cfg, say)
+        for name, variant in items:
             what = f"{name} ({variant.label})" if variant.label else name
             say(f"== {what}: {plan} at {cfg.rate_for(name):g} tok/s ==")
+            if find_knee:
+                continue  # the searches run together, a step of each in turn (run_interleaved)
             doc["runs"].append(run_transport(name, cfg, say, variant))
-            if warning := (doc["runs"][-1].get("clock") or {}).get("warning"):
-                say(f"warning: {name}: {warning}")
+            _warn_clock(doc["runs"][-1], say)
             results.write(doc, out_dir)  # keep what is done if a later transport fails
+        if find_knee:
+            for run in run_interleaved(items, cfg, say):
+                doc["runs"].append(run)
+                _warn_clock(run, say)
     except KeyboardInterrupt:
         say("interrupted: servers and load processes stopped; partial results kept")
         doc["interrupted"] = True
@@ -344,6 +350,11 @@ def _lists(stack: str, gc: str, flush_ms: str) -> tuple[list[str], list[str], li
     if not flushes or any(not 0 <= f <= 1000 for f in flushes):
         raise ValueError("--flush-ms: each 0..1000")
     return stacks, gcs, flushes
+
+
+def _warn_clock(run: dict[str, Any], say: Any) -> None:
+    if warning := (run.get("clock") or {}).get("warning"):
+        say(f"warning: {run['transport']}: {warning}")
 
 
 def _runs(names: list[str], cfg: Any, say: Any) -> list[tuple[str, Any]]:

@@ -6,7 +6,9 @@ first broken count (``next_step``) until the bracket between them is as narrow a
 aims at: ``refine`` halvings of the factor, hi / lo <= factor ** (0.5 ** refine)
 (``target_ratio``; with 1.5 and 2, about 1.107). Then the two edges run again until each ran
 ``repeats`` times: one window near the break is a coin toss on a noisy machine, and every step
-starts from no users (bench.load.run._empty), so its runs are independent tosses. A count held
+starts from no users (bench.load.run._empty), so its runs are independent tosses; the
+transports' searches take a step each in turn (``run_interleaved``), so a drift of the machine's
+speed falls on all of them alike. A count held
 when most of its runs held (``collapse``; a tie counts as broken). When the repeats move an
 edge (the knee broke in most of its runs, or the break held), the bracket is wide again and
 the search bisects again, then repeats the new edges. At most ``max_bisects(refine)``

@@ -248,6 +248,9 @@ class Loader:
         ``doze_us`` longer to be read: latency can only read high, by at most that."""
         pause, sleep = self.doze_us / 1e6, time.sleep
         while True:
+            if not self.users:  # waiting its turn (bench.load.run.run_interleaved): idle
+                await asyncio.sleep(0.05)
+                continue
             sleep(pause)
             await asyncio.sleep(0)
 

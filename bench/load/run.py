@@ -16,6 +16,7 @@ import asyncio
 import math
 import os
 import time
+from collections.abc import Generator
 from dataclasses import dataclass
 from typing import Any
 
@@ -158,7 +159,40 @@ def _fleet(configs: list[LoaderConfig], cores: set[int] | None, cfg: BenchConfig
 def run_transport(
     transport: str, cfg: BenchConfig, say: ProgressFn, variant: Variant | None = None
 ) -> dict[str, Any]:
-    variant = variant or Variant()
+    """One transport's run, start to end."""
+    return run_interleaved([(transport, variant or Variant())], cfg, say)[0]
+
+
+def run_interleaved(
+    items: list[tuple[str, Variant]], cfg: BenchConfig, say: ProgressFn
+) -> list[dict[str, Any]]:
+    """Several runs (the knee searches of ``--transport all``), one step of each in turn: their
+    steps then share the same minutes, so a machine whose speed drifts slows them alike and
+    their comparison stands (results/20261207-indep/knee-b: the machine slowed 13 % during
+    the run, and SSE, searched first, held 36 % more users than the pass before it while long
+    polling, searched last, held 18 % fewer). A knee step ends with no users (``_empty``), so a
+    run waiting its turn holds none. The runs come back in ``items``' order."""
+    gens = [_steps(t, cfg, say, v) for t, v in items]
+    out: list[dict[str, Any]] = [{} for _ in gens]
+    active = list(range(len(gens)))
+    try:
+        while active:
+            for k in list(active):
+                try:
+                    next(gens[k])
+                except StopIteration as done:
+                    out[k] = done.value
+                    active.remove(k)
+    finally:
+        for g in gens:  # a run stopped early (an error, ^C) stops its server and load here
+            g.close()
+    return out
+
+
+def _steps(
+    transport: str, cfg: BenchConfig, say: ProgressFn, variant: Variant
+) -> Generator[None, None, dict[str, Any]]:
+    """One run, yielding after each step; its document is the generator's return value."""
     server_cores, loader_cores = _cores() if cfg.pin else (None, None)
     n_loaders = cfg.loaders_for()
     topo = _topology(transport, cfg, n_loaders, variant, server_cores)
@@ -222,15 +256,15 @@ def run_transport(
                 step = cfg.steps[i]
             else:
                 break
-            emptied = _empty(drive, i, n_loaders) if cfg.find_knee and i > 0 else None
             doc = _measure_step(drive, step, i, n_loaders, base_rss, n_server_cores,
                                 n_loader_cores, pinned=server_cores is not None)  # fmt: skip
             doc["order"] = i
-            if emptied is not None:
-                doc["emptied"] = emptied
+            if cfg.find_knee:
+                doc["emptied"] = _empty(drive, i, n_loaders)
             steps_out.append(doc)
             say(_step_line(transport, i, 0 if cfg.find_knee else len(cfg.steps), doc))
             i += 1
+            yield
         if sup is not None and server_cores:  # did any server thread leave its cores?
             escaped = sum(len(tasks_outside(p, server_cores)) for p in _server_pids(sup))
     finally:
@@ -268,7 +302,7 @@ def run_transport(
 
 
 def _empty(drive: Driver, i: int, n_loaders: int) -> EmptiedDoc:
-    """Before a knee step: end every user and wait (at most ``EMPTY_MAX_S``) until none is
+    """After a knee step: end every user and wait (at most ``EMPTY_MAX_S``) until none is
     connected and the server holds no connection, then ``QUIET_S`` more. Each step is then an
     independent trial from an idle server, as the repeats' majority assumes: an overloaded step
     used to leave its backlog to the next (results/20261207-twice: WebSocket broke at 826, 747

@@ -66,7 +66,7 @@ class Window:
 
 
 class EmptiedDoc(TypedDict):
-    """A knee step's start from no users (bench.load.run._empty)."""
+    """How a knee step's users were ended after its window (bench.load.run._empty)."""
 
     took_s: float  # ending the last step's users, then the quiet pause
     empty: bool  # no user and no server connection was left (False: the wait ran out)
@@ -105,7 +105,7 @@ class StepSummary(TypedDict):
     histograms: dict[str, Any]
     ramp: NotRequired[dict[str, Any]]  # added by the orchestrator: how the ramp went
     order: NotRequired[int]  # the step's place in the order it ran
-    emptied: NotRequired[EmptiedDoc]  # a knee step after the first: how it started from none
+    emptied: NotRequired[EmptiedDoc]  # a knee step: how its users were ended after it
     hops: NotRequired[dict[str, Any]]  # bench --lb: the LB's, Redis's, the producer's cost
 
 

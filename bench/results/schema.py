@@ -98,7 +98,7 @@ class Step(TypedDict):
     window_s: NotRequired[float]
     windows: NotRequired[list[dict[str, Any]]]
     unread: NotRequired[int | None]
-    emptied: NotRequired[dict[str, Any]]  # a knee step from no users (took_s, empty)
+    emptied: NotRequired[dict[str, Any]]  # a knee step: how its users were ended (took_s, empty)
 
 
 class Knee(TypedDict):
