@@ -36,7 +36,7 @@ from servers.topology import Topology as Deployment
 
 PROBE_TIMEOUT_S = 5.0
 EMPTY_MAX_S = 10.0  # _empty: at most this long for the users and connections to go
-QUIET_S = 0.25  # _empty: then this long with none, for the server's close work to end
+QUIET_S = 0.1  # _empty: then this long with none, for the server's close work to end
 OVER_CORES = 1.02  # server CPU over its cores' time by more than /proc's ticks explain
 
 
@@ -310,7 +310,7 @@ def _empty(drive: Driver, i: int, n_loaders: int) -> EmptiedDoc:
     t0 = time.monotonic()
     drive.fleet.send([{"target": 0, "ramp_s": 0.0} for _ in range(n_loaders)])
     while time.monotonic() - t0 < EMPTY_MAX_S and not drive.fleet.dead():
-        drive.pump(0.25, i)
+        drive.pump(0.1, i)
         counts = drive.server_counts()
         if drive.arrived() == 0 and (counts is None or counts["connections_open"] == 0):
             break

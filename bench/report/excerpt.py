@@ -315,6 +315,9 @@ EXCERPTS: dict[str, tuple[tuple[str, ...], Make]] = {
     "make-bench-wall": (_under(f"{BASELINE_RUN}/", "knee"), wall_md),
     "passes": (_under("20261207-passes/", "run1/knee", "run1/knee-2", "run2/knee", "run2/knee-2")
                + _under("20261207-twice/", "knee-a", "knee-b"), knees_md),
+    # Steps as independent trials (cd4516f), then the searches taking turns (d342bf0).
+    "turns": (_under("20261207-indep/", "knee-a", "knee-b")
+              + _under("20261207-turns/", "knee-a", "knee-b", "knee-c"), knees_md),
     "decision-runs": (_under("", "20261207-043144/knee", "20261207-044841/knee",
                              f"{BASELINE_RUN}/knee"), knees_md),
     "agreement": (_under("", "20261201-211858/knee", "20261201-214728/knee", "slowed-knee"),

@@ -19,6 +19,7 @@ from bench.report import stats
 from bench.report.stats import Interval
 from bench.results.machine import drifted as machine_drifted
 from bench.results.machine import pace as machine_pace
+from bench.results.machine import pace_range as machine_pace_range
 from bench.results.machine import speed as machine_speed
 from bench.results.queries import Variant, runs_of
 
@@ -50,6 +51,7 @@ class Knee:
     passes: int = 1  # knee searches pooled into this knee (``knees``)
     fit: tuple[float, float, float] | None = None  # users at 50 % held, and its 95 % interval
     server_cores: int = 1  # the knee's users ran on this many server cores
+    pace_range: tuple[float, float] | None = None  # the least and most pace of its runs
 
     @property
     def over_cores(self) -> bool | None:
@@ -77,7 +79,17 @@ class Knee:
         return _runs(self.steps, clients)
 
     def normalised_users_per_core(self) -> Interval | None:
-        return None if self.pace is None else self.users_per_core.scaled(self.pace)
+        """Users per core on the reference machine: at the mean pace, the interval's low edge
+        at the least and its high edge at the most pace of the run's calibrations (the steps
+        ran somewhere between them)."""
+        if self.pace is None:
+            return None
+        at = self.users_per_core.scaled(self.pace)
+        if self.pace_range is None:
+            return at
+        slow, fast = self.pace_range
+        u = self.users_per_core
+        return Interval(at.mean, u.lo * slow, u.hi * fast, u.n, at.sd, u.open_hi)
 
     def normalised_cpu_us(self) -> Interval | None:
         if self.speed is None or self.cpu_us_per_token is None:
@@ -157,6 +169,7 @@ def _pooled(t: str, passes: list[tuple[dict[str, Any], dict[str, Any]]]) -> Knee
     docs = [doc for doc, _ in passes]
     speeds = [v for v in map(machine_speed, docs) if v is not None]
     paces = [v for v in map(machine_pace, docs) if v is not None]
+    ranges = [r for r in map(machine_pace_range, docs) if r is not None]
     escaped = [run.get("escaped_threads") for _, run in passes]
     return Knee(
         t, held, broke, _runs(steps, held), _runs(steps, broke) if broke else None, per_core,
@@ -167,6 +180,7 @@ def _pooled(t: str, passes: list[tuple[dict[str, Any], dict[str, Any]]]) -> Knee
         _settled(kds, held, broke, capacity, fitted),
         None if None in escaped else sum(escaped),  # type: ignore[arg-type]
         len(kds), fitted, max(cores),
+        (min(r[0] for r in ranges), max(r[1] for r in ranges)) if ranges else None,
     )  # fmt: skip
 
 

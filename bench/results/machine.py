@@ -222,6 +222,20 @@ def pace(doc: dict[str, Any]) -> float | None:
     return None if ys is None else ys["wall_us"] / REFERENCE_WALL_US
 
 
+def pace_range(doc: dict[str, Any]) -> tuple[float, float] | None:
+    """The least and the most ``pace`` of the run's calibrations (before and after its load),
+    or None without a yardstick: its steps ran at some speed between the two, so a capacity
+    normalised by the run spans both (results/20261207-turns/knee-c: 19 % apart)."""
+    ys = doc.get("machine", {}).get("yardstick")
+    if not ys or not ys.get("before"):
+        return None
+    try:
+        walls = [_wall(c) for c in (ys["before"], ys.get("after")) if c]
+    except (KeyError, TypeError):
+        return None
+    return min(walls) / REFERENCE_WALL_US, max(walls) / REFERENCE_WALL_US
+
+
 def drifted(doc: dict[str, Any]) -> bool:
     ys = of(doc)
     return bool(ys and ys["drifted"])
