@@ -56,7 +56,7 @@ def fixed(drive: Driver, step: Step, i: int, n_loaders: int, settle_s: float) ->
     drive.pump(step.ramp_s, i)
     need, give_up = math.ceil(0.99 * step.clients), t0 + step.ramp_s + settle_s
     while drive.arrived() < need and time.monotonic() < give_up and not drive.fleet.dead():
-        drive.pump(0.5, i)
+        drive.pump(0.1, i)  # arrivals come with reports (every 0.5 s): stop at the first
     arrived = drive.arrived()
     return RampResult(step.ramp_s, round(time.monotonic() - t0, 2), arrived, step.clients, None,
                       arrived < need, False)  # fmt: skip
