@@ -47,8 +47,9 @@ def table_path(metrics_path: str) -> str:
     return metrics_path + ".stops"
 
 
-def create_table(path: Path) -> None:
-    path.write_bytes(b"\0" * (MAX_WORKERS * _ROW))
+def create_table(path: Path, workers: int) -> None:
+    """The shared table: one ring per worker slot (64 KiB each)."""
+    path.write_bytes(b"\0" * (max(1, min(workers, MAX_WORKERS)) * _ROW))
 
 
 class Stops:
@@ -56,7 +57,9 @@ class Stops:
 
     def __init__(self, path: str | None = None, slot: int = 0, workers: int = 1) -> None:
         self.shared = bool(path) and os.path.exists(path or "")  # one worker too: restarts
-        size = MAX_WORKERS * _ROW if self.shared else _ROW
+        if self.shared and not 0 <= slot < workers:
+            raise ValueError(f"stop table slot {slot} outside its {workers} worker(s)")
+        size = max(1, min(workers, MAX_WORKERS)) * _ROW if self.shared else _ROW
         if self.shared:
             fd = os.open(path or "", os.O_RDWR)
             try:

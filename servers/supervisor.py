@@ -92,7 +92,7 @@ class Supervisor:
         os.close(fd)
         self._table = Path(name)
         metrics.create_table(self._table)
-        stops.create_table(Path(stops.table_path(str(self._table))))
+        stops.create_table(Path(stops.table_path(str(self._table))), self.cfg.workers)
         try:
             pending = {slot: self._spawn(slot) for slot in range(self.cfg.workers)}
             self._wait_ready(pending, timeout)

@@ -18,7 +18,7 @@ class Seen:
 
 def pair(tmp_path: Path) -> tuple[stops.Stops, stops.Stops]:
     path = tmp_path / "table.stops"
-    stops.create_table(path)
+    stops.create_table(path, 2)
     return stops.Stops(str(path), 0, 2), stops.Stops(str(path), 1, 2)
 
 
