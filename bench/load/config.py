@@ -47,7 +47,7 @@ class BenchConfig:
     heartbeat: float = 15.0
     poll_timeout: float = 25.0
     pin: bool = True
-    warmup_s: float = 2.0
+    warmup_s: float = 1.0  # after the server said ready, before its baseline memory is read
     fast_path: bool = True  # load processes use clients/_fastpath.c where the transport has one
     doze_us: int = 1000  # load processes read in batches (Loader.doze), where the transport allows
     knee_refine: int = 0  # --find-knee: the bracket's target width, ladder factor ** 0.5**N

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import os
 import random
 import sys
@@ -51,6 +52,9 @@ class Loader:
         self.doze_us = cfg.doze_us if dozes else 0
         self._next_conv = 0
         self.arrived = 0  # running users whose first stream has connected (the ramp's progress)
+        # A report goes out at once (not at the next interval) when this many have arrived,
+        # and when the last user of a stop has gone: the orchestrator waits on both.
+        self.ready_at = 0
 
     async def create(self, session: Any, first: bool = False) -> dict[str, Any]:
         cfg = self.cfg
@@ -164,6 +168,8 @@ class Loader:
             if not arrived:
                 arrived = True
                 self.arrived += 1
+                if self.arrived == self.ready_at:
+                    self.write_report()
 
         try:
             task = asyncio.current_task()
@@ -176,10 +182,13 @@ class Loader:
         finally:
             if arrived:
                 self.arrived -= 1
+                if self.arrived == 0 and not self.users:
+                    self.write_report()
             if session is not None:
                 await self.reader_cls.close_session(session)
 
     def set_target(self, n: int, ramp_s: float) -> None:
+        self.ready_at = math.ceil(0.99 * n)  # bench.load.ramp.fixed waits for 99 %
         while len(self.users) > n:
             self.users.pop().cancel()
         add = n - len(self.users)
