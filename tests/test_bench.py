@@ -339,6 +339,23 @@ def test_knee_searches_take_turns_and_every_step_ends_with_no_users(tmp_path: Pa
     assert turns == [("sse", "1"), ("ws", "1"), ("sse", "2"), ("ws", "2")], turns
 
 
+@pytest.mark.timeout(120)
+def test_a_knee_budget_stops_the_search_unsettled(tmp_path: Path) -> None:
+    """--knee-budget: past it no search starts another step (each runs its first), and the knee
+    says it was cut and is unsettled."""
+    out = tmp_path / "cut"
+    proc = run_cli(
+        "bench", "--transport", "sse", "--find-knee", "--knee-start", "20", "--users", "80",
+        "--knee-budget", "0.001", "--ramp", "0.5s", "--hold", "1", "--windows", "1",
+        "--tokens", "80", "--rate", "40", "--think", "0", "--no-pin", "--out", str(out),
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "sse: the knee budget ran out" in proc.stderr
+    (run,) = results.load(out)["runs"]
+    assert [s["clients"] for s in run["steps"]] == [20]
+    assert run["knee"]["cut"] is True and run["knee"]["settled"] is False, run["knee"]
+
+
 def test_within_never_swallows_a_cancel_that_meets_the_result() -> None:
     """Python 3.11's wait_for returns the result when a cancel arrives as it completes
     (CPython gh-86296); ``within`` raises the cancel."""

@@ -233,6 +233,17 @@ def test_what_to_ship_names_the_cheapest_that_kept_every_token() -> None:
     assert got["pick"] is None and got["text"].startswith("**Ship none of them")
 
 
+def test_a_search_cut_by_its_budget_is_named_in_the_caveats() -> None:
+    doc = _complete(_doc(1, knees=(600, 675, 914, 1012)))
+    got = ship.recommend([doc], _hardened())
+    assert "time budget" not in got["text"]
+    for run in doc["runs"]:
+        if run.get("knee") and run["transport"] == got["pick"]:
+            run["knee"]["cut"], run["knee"]["settled"] = True, False
+    got = ship.recommend([doc], _hardened())
+    assert "was stopped by its time budget (--knee-budget) before it ended" in got["text"]
+
+
 def test_what_to_ship_needs_a_complete_run_and_names_what_is_missing() -> None:
     got = ship.recommend([_doc(1)], _hardened())  # SSE and WebSocket only
     assert got["pick"] is None and got["text"].startswith("**Not enough measured")

@@ -138,6 +138,13 @@ def bench(
         int,
         typer.Option(help="--find-knee: run the knee and the first broken step this often."),
     ] = 1,
+    knee_budget: Annotated[
+        float,
+        typer.Option(
+            help="--find-knee: seconds of steps, over all the searches; a search still going "
+            "then stops, unsettled (0: no limit)."
+        ),
+    ] = 0.0,
     adaptive_ramp: Annotated[
         bool,
         typer.Option(
@@ -218,6 +225,7 @@ def bench(
         ),
         (1 <= windows <= 20, "--windows must be 1..20"),
         (1 <= knee_repeats <= 9, "--knee-repeats must be 1..9"),
+        (0 <= knee_budget <= 36_000, "--knee-budget must be 0..36,000 seconds"),
         (0 < rate_share <= 1, "--rate-share must be 0 < share <= 1"),
     ]
     for ok, message in checks:
@@ -258,7 +266,8 @@ def bench(
         slo_ms=slo_ms, ttft_slo_ms=ttft_slo_ms, heartbeat=heartbeat, pin=pin, quiet=quiet,
         settle_s=settle,
         cooldown_s=cooldown, knee_refine=knee_refine, doze_us=doze_us, fast_path=fast_path,
-        windows=windows, knee_repeats=knee_repeats, rates=rates, stacks=stacks, gcs=gcs,
+        windows=windows, knee_repeats=knee_repeats, knee_budget_s=knee_budget, rates=rates,
+        stacks=stacks, gcs=gcs,
         flushes=flushes, deploy=deploy if deploy.topology else None,
     )  # fmt: skip
     doc = results.new_doc("bench", out_dir.name, config_doc(cfg))
@@ -315,7 +324,7 @@ def bench(
 
 
 # Options that act only with another (refused without: _idle).
-_KNEE = ("knee_start", "knee_factor", "knee_refine", "knee_repeats")
+_KNEE = ("knee_start", "knee_factor", "knee_refine", "knee_repeats", "knee_budget")
 _SERVER = ("workers", "stack", "gc", "flush_ms")  # what a server tokenbench starts runs
 
 

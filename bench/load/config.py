@@ -55,6 +55,7 @@ class BenchConfig:
     settle_s: float = 120.0  # at most this long after a ramp, wait for every user to connect
     windows: int = 3  # a step's measured window, as this many sub-windows (their spread)
     knee_repeats: int = 1  # --find-knee: run the knee and the first break this often in all
+    knee_budget_s: float = 0.0  # --find-knee: seconds of steps over all searches (0: no limit)
     quiet: bool = False
     label: str = ""
     extra: dict[str, Any] = field(default_factory=dict)

@@ -172,7 +172,9 @@ def run_interleaved(
     the run, and SSE, searched first, held 36 % more users than the pass before it while long
     polling, searched last, held 18 % fewer). A knee step ends with no users (``_empty``), so a
     run waiting its turn holds none. The runs come back in ``items``' order."""
-    gens = [_steps(t, cfg, say, v) for t, v in items]
+    budget = cfg.knee_budget_s if cfg.find_knee else 0.0
+    deadline = time.monotonic() + budget if budget > 0 else None
+    gens = [_steps(t, cfg, say, v, deadline) for t, v in items]
     out: list[dict[str, Any]] = [{} for _ in gens]
     active = list(range(len(gens)))
     try:
@@ -190,9 +192,15 @@ def run_interleaved(
 
 
 def _steps(
-    transport: str, cfg: BenchConfig, say: ProgressFn, variant: Variant
+    transport: str,
+    cfg: BenchConfig,
+    say: ProgressFn,
+    variant: Variant,
+    deadline: float | None = None,
 ) -> Generator[None, None, dict[str, Any]]:
-    """One run, yielding after each step; its document is the generator's return value."""
+    """One run, yielding after each step; its document is the generator's return value. A knee
+    search that would start a step (other than its first) after ``deadline``
+    (``--knee-budget``) stops there, cut."""
     server_cores, loader_cores = _cores() if cfg.pin else (None, None)
     n_loaders = cfg.loaders_for()
     topo = _topology(transport, cfg, n_loaders, variant, server_cores)
@@ -240,6 +248,7 @@ def _steps(
     cap = knee.step_cap(len(ladder), cfg.knee_refine, cfg.knee_repeats)
     template = cfg.steps[0]
     escaped: int | None = None
+    cut = False  # the budget stopped the search before it ended
     try:
         i = 0
         while True:
@@ -248,6 +257,10 @@ def _steps(
                 planned = [c for c in ladder if c > max((o.clients for o in done), default=0)]
                 nxt = knee.next_step(done, planned, bisects_left, cfg.knee_repeats, target)
                 if nxt is None or i >= cap:
+                    break
+                if deadline is not None and i > 0 and time.monotonic() > deadline:
+                    cut = True
+                    say(f"{transport}: the knee budget ran out; the search stops here, unsettled")
                     break
                 n, why = nxt
                 bisects_left -= why == "bisect"
@@ -297,7 +310,7 @@ def _steps(
     if cfg.find_knee or len(cfg.steps) > 1:
         cores = len(server_cores) if server_cores else os.cpu_count() or 1
         searched = target if cfg.find_knee else None
-        run["knee"] = _knee_doc(steps_out, cores, searched, cfg.knee_repeats)
+        run["knee"] = _knee_doc(steps_out, cores, searched, cfg.knee_repeats, cut)
     return run
 
 
@@ -328,7 +341,11 @@ def _front(sup: Deployment) -> str:
 
 
 def _knee_doc(
-    steps: list[StepSummary], cores: int, target: float | None = None, repeats: int = 1
+    steps: list[StepSummary],
+    cores: int,
+    target: float | None = None,
+    repeats: int = 1,
+    cut: bool = False,
 ) -> dict[str, Any] | None:
     """The knee (bench.load.knee) with its bracket and every run: ``target`` is the bracket
     width the search aimed at (None: no search, the steps were given). ``settled`` says the
@@ -355,7 +372,9 @@ def _knee_doc(
     }
     if broke_at is not None:
         out["broke_runs"] = list(knee.runs_of(done, broke_at))
-    out["settled"] = target is not None and knee.settled(done, target, repeats)
+    out["settled"] = target is not None and not cut and knee.settled(done, target, repeats)
+    if cut:
+        out["cut"] = True  # --knee-budget ran out before the search ended
     out["target_ratio"] = None if target is None else round(target, 4)
     runs_table = knee.table(done)
     out["runs"] = [list(r) for r in runs_table]

@@ -52,6 +52,7 @@ class Knee:
     fit: tuple[float, float, float] | None = None  # users at 50 % held, and its 95 % interval
     server_cores: int = 1  # the knee's users ran on this many server cores
     pace_range: tuple[float, float] | None = None  # the least and most pace of its runs
+    cut: bool = False  # --knee-budget stopped a pass's search before it ended
 
     @property
     def over_cores(self) -> bool | None:
@@ -181,6 +182,7 @@ def _pooled(t: str, passes: list[tuple[dict[str, Any], dict[str, Any]]]) -> Knee
         None if None in escaped else sum(escaped),  # type: ignore[arg-type]
         len(kds), fitted, max(cores),
         (min(r[0] for r in ranges), max(r[1] for r in ranges)) if ranges else None,
+        any(kd.get("cut") for kd in kds),
     )  # fmt: skip
 
 

@@ -117,7 +117,10 @@ def _cost(r: dict[str, Any]) -> str:
 _KNEE_CAVEATS: tuple[tuple[Callable[[Knee], bool], str], ...] = (
     (lambda n: n.harness_bound,
      "the knee of {} was bounded by the load generator: its capacity is at least that"),
-    (lambda n: n.settled is False,
+    (lambda n: n.cut,
+     "the knee search of {} was stopped by its time budget (--knee-budget) before it ended: "
+     "unsettled"),
+    (lambda n: n.settled is False and not n.cut,
      "the knee of {} is unsettled (its interval, the bracket widened to the fit's, is wider "
      "than the search's target)"),
     (lambda n: n.unstable, "the knee of {} is unstable (its edges split between runs)"),

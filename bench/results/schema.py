@@ -111,6 +111,7 @@ class Knee(TypedDict):
     broke_runs: NotRequired[list[int]]
     server_cores: NotRequired[int]
     settled: NotRequired[bool]
+    cut: NotRequired[bool]  # --knee-budget stopped the search before it ended
     target_ratio: NotRequired[float | None]
     runs: NotRequired[list[list[int]]]
     fit: NotRequired[dict[str, float] | None]
