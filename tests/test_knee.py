@@ -44,7 +44,8 @@ def search(
     whys: list[str] = []
     for _ in range(cap + 1):  # one more: the search must end by itself within its cap
         top = max([o.clients for o in done] or [0])
-        nxt = knee.next_step(done, [c for c in ladder if c > top], left, repeats, target)
+        down = 0.0 if old else knee.factor_of(ladder)
+        nxt = knee.next_step(done, [c for c in ladder if c > top], left, repeats, target, down)
         if nxt is None:
             return done, whys, len(done)
         n, why = nxt
@@ -66,7 +67,7 @@ def test_the_target_is_refine_halvings_of_the_ladders_factor() -> None:
     assert knee.within(747, 826, TARGET) and knee.within(675, 747, TARGET)
     assert not knee.within(450, 551, TARGET) and not knee.within(0, 1, TARGET)
     assert knee.within(2, 3, TARGET)  # nothing lies between: as narrow as it gets
-    assert knee.step_cap(8, 2, 3) == (8 + 2 + knee.EXTRA_BISECTS) * 3
+    assert knee.step_cap(8, 2, 3) == (8 + 2 + knee.EXTRA_BISECTS + knee.DOWN_STEPS) * 3
 
 
 # capacity, the counts in the order they ran, the bracket, settled
@@ -75,7 +76,9 @@ CLEAN = [
     (640, [200, 300, 450, 675, 551, 610, 610, 610, 675, 675], (610, 675), True),
     (700, [200, 300, 450, 675, 1012, 826, 747, 675, 675, 747, 747], (675, 747), True),
     (800, [200, 300, 450, 675, 1012, 826, 747, 747, 747, 826, 826], (747, 826), True),
-    (150, [200, 200, 200], (0, 200), False),  # broke at once: no knee, no bracket
+    # broke at once (a slow day): the ladder goes on downward until a step holds
+    (150, [200, 133, 163, 147, 147, 147, 163, 163], (147, 163), True),
+    (1, [200, 133, 88, 58, 58, 58], (0, 58), False),  # nothing holds: three steps down at most
     (10_000, LADDER, None, False),  # never broke: the top step is a lower bound
 ]
 
@@ -89,7 +92,9 @@ def test_a_clean_oracle_settles_in_refine_bisections_as_before(
     assert knee.bracket(done) == edge and knee.settled(done, TARGET, 3) is ok
     assert whys.count("bisect") <= 2
     # the same steps as the old search: settling costs nothing when no repeat moves an edge
-    assert [o.clients for o in search(capacity(cap), old=True)[0]] == order
+    # (the old search ended with no knee when the first step broke: [200, 200, 200])
+    old = [o.clients for o in search(capacity(cap), old=True)[0]]
+    assert old == (order if cap >= LADDER[0] else [200, 200, 200])
 
 
 def test_the_websocket_sequence_bisects_again_after_the_repeats_moved_the_bracket() -> None:

@@ -1,7 +1,8 @@
 """The knee search: the most users a transport holds within the SLO. Pure functions, no I/O.
 
-The ladder grows by a factor per step (``ladder``). After the first step that broke the SLO no
-higher step runs; instead bisection steps run at the geometric mean of the last held and the
+The ladder grows by a factor per step (``ladder``); when its first step breaks, it goes on
+downward, at most ``DOWN_STEPS`` steps, until one holds. After the first step that broke the
+SLO no higher step runs; instead bisection steps run at the geometric mean of the last held and the
 first broken count (``next_step``) until the bracket between them is as narrow as the search
 aims at: ``refine`` halvings of the factor, hi / lo <= factor ** (0.5 ** refine)
 (``target_ratio``; with 1.5 and 2, about 1.107). Then the two edges run again until each ran
@@ -33,6 +34,9 @@ from bench.results.fit import fit as fit  # over the runs a search wrote (bench.
 
 # Bisections on top of ``refine`` when repeats move an edge: the cap that ends the search.
 EXTRA_BISECTS = 4
+# Ladder steps below the start while nothing held (``next_step``'s ``down``): a factor of 1.5
+# three times is 3.4x, this machine's day-to-day range.
+DOWN_STEPS = 3
 
 
 @dataclass(frozen=True)
@@ -75,7 +79,7 @@ def max_bisects(refine: int) -> int:
 def step_cap(ladder_len: int, refine: int, repeats: int) -> int:
     """Steps the search can run at most: each ladder or bisection count, ``repeats`` times (a
     count runs again only as an edge with fewer than ``repeats`` runs)."""
-    return (ladder_len + max_bisects(refine)) * max(1, repeats)
+    return (ladder_len + max_bisects(refine) + DOWN_STEPS) * max(1, repeats)
 
 
 def within(lo: int, hi: int, target: float) -> bool:
@@ -122,6 +126,7 @@ def next_step(
     refine_left: int,
     repeats: int = 1,
     target: float = 1.0,
+    down: float = 0.0,
 ) -> tuple[int, str] | None:
     """(client count, why: "ladder", "bisect" or "repeat") of the next step, or None when the
     search is over. ``planned`` is the ladder still ahead; ``refine_left`` how many bisection
@@ -130,11 +135,16 @@ def next_step(
     bisecting stops (``target_ratio``). A bisection comes before the repeats, and again whenever
     the repeats moved an edge and left the bracket wider than ``target``. The default target,
     1.0, bisects while the budget lasts: ``refine_left`` alone decides (the search before issue
-    23, where it was the refine count)."""
+    23, where it was the refine count). ``down``, the ladder's factor: while nothing held, the
+    ladder goes on downward from the lowest break, at most ``DOWN_STEPS`` times (a slow day can
+    break the first step; 0: it does not, and that search ends with no knee)."""
     edge = bracket(done)
     if edge is None:
         return (planned[0], "ladder") if planned else None
     lo, hi = edge
+    tried = {o.clients for o in done}
+    if lo == 0 and down > 1 and len(tried) <= DOWN_STEPS and (below := int(hi / down)) >= 1:
+        return below, "ladder"  # every count tried broke: the start and the steps down so far
     mid = round(math.sqrt(lo * hi)) if lo else 0
     wide = lo > 0 and not within(lo, hi, target)
     if refine_left > 0 and wide and lo < mid < hi and mid not in {o.clients for o in done}:

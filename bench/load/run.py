@@ -255,7 +255,8 @@ def _steps(
             if cfg.find_knee:
                 done = [knee.Outcome(d["clients"], d["slo"]["held"]) for d in steps_out]
                 planned = [c for c in ladder if c > max((o.clients for o in done), default=0)]
-                nxt = knee.next_step(done, planned, bisects_left, cfg.knee_repeats, target)
+                nxt = knee.next_step(done, planned, bisects_left, cfg.knee_repeats, target,
+                                     knee.factor_of(ladder))  # fmt: skip
                 if nxt is None or i >= cap:
                     break
                 if deadline is not None and i > 0 and time.monotonic() > deadline:
