@@ -152,15 +152,59 @@ def retry(transport: str, ms: int) -> tuple[str, ...]:
     return ("--retry-ms", str(ms)) if transport == "sse" else ()
 
 
+# The modules whose tests share one server per transport and stack. Their tests run as one block
+# ordered by stack (``pytest_collection_modifyitems``), so each stack's servers start once for
+# all of them, not once per module: about a minute of CI.
+POOLED = ("test_contract.py", "test_fuzz_http.py", "test_stop.py")
+_pool: dict[str, dict[str, ServerHandle]] = {}
+
+
+def _stop_pool() -> None:
+    for handles in _pool.values():
+        for handle in handles.values():
+            handle.stop()
+            handle.stderr_path.unlink(missing_ok=True)
+    _pool.clear()
+
+
+def _pooled(item: pytest.Item | None) -> bool:
+    return item is not None and item.path.name in POOLED
+
+
+@pytest.hookimpl(trylast=True)  # after pytest's own grouping by fixture parameter
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    pooled = [i for i in items if _pooled(i)]
+    if not pooled:
+        return
+    first = items.index(pooled[0])
+    rest = [i for i in items if not _pooled(i)]
+
+    def order(item: pytest.Item) -> int:
+        params = getattr(item, "callspec", None)
+        return STACKS.index(params.params.get("stack", "stock")) if params else 0
+
+    items[:] = rest[:first] + sorted(pooled, key=order) + rest[first:]
+
+
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> None:
+    if _pooled(item) and not _pooled(nextitem):
+        _stop_pool()  # the block is over: no idle servers under the tests that follow
+
+
+def pytest_sessionfinish() -> None:
+    _stop_pool()  # an interrupted run too
+
+
 @pytest.fixture(scope="module")
 def servers(stack: str) -> Iterator[dict[str, ServerHandle]]:
     """One server per transport (two workers each, on the module's ``stack`` where the transport
-    has it), shared by a module's tests."""
-    handles = {t: start_server(t, *retry(t, 100), workers=2, stack=stack) for t in TRANSPORTS}
-    yield handles
-    for handle in handles.values():
-        handle.stop()
-        handle.stderr_path.unlink(missing_ok=True)
+    has it), shared by the pooled modules' tests on that stack."""
+    if stack not in _pool:
+        _stop_pool()  # one stack's servers at a time
+        _pool[stack] = {
+            t: start_server(t, *retry(t, 100), workers=2, stack=stack) for t in TRANSPORTS
+        }
+    yield _pool[stack]
 
 
 def wait_for(predicate: Callable[[], bool], timeout: float, step: float = 0.02) -> bool:

@@ -30,11 +30,11 @@ def test_close_mid_stream_loses_nothing(transport: str) -> None:
 def test_blackhole_needs_a_watchdog(transport: str) -> None:
     hardened, default = (
         faults.run("blackhole", [transport], [mode], clients=1, tokens=240, heartbeat=0.5,
-                   window_s=12)[0]
+                   window_s=8)[0]
         for mode in ("hardened", "default")
     )  # fmt: skip
     assert hardened["passed"] and hardened["detection_ms"]["max"] < 3000, hardened
-    # As they come, neither EventSource nor grpcio notices a silent connection in 12 s.
+    # As they come, neither EventSource nor grpcio notices a silent connection in 8 s.
     assert default["detected"] == 0 and default["unrecovered"] == 1, default
 
 

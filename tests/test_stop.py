@@ -143,10 +143,13 @@ async def test_outside_grpc_client_stops(servers: dict[str, ServerHandle]) -> No
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
 async def test_many_readers_stopping_at_once_each_get_their_end(
-    servers: dict[str, ServerHandle], transport: str
+    servers: dict[str, ServerHandle], transport: str, stack: str
 ) -> None:
     """The stop's answer and the stream's end race: a gRPC reader whose read ended first must
-    not close the channel under its own StopStream (it did: CancelledError)."""
+    not close the channel under its own StopStream (it did: CancelledError). A client's race:
+    the stock servers cover it."""
+    if stack != "stock":
+        pytest.skip("a client race: run on the stock stack")
     srv = servers[transport]
 
     async def one() -> Reader:
