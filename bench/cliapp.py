@@ -76,3 +76,23 @@ def pick(spec: str) -> list[str]:
     if not picked:
         fail(f"--transport names none: {CHOICES}")
     return picked
+
+
+def on_stack(names: list[str], stack: str) -> list[str]:
+    """``--stack`` of one server stack: the transports in ``names`` that have it. Those that
+    lack it are named on stderr as not measured (transports.stacks.split); none left, or an
+    unknown stack, is a one-line error."""
+    import sys
+
+    from transports import stacks
+
+    try:
+        stacks.parse(stack, many=False)
+    except ValueError as exc:
+        fail(str(exc))
+    kept, left_out = stacks.split(map(transports.get, names), stack)
+    if left_out:
+        print(left_out, file=sys.stderr)
+    if not kept:
+        fail(f"no transport here has a {stack} stack")
+    return [r.name for r in kept]

@@ -34,7 +34,7 @@ TRANSPORTS = transports.names()
 HTTP_TRANSPORTS = tuple(t.name for t in transports.all_transports() if t.http)
 # The server stacks: a module that overrides the ``stack`` fixture with ``params=STACKS`` runs
 # every test on each (the contract and resilience suites do); the default is stock alone.
-STACKS = ("stock", "lean", "granian")
+STACKS = transports.stacks.names()
 
 
 @dataclass

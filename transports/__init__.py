@@ -7,26 +7,29 @@ Rules of this module:
   elsewhere asks the record (``get(name).scheme``), and never compares a transport's name.
 - Adding a transport is one ``register(Transport(...))`` plus its server module (the
   ``servers.base.TransportServer`` interface) and its reader class (``clients.base.Reader``);
-  see docs/transports.md. Modules named in ``TOKENBENCH_PLUGINS`` (comma-separated) are imported
-  on first access, so a transport defined outside this repository reaches every process:
-  server workers and load processes inherit the environment.
+  see docs/transports.md. Its stacks beyond ``stock`` are modules named in ``stack_servers``,
+  under the names of the stack registry (transports/stacks.py). Modules named in
+  ``TOKENBENCH_PLUGINS`` (comma-separated) are imported on first access, so a transport defined
+  outside this repository reaches every process: server workers and load processes inherit the
+  environment.
 """
 
 from __future__ import annotations
 
 import importlib
 import os
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
+
+from transports import stacks as stack_registry
 
 if TYPE_CHECKING:
     from clients.base import Reader
     from servers.base import TransportServer
 
 
-GRANIAN = "servers.granian_stack"
-STACKS = ("stock", "lean", "granian")  # every server stack a transport may have
+GRANIAN = "servers.granian_stack"  # runs a stock module's ``app(ctx)`` on granian
 
 
 @dataclass(frozen=True)
@@ -52,14 +55,22 @@ class Transport:
     resume: str = "?after="  # how its client resumes (what the report tells a team to build)
     watchdog: str = "heartbeats"  # what its client's silence watchdog listens for
     stop: str = "POST /v1/streams/{id}/stop"  # how its client presses stop (docs/protocol.md)
-    lean: str | None = None  # the lean stack's server module (servers/lean.py), if it has one
+    # Its other stacks: stack name (transports/stacks.py) -> server module. A stack's module may
+    # set ``LOOP = "uvloop"`` to override ``server_loop``.
+    stack_servers: Mapping[str, str] = field(default_factory=dict)
     # Browser clients that read it (web/src/clients.js; the first is the one as it comes), and
     # whether a browser reaches it through a web front on a second port (``web_port``).
     browser: tuple[str, ...] = ()
     web_front: bool = False
-    # Its stock module has ``app(ctx)``, an ASGI app another server can run: ``--stack granian``
-    # runs it on granian (servers/granian_stack.py).
-    granian: bool = False
+
+    def __post_init__(self) -> None:
+        for stack in self.stack_servers:
+            stack_registry.get(stack)  # ValueError naming the registry's stacks
+        if stack_registry.STOCK in self.stack_servers:
+            raise ValueError(f"{self.name}: its stock server is ``server``")
+
+    def __hash__(self) -> int:
+        return hash(self.name)
 
     @property
     def http(self) -> bool:
@@ -68,15 +79,15 @@ class Transport:
 
     @property
     def stacks(self) -> tuple[str, ...]:
-        """Its server stacks: ``stock`` (what a FastAPI team writes first), ``lean`` if any,
-        ``granian`` (the stock app on granian) if its app can run there."""
-        return ("stock", *(("lean",) if self.lean else ()), *(("granian",) if self.granian else ()))
+        """Its server stacks, in the registry's order: ``stock``, then those it names."""
+        return tuple(s for s in stack_registry.names()
+                     if s == stack_registry.STOCK or s in self.stack_servers)  # fmt: skip
 
-    def server_module(self, stack: str = "stock") -> TransportServer:
+    def server_module(self, stack: str = stack_registry.STOCK) -> TransportServer:
         if stack not in self.stacks:
             raise ValueError(f"{self.name} has no {stack!r} stack: {', '.join(self.stacks)}")
-        module = {"stock": self.server, "lean": self.lean, "granian": GRANIAN}[stack]
-        return importlib.import_module(module)  # type: ignore[arg-type,return-value]
+        module = self.server if stack == stack_registry.STOCK else self.stack_servers[stack]
+        return importlib.import_module(module)  # type: ignore[return-value]
 
     def reader_class(self) -> type[Reader]:
         return _attr(self.reader)
@@ -156,12 +167,13 @@ def select(spec: str) -> list[Transport]:
 
 register(Transport(
     "sse", "SSE", "#1f77b4", "servers.sse", "clients.sse:SSEReader", fast_path="sse",
-    lean="servers.sse_lean", browser=("eventsource", "eventsource-hardened"), granian=True,
+    stack_servers={"lean": "servers.sse_lean", "granian": GRANIAN},
+    browser=("eventsource", "eventsource-hardened"),
     resume="Last-Event-ID", watchdog="named `ping` events: EventSource hides comments",
 ))  # fmt: skip
 register(Transport(
     "ws", "WebSocket", "#ff7f0e", "servers.ws", "clients.ws:WSReader", fast_path="ws",
-    lean="servers.ws_lean", browser=("websocket",),
+    stack_servers={"lean": "servers.ws_lean"}, browser=("websocket",),
     # no granian stack: granian sends no WebSocket pings (emmett-framework/granian#613), and the
     # contract's keepalive is the protocol's ping (tests/test_resilience.py checks it)
     watchdog="protocol pings", stop='in-band `{"stop":true}`',
@@ -169,7 +181,8 @@ register(Transport(
 register(Transport(
     "grpc", "gRPC", "#2ca02c", "servers.rpc", "clients.rpc:GrpcReader",
     create="clients.rpc:create_stream", clock="clients.rpc:time_exchange", scheme="grpc",
-    server_loop="asyncio", browser=("grpc-web",), web_front=True, lean="servers.rpc_lean",
+    server_loop="asyncio", browser=("grpc-web",), web_front=True,
+    stack_servers={"lean": "servers.rpc_lean"},
     binds_source=False, batched_reads=False,  # grpc.aio stalls when its loop sleeps
     # grpcio's client costs as much per token as the server: load processes read with h2 and C
     fast_path="grpc", load_reader="clients.h2grpc:H2GrpcReader",
@@ -179,6 +192,7 @@ register(Transport(
 ))  # fmt: skip
 register(Transport(
     "poll", "long polling", "#d62728", "servers.poll", "clients.poll:PollReader",
-    lean="servers.poll_lean", browser=("fetch",), granian=True, fast_path="poll",
+    stack_servers={"lean": "servers.poll_lean", "granian": GRANIAN}, browser=("fetch",),
+    fast_path="poll",
     watchdog="the poll timeout",
 ))  # fmt: skip

@@ -13,7 +13,8 @@ from typing import Annotated, Any
 import typer
 
 import transports
-from bench.cliapp import CHOICES, app, fail, pick
+from bench.cliapp import CHOICES, app, fail, on_stack, pick
+from transports import stacks as stack_registry
 
 PAGES = {"plain": "bench", "react": "app"}
 
@@ -81,9 +82,7 @@ def browser(
             "stream's length plus 10, and 10 more with a fault)."
         ),
     ] = None,
-    stack: Annotated[
-        str, typer.Option(help="The servers' stack: stock, lean or granian.")
-    ] = "stock",
+    stack: Annotated[str, typer.Option(help=stack_registry.choices(many=False))] = "stock",
     screenshot: Annotated[
         str | None, typer.Option(help="Save the first measurement's first tab as a PNG here.")
     ] = None,
@@ -97,7 +96,7 @@ def browser(
     from bench.browser.tabs import Plan
     from bench.load import yardstick as ys
 
-    names = pick(transport)
+    names = on_stack(pick(transport), stack)
     pairs = clients_of(names, client)
     counts = _ints(tabs, "tabs", 1, 20)
     networks = _choices(http, "http", NETWORKS)
@@ -110,8 +109,6 @@ def browser(
         fail("faults run over HTTP/1.1 only: drop --http 2 or --fault")
     if any(f != "none" for f in faults) and tokens / rate < 4:
         fail("a fault fires 2 s into the stream: give streams at least 4 s (--tokens / --rate)")
-    if stack not in transports.STACKS:
-        fail(f"--stack: {', '.join(transports.STACKS)}, not {stack!r}")
     if missing := _unbuilt(PAGES[page]):
         fail(f"{missing} is missing: build the browser bundle with `make web` (node and npm)")
     try:
@@ -122,7 +119,7 @@ def browser(
     plans = [
         Plan(t, c, n, tokens, rate, network=net, fault=f, page=PAGES[page],
              wait_s=wait or base_wait + (10 if f != "none" else 0),
-             stack=stack if stack in transports.get(t).stacks else "stock")
+             stack=stack)
         for f in faults for net in networks for n in counts for t, c in pairs
     ]  # fmt: skip
     run_id = time.strftime("%Y%m%d-%H%M%S") + "-browser"

@@ -9,9 +9,9 @@ from typing import Annotated, Any
 
 import typer
 
-import transports
 from bench import deploy as dp
-from bench.cliapp import CHOICES, app, fail, pick
+from bench.cliapp import CHOICES, app, fail, on_stack, pick
+from transports import stacks as stack_registry
 
 
 @app.command()
@@ -59,7 +59,7 @@ def faults(
     ] = False,
     stack: Annotated[
         str,
-        typer.Option(help="The servers' stack: stock, lean or granian (where a transport has it)."),
+        typer.Option(help=stack_registry.choices(many=False)),
     ] = "stock",
     cluster: Annotated[
         str | None,
@@ -113,14 +113,7 @@ def faults(
     for name in modes:
         if name not in fl.MODES:
             fail(f"unknown mode {name!r}: default, hardened or both")
-    if stack not in transports.STACKS:
-        fail(f"--stack: {', '.join(transports.STACKS)}, not {stack!r}")
-
-    if skipped := [n for n in names if stack not in transports.get(n).stacks]:
-        print(f"== no {stack} stack for {', '.join(skipped)}: skipped", file=sys.stderr)
-        names = [n for n in names if n not in skipped]
-        if not names:
-            fail(f"no transport here has a {stack} stack")
+    names = on_stack(names, stack)
     side_by_side = [n for n in scenarios if n in fl.SCENARIOS and fl.SCENARIOS[n].server is None]
     if parallel and (len(names) < 2 or not side_by_side):
         fail("--parallel needs two or more transports and a connection fault (not restart, "

@@ -11,9 +11,9 @@ from typing import Annotated
 
 import typer
 
-import transports
 from bench import deploy as dp
-from bench.cliapp import CHOICES, app, fail, pick
+from bench.cliapp import CHOICES, app, fail, on_stack, pick
+from transports import stacks as stack_registry
 
 
 @app.command()
@@ -22,9 +22,7 @@ def stop(
     transport: Annotated[str, typer.Option(help=CHOICES)] = "all",
     users: Annotated[int, typer.Option(help="Users at once, each pressing stop once.")] = 20,
     tokens: Annotated[int, typer.Option(help="Tokens per answer (at 40 tok/s).")] = 400,
-    stack: Annotated[
-        str, typer.Option(help="The servers' stack: stock, lean or granian (where it exists).")
-    ] = "stock",
+    stack: Annotated[str, typer.Option(help=stack_registry.choices(many=False))] = "stock",
     workers: Annotated[int, typer.Option(help="Worker processes per server.")] = 1,
     out: Annotated[str | None, typer.Option(help="Output directory.")] = None,
     deploy: dp.Deploy | None = None,
@@ -46,8 +44,6 @@ def stop(
         fail("--tokens must be 200..100,000 (a stop comes up to 2.5 s into an answer)")
     if not 1 <= workers <= 16:
         fail("--workers must be 1..16")
-    if stack not in transports.STACKS:
-        fail(f"--stack: {', '.join(transports.STACKS)}, not {stack!r}")
     topo = deploy.topology
     if (
         topo is not None
@@ -59,9 +55,7 @@ def stop(
             "behind --lb a stop must reach the answer wherever it is read: add --source llm "
             "--replay redis (the shared log), or --sticky (it goes to the reader's pod)"
         )
-    names = [n for n in names if stack in transports.get(n).stacks]
-    if not names:
-        fail(f"no transport here has a {stack} stack")
+    names = on_stack(names, stack)
     run_id = time.strftime("%Y%m%d-%H%M%S") + "-stop"
     out_dir = Path(out) if out else Path("results") / run_id
     config = {"transports": names, "users": users, "tokens": tokens, "stack": stack,

@@ -11,15 +11,14 @@ import typer
 
 from bench import deploy as dp
 from bench.cliapp import CHOICES, app, fail, pick
+from transports import stacks as stack_registry
 
 
 @app.command("idle-memory")
 def idle_memory(
     transport: Annotated[str, typer.Option(help=CHOICES)] = "all",
     connections: Annotated[int, typer.Option(help="Idle readers to hold open.")] = 2000,
-    stack: Annotated[
-        str, typer.Option(help="stock, lean, granian, or a list (stock,lean,granian).")
-    ] = "stock",
+    stack: Annotated[str, typer.Option(help=stack_registry.choices())] = "stock",
 ) -> None:
     """Server RSS per idle open connection (one worker; readers wait between tokens)."""
     from bench.load import idle
@@ -29,12 +28,18 @@ def idle_memory(
     import transports
 
     names = pick(transport)
-    stacks = [s.strip() for s in stack.split(",") if s.strip()]
-    if not stacks or any(s not in transports.STACKS for s in stacks):
-        fail(f"--stack: {', '.join(transports.STACKS)} (a comma list), not {stack!r}")
+    try:
+        stacks = stack_registry.parse(stack)
+    except ValueError as exc:
+        fail(str(exc))
     print(f"# {idle.machine_line()}, {connections} idle connections, 1 server worker")
     print(f"{'transport':<16}{'KiB/conn':>10}{'RSS before':>14}{'RSS held':>12}{'after close':>13}")
-    runs = [(n, s) for n in names for s in stacks if s in transports.get(n).stacks]
+    runs = []
+    for st in stacks:
+        kept, left_out = stack_registry.split(map(transports.get, names), st)
+        if left_out:
+            print(left_out)
+        runs += [(r.name, st) for r in kept]
     for name, st in runs:
         r = idle.measure(name, connections, stack=st)
         if r.open_after_close:
@@ -165,9 +170,8 @@ def bench(
     stack: Annotated[
         str,
         typer.Option(
-            help="Server stacks, a comma list: stock (FastAPI, sse-starlette, "
-            "grpc.aio), lean (raw ASGI read routes), granian (the stock app on granian). A "
-            "transport without one is skipped."
+            help=f"Server stacks: {stack_registry.choices()} (docs/transports.md, Stacks). A transport "
+            "without one is not measured."
         ),
     ] = "stock",
     gc: Annotated[
@@ -343,12 +347,9 @@ def _idle(given: frozenset[str], find_knee: bool, target: str | None, rate_from:
 
 def _lists(stack: str, gc: str, flush_ms: str) -> tuple[list[str], list[str], list[float]]:
     """--stack, --gc and --flush-ms as lists; ``ValueError`` with a one-line reason."""
-    import transports
     from servers.gcpolicy import POLICIES
 
-    stacks = [s.strip() for s in stack.split(",") if s.strip()]
-    if not stacks or any(s not in transports.STACKS for s in stacks):
-        raise ValueError(f"--stack: {', '.join(transports.STACKS)} (a comma list), not {stack!r}")
+    stacks = stack_registry.parse(stack)
     gcs = [g.strip() for g in gc.split(",") if g.strip()]
     if not gcs or any(g not in POLICIES for g in gcs):
         raise ValueError(f"--gc: {', '.join(POLICIES)} or both, not {gc!r}")
@@ -370,15 +371,15 @@ def _runs(names: list[str], cfg: Any, say: Any) -> list[tuple[str, Any]]:
     """Every (transport, variant) to run, in order; a transport without a stack is skipped."""
     import transports
 
-    out = []
-    for name in names:
-        record = transports.get(name)
-        for variant in cfg.variants():
-            if variant.stack not in record.stacks:
-                say(f"== {name}: no {variant.stack} stack ({', '.join(record.stacks)}): skipped")
-                continue
-            out.append((name, variant))
-    return out
+    out, said = [], []
+    for variant in cfg.variants():
+        kept, left_out = stack_registry.split(map(transports.get, names), variant.stack)
+        if left_out and left_out not in said:
+            said.append(left_out)
+            say(left_out)
+        out += [(r.name, variant) for r in kept]
+    order = {n: i for i, n in enumerate(names)}
+    return sorted(out, key=lambda nv: order[nv[0]])  # by transport, as given (a stable sort)
 
 
 @app.command()

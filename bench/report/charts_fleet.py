@@ -16,7 +16,7 @@ import matplotlib.pyplot as plt
 from bench.report import figures
 from bench.report.charts import COLORS, ORDER
 from bench.results.queries import Variant
-from transports import STACKS
+from transports import stacks
 
 NAMES = figures.NAMES
 
@@ -25,12 +25,12 @@ def cores_rows(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The fleet rows (bench.report.figures.fleet) of the stock servers and of every other stack
     with a knee, each labelled, in the registry's order."""
     rows = []
-    for stack in STACKS:
+    for stack in stacks.names():
         for r in figures.fleet(docs, Variant(stack=stack)):
-            label = NAMES[r["transport"]] + ("" if stack == "stock" else f" ({stack})")
+            label = NAMES[r["transport"]] + ("" if stack == stacks.STOCK else f" ({stack})")
             rows.append({**r, "label": label, "stack": stack})
     order = {t: i for i, t in enumerate(ORDER)}
-    return sorted(rows, key=lambda r: (order.get(r["transport"], 99), STACKS.index(r["stack"])))
+    return sorted(rows, key=lambda r: (order.get(r["transport"], 99), stacks.order(r["stack"])))
 
 
 def _words(r: dict[str, Any]) -> str:

@@ -21,6 +21,7 @@ import transports
 from bench.report import figures, stats
 from bench.report.figures import NAMES, USERS
 from bench.results.queries import Variant, variant_of
+from transports import stacks
 
 COLORS = {t.name: t.color for t in transports.all_transports()}
 
@@ -52,11 +53,8 @@ def stacks_md(docs: list[dict[str, Any]]) -> list[str]:
     if not any("| stock |" not in r for r in rows):
         return []
     return [
-        "", "## Server stacks: stock, lean, granian", "",
-        "`stock` is what a FastAPI team writes first (sse-starlette, FastAPI's WebSocket and "
-        "routes, grpc.aio, on uvicorn); `lean` is the same app with a raw ASGI handler in front "
-        "of the read route (servers/lean.py); `granian` is the stock app on granian, a Rust "
-        "server (servers/granian_stack.py; no WebSocket: granian sends no pings). "
+        "", f"## Server stacks: {', '.join(stacks.names())}", "",
+        "; ".join(f"`{s}` is {stacks.get(s).what}" for s in stacks.names()) + ". "
         "Users per core is the knee bracket at the run's rate; CPU per "
         "token is at the knee. Memory per connection is at the most connections each measured.",
         "", "| transport | stack | users per core (knee) | normalised | server CPU µs / token "

@@ -23,7 +23,7 @@ from bench.report.figures import (
 from bench.report.recovery import invisible, who
 from bench.report.stats import Interval
 from bench.results.queries import Variant
-from transports import STACKS
+from transports import stacks
 
 
 def _fault(
@@ -163,13 +163,14 @@ def _per_stack(stock: tuple[str, str] | None, lean: tuple[str, str] | None) -> t
     is the protocol's; a different one is the libraries', and the verdict is "nuanced"."""
     if stock is None:
         return "not measured", "needs bench runs for SSE and WebSocket (stock stack)"
+    tuned = stacks.TUNED
     if lean is None:
-        return stock[0], f"stock libraries: {stock[1]}; lean stacks not measured"
-    why = f"stock libraries: {stock[1]}; lean against lean: {lean[1]}"
+        return stock[0], f"stock libraries: {stock[1]}; {tuned} stacks not measured"
+    why = f"stock libraries: {stock[1]}; {tuned} against {tuned}: {lean[1]}"
     if stock[0] == lean[0]:
         return stock[0], f"{why}; the same on both stacks: the protocol's"
-    return "nuanced", (f"{why}; {stock[0]} with the stock libraries, {lean[0]} lean against "
-                       f"lean: the libraries' outcome, not the protocol's")  # fmt: skip
+    return "nuanced", (f"{why}; {stock[0]} with the stock libraries, {lean[0]} {tuned} against "
+                       f"{tuned}: the libraries' outcome, not the protocol's")  # fmt: skip
 
 
 def _protocol_or_library(stock: tuple[str, str], lean: tuple[str, str]) -> str:
@@ -204,13 +205,13 @@ def verdicts(
     # again lean against lean (the protocols); two different outcomes are "nuanced": the stock
     # outcome is then the libraries', not the protocol's (issue 12, "verdicts per stack").
     claim = "One-way traffic fits SSE best"
-    add(claim, *_per_stack(_one_way(k), _one_way(knees(docs, Variant("lean")))))
+    add(claim, *_per_stack(_one_way(k), _one_way(knees(docs, Variant(stacks.TUNED)))))
 
     # 2. Rule: WebSocket's memory per connection above SSE's, beyond both intervals, at the
     # largest scale both measured; on the stock libraries and lean against lean, as rule 1.
     claim = "WebSockets cost more memory per connection"
     add(claim, *_per_stack(_memory(memory_points(docs)),
-                           _memory(memory_points(docs, Variant("lean")))))  # fmt: skip
+                           _memory(memory_points(docs, Variant(stacks.TUNED)))))  # fmt: skip
 
     # 3. Rule, black hole (a connection that goes silent): WebSocket's loop without a watchdog
     # left a stream unrecovered and the hardened one (heartbeat watchdog, ?after= resume)
@@ -252,7 +253,11 @@ def verdicts(
     else:
         verdict, why = stock
         # the same rule on every other stack measured (a server may batch answers under load)
-        others = [(st, _requests_per_token(knees(docs, Variant(st)), st)) for st in STACKS[1:]]
+        others = [
+            (st, _requests_per_token(knees(docs, Variant(st)), st))
+            for st in stacks.names()
+            if st != stacks.STOCK
+        ]
         others = [(st, o) for st, o in others if o is not None]
         for st, (v, w) in others:
             why += f"; {st}: {w} ({v})"
@@ -275,11 +280,12 @@ def verdicts(
     # 7. Rule: SSE against WebSocket in users per core, once with the stock libraries and once
     # with the lean stacks (``_protocol_or_library``).
     claim = "The SSE / WebSocket cost difference is the protocol's, not the library's"
-    lean = knees(docs, Variant("lean"))
+    lean = knees(docs, Variant(stacks.TUNED))
     if "sse" in k and "ws" in k and "sse" in lean and "ws" in lean:
         stock = capacity("SSE", k["sse"], "WebSocket", k["ws"])
         lean_ = capacity("SSE", lean["sse"], "WebSocket", lean["ws"])
-        why = (f"stock (sse-starlette, FastAPI WebSocket): {stock[1]}; lean (raw ASGI): "
+        base, tuned = stacks.get(stacks.STOCK), stacks.get(stacks.TUNED)
+        why = (f"{base.name} ({base.short}): {stock[1]}; {tuned.name} ({tuned.short}): "
                f"{lean_[1]}")  # fmt: skip
         add(claim, _protocol_or_library(stock, lean_), why)
     else:
