@@ -54,10 +54,12 @@ class Hub:
     def _arm(self, key: int) -> None:
         if self._timer is not None:
             self._timer.cancel()
-        delay = (key * self.tick_ns - time.time_ns()) / 1e9
+        # in whole milliseconds, rounded up: uvloop's timers have 1 ms resolution and truncate,
+        # so a sub-millisecond delay fired early and re-armed itself until its bucket (a spin)
+        ms = -(-(key * self.tick_ns - time.time_ns()) // 1_000_000)
         assert self._loop is not None
         self._armed_key = key
-        self._timer = self._loop.call_later(max(delay, 0.0), self._fire)
+        self._timer = self._loop.call_later(max(ms, 0) / 1e3, self._fire)
 
     def _fire(self) -> None:
         self._timer = None
