@@ -32,13 +32,14 @@ def _iv(d: dict[str, Any] | None, digits: int = 0) -> str:
 
 def stacks_md(docs: list[dict[str, Any]]) -> list[str]:
     """Knees of each transport on each stack measured, side by side."""
-    rows = []
+    rows, measured = [], set()
     for rec in transports.all_transports():
         for stack in rec.stacks:
             v = Variant(stack)
             knee = figures.knees(docs, v).get(rec.name)
             if knee is None:
                 continue
+            measured.add(stack)
             mem = figures.memory(docs, v).get(rec.name)
             norm = knee.normalised_users_per_core()
             at = [s for s in knee.steps if s["clients"] == knee.clients]
@@ -52,9 +53,10 @@ def stacks_md(docs: list[dict[str, Any]]) -> list[str]:
             )
     if not any("| stock |" not in r for r in rows):
         return []
+    shown = [s for s in stacks.names() if s in measured]
     return [
-        "", f"## Server stacks: {', '.join(stacks.names())}", "",
-        "; ".join(f"`{s}` is {stacks.get(s).what}" for s in stacks.names()) + ". "
+        "", f"## Server stacks: {', '.join(shown)}", "",
+        "; ".join(f"`{s}` is {stacks.get(s).what}" for s in shown) + ". "
         "Users per core is the knee bracket at the run's rate; CPU per "
         "token is at the knee. Memory per connection is at the most connections each measured.",
         "", "| transport | stack | users per core (knee) | normalised | server CPU µs / token "
