@@ -156,7 +156,20 @@ def retry(transport: str, ms: int) -> tuple[str, ...]:
 # ordered by stack (``pytest_collection_modifyitems``), so each stack's servers start once for
 # all of them, not once per module: about a minute of CI.
 POOLED = ("test_contract.py", "test_fuzz_http.py", "test_stop.py")
-_pool: dict[str, dict[str, ServerHandle]] = {}
+
+
+class StackServers(dict[str, ServerHandle]):
+    """The servers of one stack; a test asking for a transport that lacks it is skipped."""
+
+    def __init__(self, stack: str) -> None:
+        super().__init__()
+        self.stack = stack
+
+    def __missing__(self, transport: str) -> ServerHandle:
+        pytest.skip(f"{transport} has no {self.stack} stack")
+
+
+_pool: dict[str, StackServers] = {}
 
 
 def _stop_pool() -> None:
@@ -201,9 +214,10 @@ def servers(stack: str) -> Iterator[dict[str, ServerHandle]]:
     has it), shared by the pooled modules' tests on that stack."""
     if stack not in _pool:
         _stop_pool()  # one stack's servers at a time
-        _pool[stack] = {
-            t: start_server(t, *retry(t, 100), workers=2, stack=stack) for t in TRANSPORTS
-        }
+        _pool[stack] = StackServers(stack)
+        for t in TRANSPORTS:
+            if stack in transports.get(t).stacks:
+                _pool[stack][t] = start_server(t, *retry(t, 100), workers=2, stack=stack)
     yield _pool[stack]
 
 

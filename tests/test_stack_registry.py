@@ -16,18 +16,18 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_every_stack_is_one_record_and_every_transport_names_its_modules() -> None:
-    assert stacks.names() == ("stock", "lean", "granian")
+    assert stacks.names() == ("stock", "lean", "granian", "floor")
     assert stacks.TUNED in stacks.names() and stacks.names()[0] == stacks.STOCK
     assert {t.name: t.stacks for t in transports.all_transports()} == {
-        "sse": ("stock", "lean", "granian"), "ws": ("stock", "lean"),
+        "sse": ("stock", "lean", "granian", "floor"), "ws": ("stock", "lean"),
         "grpc": ("stock", "lean"), "poll": ("stock", "lean", "granian"),
     }  # fmt: skip
     assert transports.get("sse").server_module("granian").NAME == "granian"
     assert transports.get("grpc").server_module("lean").NAME == "grpc"
     with pytest.raises(ValueError, match="ws has no 'granian' stack: stock, lean"):
         transports.get("ws").server_module("granian")
-    with pytest.raises(ValueError, match="--stack: stock, lean, granian, not 'floor'"):
-        transports.Transport("x", "X", "#000", "m", "m:R", stack_servers={"floor": "m"})
+    with pytest.raises(ValueError, match="--stack: stock, lean, granian, floor, not 'fast'"):
+        transports.Transport("x", "X", "#000", "m", "m:R", stack_servers={"fast": "m"})
     with pytest.raises(ValueError, match="its stock server is"):
         transports.Transport("x", "X", "#000", "m", "m:R", stack_servers={"stock": "m"})
 
@@ -36,9 +36,9 @@ def test_parse_takes_a_name_or_a_list_and_names_the_choices() -> None:
     assert stacks.parse("lean, stock") == ["lean", "stock"]
     assert stacks.parse("granian", many=False) == ["granian"]
     for spec, many, message in (
-        ("fast", True, "--stack: stock, lean, granian (a comma list), not 'fast'"),
-        ("", True, "--stack: stock, lean, granian (a comma list), not ''"),
-        ("lean,stock", False, "--stack: stock, lean, granian, not 'lean,stock'"),
+        ("fast", True, "--stack: stock, lean, granian, floor (a comma list), not 'fast'"),
+        ("", True, "--stack: stock, lean, granian, floor (a comma list), not ''"),
+        ("lean,stock", False, "--stack: stock, lean, granian, floor, not 'lean,stock'"),
     ):
         with pytest.raises(ValueError) as err:
             stacks.parse(spec, many)

@@ -167,7 +167,7 @@ def select(spec: str) -> list[Transport]:
 
 register(Transport(
     "sse", "SSE", "#1f77b4", "servers.sse", "clients.sse:SSEReader", fast_path="sse",
-    stack_servers={"lean": "servers.sse_lean", "granian": GRANIAN},
+    stack_servers={"lean": "servers.sse_lean", "granian": GRANIAN, "floor": "servers.sse_floor"},
     browser=("eventsource", "eventsource-hardened"),
     resume="Last-Event-ID", watchdog="named `ping` events: EventSource hides comments",
 ))  # fmt: skip

@@ -89,8 +89,8 @@ register(
     Stack(
         STOCK,
         "sse-starlette, FastAPI WebSocket",
-        "what a FastAPI team writes first (sse-starlette, FastAPI's WebSocket and routes, grpc.aio, "
-        "on uvicorn)",
+        "what a FastAPI team writes first (sse-starlette, FastAPI's WebSocket and routes, "
+        "grpc.aio, on uvicorn)",
     )
 )
 register(
@@ -106,5 +106,13 @@ register(
         "the stock app on granian",
         "the stock app on granian, a Rust server (servers/granian_stack.py; no WebSocket: granian "
         "sends no pings)",
+    )
+)
+register(
+    Stack(
+        "floor",
+        "asyncio.Protocol, no task per reader",
+        "the read on asyncio.Protocol with httptools, paced by one timer wheel per process, one "
+        "write per connection per tick, the stock app for everything else (servers/floor.py)",
     )
 )

@@ -170,8 +170,8 @@ def bench(
     stack: Annotated[
         str,
         typer.Option(
-            help=f"Server stacks: {stack_registry.choices()} (docs/transports.md, Stacks). A transport "
-            "without one is not measured."
+            help=f"Server stacks: {stack_registry.choices()} (docs/transports.md, Stacks). A "
+            "transport without one is not measured."
         ),
     ] = "stock",
     gc: Annotated[
