@@ -27,11 +27,13 @@ from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any, Protocol, TypeVar
+from urllib.parse import parse_qsl
 
 import httptools
 
+from servers.answers import Answer
 from servers.base import Context
-from servers.core import MAX_BODY_BYTES
+from servers.core import MAX_BODY_BYTES, ContractError, Stream
 from servers.wheel import Wheel, get_wheel
 
 log = logging.getLogger("tokenbench.floor")
@@ -78,6 +80,58 @@ def now(coro: Coroutine[Any, Any, T]) -> T:
 def waits(ctx: Context) -> bool:
     """Whether opening a feed may wait (a shared log in Redis): the route is then awaited."""
     return ctx.cfg.source == "llm" and ctx.cfg.replay == "redis"
+
+
+def params(query: bytes) -> dict[str, str]:
+    """The query string's parameters (the first value of each), as Starlette reads them."""
+    out: dict[str, str] = {}
+    for k, v in parse_qsl(query.decode("latin-1"), keep_blank_values=True):
+        out.setdefault(k, v)
+    return out
+
+
+@dataclass
+class Read:
+    """A valid read: what ``Opener`` found; ``feed`` is what the source gives from ``after``."""
+
+    sid: str
+    stream: Stream
+    after: int
+    params: dict[str, str]
+    feed: Stream | Answer | None = None
+
+
+Opener = Callable[[Request], "Read | None"]  # None: the stock app answers
+Starter = Callable[["Conn", Request, Read], None]  # answers with a flow
+
+
+def read_route(ctx: Context, opener: Opener, starter: Starter) -> Route:
+    """A hot route from a transport's ``opener`` (parse, open, validate: None declines) and
+    ``starter`` (the flow); the feed is opened in between, awaited only where it may wait."""
+
+    def read(conn: Conn, request: Request) -> bool:
+        got = opener(request)
+        if got is None:
+            return False
+        try:
+            got.feed = now(ctx.feed(got.sid, got.stream, got.after))
+        except ContractError:
+            return False
+        starter(conn, request, got)
+        return True
+
+    async def read_waiting(conn: Conn, request: Request) -> bool:
+        got = opener(request)
+        if got is None:
+            return False
+        try:
+            got.feed = await ctx.feed(got.sid, got.stream, got.after)
+        except ContractError:
+            return False
+        starter(conn, request, got)
+        return True
+
+    return read_waiting if waits(ctx) else read  # type: ignore[return-value]
 
 
 def head(status: int, headers: list[tuple[bytes, bytes]], close: bool = False) -> bytes:

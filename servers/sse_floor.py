@@ -12,14 +12,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import parse_qsl
 
 from servers import floor, lean, sse_lean
 from servers import metrics as m
 from servers import sse as stock
-from servers.answers import Answer
 from servers.base import Context, ServerConfig
-from servers.core import ContractError, Stream, parse_after
+from servers.core import ContractError, parse_after
 from servers.http_app import build_app
 from servers.listen import listen_sockets
 from servers.wheel import Flow
@@ -29,22 +27,14 @@ LOOP = "uvloop"
 HEAD = floor.head(200, [*sse_lean.HEAD, (b"transfer-encoding", b"chunked")])
 
 
-def _params(query: bytes) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for k, v in parse_qsl(query.decode("latin-1"), keep_blank_values=True):
-        out.setdefault(k, v)
-    return out
-
-
 def route(ctx: Context) -> floor.Route:
     metrics = ctx.metrics
 
-    def opened(request: floor.Request) -> tuple[str, Stream, int, dict[str, str]] | None:
-        """The stream, cursor and query of a valid read; None: the stock app answers."""
+    def opener(request: floor.Request) -> floor.Read | None:
         sid = lean.stream_id(request.path, "sse")
         if sid is None:
             return None
-        params = _params(request.query)
+        params = floor.params(request.query)
         try:
             stream = ctx.open(sid)
             value = request.header(b"last-event-id") or params.get("last_event_id")
@@ -53,14 +43,13 @@ def route(ctx: Context) -> floor.Route:
             return None
         if after == stream.tokens - 1:
             return None  # 204
-        return sid, stream, after, params
+        return floor.Read(sid, stream, after, params)
 
-    def start(conn: floor.Conn, request: floor.Request, feed: Stream | Answer, after: int,
-              params: dict[str, str]) -> None:  # fmt: skip
+    def starter(conn: floor.Conn, request: floor.Request, read: floor.Read) -> None:
         metrics.add(m.REQUESTS)
-        if after >= 0:
+        if read.after >= 0:
             metrics.add(m.RESUMES)
-        framing = stock.EventStream(ctx.cfg.retry_ms, stock.wants_ping(params.get("ping")))
+        framing = stock.EventStream(ctx.cfg.retry_ms, stock.wants_ping(read.params.get("ping")))
 
         def emit(frames: list[bytes]) -> None:
             conn.write(floor.chunk(b"".join(frames)))
@@ -70,35 +59,12 @@ def route(ctx: Context) -> floor.Route:
             conn.done(request.keep_alive and not drained)
 
         conn.write(HEAD)
-        conn.flow = Flow(ctx, conn.server.wheel, feed, after, framing, emit, on_end,
+        assert read.feed is not None
+        conn.flow = Flow(ctx, conn.server.wheel, read.feed, read.after, framing, emit, on_end,
                          idle_s=ctx.cfg.heartbeat)  # fmt: skip
         conn.flow.start()
 
-    def read(conn: floor.Conn, request: floor.Request) -> bool:
-        got = opened(request)
-        if got is None:
-            return False
-        sid, stream, after, params = got
-        try:
-            feed = floor.now(ctx.feed(sid, stream, after))
-        except ContractError:
-            return False
-        start(conn, request, feed, after, params)
-        return True
-
-    async def read_waiting(conn: floor.Conn, request: floor.Request) -> bool:
-        got = opened(request)
-        if got is None:
-            return False
-        sid, stream, after, params = got
-        try:
-            feed = await ctx.feed(sid, stream, after)
-        except ContractError:
-            return False
-        start(conn, request, feed, after, params)
-        return True
-
-    return read_waiting if floor.waits(ctx) else read  # type: ignore[return-value]
+    return floor.read_route(ctx, opener, starter)
 
 
 def settings(cfg: ServerConfig) -> dict[str, Any]:

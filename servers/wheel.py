@@ -208,6 +208,8 @@ class Flow(Generic[F]):
             self._release()
 
     def _finish(self, drained: bool) -> None:
+        if self.closed:  # its transport ended it in ``emit`` (a long poll's one answer)
+            return
         self._release()
         self.on_end(drained)
 

@@ -192,7 +192,8 @@ register(Transport(
 ))  # fmt: skip
 register(Transport(
     "poll", "long polling", "#d62728", "servers.poll", "clients.poll:PollReader",
-    stack_servers={"lean": "servers.poll_lean", "granian": GRANIAN}, browser=("fetch",),
+    stack_servers={"lean": "servers.poll_lean", "granian": GRANIAN, "floor": "servers.poll_floor"},
+    browser=("fetch",),
     fast_path="poll",
     watchdog="the poll timeout",
 ))  # fmt: skip
