@@ -50,12 +50,21 @@ class Request:
     body: bytes
     keep_alive: bool
     too_large: bool = False
+    upgrade: bool = False  # it asked to switch protocols (RFC 9110 §7.8)
 
     def header(self, name: bytes) -> str | None:
         for k, v in self.headers:
             if k == name:
                 return v.decode("latin-1")
         return None
+
+
+class Upgraded(Protocol):
+    """What a connection becomes after a protocol switch (a WebSocket): it gets the bytes."""
+
+    def data_received(self, data: bytes) -> None: ...
+
+    def connection_lost(self) -> None: ...
 
 
 class Route(Protocol):
@@ -105,29 +114,40 @@ Opener = Callable[[Request], "Read | None"]  # None: the stock app answers
 Starter = Callable[["Conn", Request, Read], None]  # answers with a flow
 
 
-def read_route(ctx: Context, opener: Opener, starter: Starter) -> Route:
+def read_route(
+    ctx: Context, opener: Opener, starter: Starter,
+    refuse: Callable[[Conn, ContractError], None] | None = None,
+) -> Route:  # fmt: skip
     """A hot route from a transport's ``opener`` (parse, open, validate: None declines) and
-    ``starter`` (the flow); the feed is opened in between, awaited only where it may wait."""
+    ``starter`` (the flow); the feed is opened in between, awaited only where it may wait. A
+    ``ContractError`` goes to ``refuse`` where the transport answers it itself (a WebSocket
+    handshake), else the stock app answers the request."""
+
+    def refused(conn: Conn, exc: ContractError) -> bool:
+        if refuse is None:
+            return False
+        refuse(conn, exc)
+        return True
 
     def read(conn: Conn, request: Request) -> bool:
-        got = opener(request)
-        if got is None:
-            return False
         try:
+            got = opener(request)
+            if got is None:
+                return False
             got.feed = now(ctx.feed(got.sid, got.stream, got.after))
-        except ContractError:
-            return False
+        except ContractError as exc:
+            return refused(conn, exc)
         starter(conn, request, got)
         return True
 
     async def read_waiting(conn: Conn, request: Request) -> bool:
-        got = opener(request)
-        if got is None:
-            return False
         try:
+            got = opener(request)
+            if got is None:
+                return False
             got.feed = await ctx.feed(got.sid, got.stream, got.after)
-        except ContractError:
-            return False
+        except ContractError as exc:
+            return refused(conn, exc)
         starter(conn, request, got)
         return True
 
@@ -168,6 +188,7 @@ class Conn(asyncio.Protocol):
         self.flow: Any = None  # the wheel.Flow answering now, if any
         self.task: asyncio.Task[None] | None = None
         self.gone: asyncio.Future[None] | None = None
+        self.upgraded: Upgraded | None = None  # set by a route that switched protocols
         self._url, self._headers, self._body = b"", [], []  # type: ignore[var-annotated]
         self._size = 0
 
@@ -178,15 +199,23 @@ class Conn(asyncio.Protocol):
         self.server.conns.add(self)
 
     def data_received(self, data: bytes) -> None:
+        if self.upgraded is not None:
+            self.upgraded.data_received(data)
+            return
         try:
             self.parser.feed_data(data)
-        except httptools.HttpParserUpgrade:
-            pass  # no upgrade here: the request is answered as plain HTTP, then closed
+        except httptools.HttpParserUpgrade as exc:
+            # the request was answered in on_message_complete: switched, the rest is the new
+            # protocol's; refused, it is dropped with the connection
+            if self.upgraded is not None and data[exc.args[0] :]:
+                self.upgraded.data_received(data[exc.args[0] :])
         except httptools.HttpParserError:
             self._refuse()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.server.conns.discard(self)
+        if self.upgraded is not None:
+            self.upgraded.connection_lost()
         if self.flow is not None:
             self.flow.close()
             self.flow = None
@@ -226,6 +255,7 @@ class Conn(asyncio.Protocol):
             b"".join(self._body),
             self.parser.should_keep_alive() and not self.parser.should_upgrade(),
             too_large=self._size > MAX_BODY_BYTES,
+            upgrade=self.parser.should_upgrade(),
         )
         self.queue.append(request)
         if len(self.queue) > QUEUED and self.transport is not None:

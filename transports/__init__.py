@@ -173,7 +173,7 @@ register(Transport(
 ))  # fmt: skip
 register(Transport(
     "ws", "WebSocket", "#ff7f0e", "servers.ws", "clients.ws:WSReader", fast_path="ws",
-    stack_servers={"lean": "servers.ws_lean"}, browser=("websocket",),
+    stack_servers={"lean": "servers.ws_lean", "floor": "servers.ws_floor"}, browser=("websocket",),
     # no granian stack: granian sends no WebSocket pings (emmett-framework/granian#613), and the
     # contract's keepalive is the protocol's ping (tests/test_resilience.py checks it)
     watchdog="protocol pings", stop='in-band `{"stop":true}`',
