@@ -50,6 +50,7 @@ from servers.rpc_wire import (
     status,
     stopped_trailer,
 )
+from servers.wheel import get_wheel
 
 NAME = "grpc"
 LOOP = "uvloop"  # the worker's event loop (grpc.aio's stock stack needs asyncio's)
@@ -90,6 +91,10 @@ class Conn(asyncio.Protocol):
         for ev in events:
             self._event(ev)
         self.flush()
+
+    def busy(self) -> bool:
+        """Something still answering on it (SIGTERM waits for that, up to ``grace``)."""
+        return bool(self.tasks)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.live.discard(self)
@@ -243,12 +248,14 @@ def settings(cfg: ServerConfig) -> dict[str, Any]:
     }  # fmt: skip
 
 
-async def serve(ctx: Context, on_ready: Callable[[], None]) -> None:
+async def serve(ctx: Context, on_ready: Callable[[], None], conn: type[Conn] = Conn) -> None:
+    """Serve until SIGTERM (module rules); ``conn``: the connection class (servers/rpc_floor.py
+    runs its streams on the wheel)."""
     cfg, loop = ctx.cfg, asyncio.get_running_loop()
     live: set[Conn] = set()
     serving = [True]
     socks = listen_sockets(cfg.hosts, cfg.port, cfg.backlog)
-    servers = [await loop.create_server(lambda: Conn(ctx, live, serving), sock=s) for s in socks]
+    servers = [await loop.create_server(lambda: conn(ctx, live, serving), sock=s) for s in socks]
     from servers import grpcweb
 
     web = await grpcweb.start(ctx) if cfg.web_port is not None else None
@@ -265,15 +272,16 @@ async def serve(ctx: Context, on_ready: Callable[[], None]) -> None:
     for server in servers:
         server.close()
     ctx.hub.drain()  # every stream ends UNAVAILABLE; its client resumes elsewhere
+    get_wheel().drain()
     deadline = loop.time() + cfg.grace
-    while any(c.tasks for c in live) and loop.time() < deadline:
+    while any(c.busy() for c in live) and loop.time() < deadline:
         await asyncio.sleep(0.05)
-    for conn in list(live):
+    for c in list(live):
         with suppress(h2.exceptions.H2Error):
-            conn.h2.close_connection()
-        conn.flush()
-        if conn.transport is not None:
-            conn.transport.close()
+            c.h2.close_connection()
+        c.flush()
+        if c.transport is not None:
+            c.transport.close()
     if web is not None:
         web.server.should_exit = True
         await web.task

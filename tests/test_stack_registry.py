@@ -20,7 +20,7 @@ def test_every_stack_is_one_record_and_every_transport_names_its_modules() -> No
     assert stacks.TUNED in stacks.names() and stacks.names()[0] == stacks.STOCK
     assert {t.name: t.stacks for t in transports.all_transports()} == {
         "sse": ("stock", "lean", "granian", "floor"), "ws": ("stock", "lean", "floor"),
-        "grpc": ("stock", "lean"), "poll": ("stock", "lean", "granian", "floor"),
+        "grpc": ("stock", "lean", "floor"), "poll": ("stock", "lean", "granian", "floor"),
     }  # fmt: skip
     assert transports.get("sse").server_module("granian").NAME == "granian"
     assert transports.get("grpc").server_module("lean").NAME == "grpc"

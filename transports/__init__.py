@@ -182,7 +182,7 @@ register(Transport(
     "grpc", "gRPC", "#2ca02c", "servers.rpc", "clients.rpc:GrpcReader",
     create="clients.rpc:create_stream", clock="clients.rpc:time_exchange", scheme="grpc",
     server_loop="asyncio", browser=("grpc-web",), web_front=True,
-    stack_servers={"lean": "servers.rpc_lean"},
+    stack_servers={"lean": "servers.rpc_lean", "floor": "servers.rpc_floor"},
     binds_source=False, batched_reads=False,  # grpc.aio stalls when its loop sleeps
     # grpcio's client costs as much per token as the server: load processes read with h2 and C
     fast_path="grpc", load_reader="clients.h2grpc:H2GrpcReader",
