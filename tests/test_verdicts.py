@@ -127,6 +127,23 @@ def test_a_cost_verdict_says_whose_it_is_the_protocols_or_the_libraries() -> Non
     assert "lean stacks not measured" in alone["One-way traffic fits SSE best"]["why"]
 
 
+def test_the_protocol_verdicts_prefer_the_floor_stack_to_lean() -> None:
+    """Stock against floor where a run measured floor for SSE and WebSocket, else lean."""
+    stock = _doc(1, ws_cpu=18.0, knees=(600, 675, 914, 1012))  # WebSocket ahead, as stock
+    lean_tie = _doc(2, ws_cpu=28.0, knees=(826, 1012, 914, 1012))
+    floor_ahead = _doc(3, ws_cpu=18.0, knees=(600, 675, 914, 1012))
+    both = _with_lean(stock, lean_tie)
+    both["runs"] += [{**r, "stack": "floor"} for r in floor_ahead["runs"]]
+    got = {x["claim"]: x for x in verdicts.verdicts([both], [])}
+    one_way = got["One-way traffic fits SSE best"]
+    assert one_way["verdict"] == "refuted" and "floor against floor:" in one_way["why"]
+    protocol = got["The SSE / WebSocket cost difference is the protocol's, not the library's"]
+    assert protocol["verdict"] == "confirmed" and "floor (asyncio.Protocol" in protocol["why"]
+    assert verdicts.tuned_stack([both]) == "floor"
+    assert verdicts.tuned_stack([_with_lean(stock, lean_tie)]) == "lean"
+    assert verdicts.tuned_stack([stock]) == "lean"  # none: named, and "not measured"
+
+
 def test_polling_requests_per_token_is_judged_on_every_stack() -> None:
     def poll_doc(requests_per_s: float, stack: str) -> dict:
         run = _run("poll", 300, 450, 90.0, 50_000, random.Random(1), 0.01)

@@ -158,12 +158,23 @@ def _requests_per_token(k: dict[str, Knee], stack: str) -> tuple[str, str] | Non
     return ("confirmed" if per.lo >= 0.5 else "refuted" if per.hi < 0.1 else "nuanced"), why
 
 
-def _per_stack(stock: tuple[str, str] | None, lean: tuple[str, str] | None) -> tuple[str, str]:
+def tuned_stack(docs: list[dict[str, Any]]) -> str:
+    """The stack the protocol verdicts compare against stock: the first of ``stacks.TUNED``
+    with knees for both SSE and WebSocket (the last of them if none has)."""
+    for name in stacks.TUNED:
+        k = knees(docs, Variant(name))
+        if "sse" in k and "ws" in k:
+            return name
+    return stacks.TUNED[-1]
+
+
+def _per_stack(
+    stock: tuple[str, str] | None, lean: tuple[str, str] | None, tuned: str
+) -> tuple[str, str]:
     """One verdict from the stock libraries' and the lean stacks' (issue 12): the same outcome
     is the protocol's; a different one is the libraries', and the verdict is "nuanced"."""
     if stock is None:
         return "not measured", "needs bench runs for SSE and WebSocket (stock stack)"
-    tuned = stacks.TUNED
     if lean is None:
         return stock[0], f"stock libraries: {stock[1]}; {tuned} stacks not measured"
     why = f"stock libraries: {stock[1]}; {tuned} against {tuned}: {lean[1]}"
@@ -205,13 +216,14 @@ def verdicts(
     # again lean against lean (the protocols); two different outcomes are "nuanced": the stock
     # outcome is then the libraries', not the protocol's (issue 12, "verdicts per stack").
     claim = "One-way traffic fits SSE best"
-    add(claim, *_per_stack(_one_way(k), _one_way(knees(docs, Variant(stacks.TUNED)))))
+    tuned = tuned_stack(docs)
+    add(claim, *_per_stack(_one_way(k), _one_way(knees(docs, Variant(tuned))), tuned))
 
     # 2. Rule: WebSocket's memory per connection above SSE's, beyond both intervals, at the
     # largest scale both measured; on the stock libraries and lean against lean, as rule 1.
     claim = "WebSockets cost more memory per connection"
     add(claim, *_per_stack(_memory(memory_points(docs)),
-                           _memory(memory_points(docs, Variant(stacks.TUNED)))))  # fmt: skip
+                           _memory(memory_points(docs, Variant(tuned))), tuned))  # fmt: skip
 
     # 3. Rule, black hole (a connection that goes silent): WebSocket's loop without a watchdog
     # left a stream unrecovered and the hardened one (heartbeat watchdog, ?after= resume)
@@ -280,12 +292,12 @@ def verdicts(
     # 7. Rule: SSE against WebSocket in users per core, once with the stock libraries and once
     # with the lean stacks (``_protocol_or_library``).
     claim = "The SSE / WebSocket cost difference is the protocol's, not the library's"
-    lean = knees(docs, Variant(stacks.TUNED))
+    lean = knees(docs, Variant(tuned))
     if "sse" in k and "ws" in k and "sse" in lean and "ws" in lean:
         stock = capacity("SSE", k["sse"], "WebSocket", k["ws"])
         lean_ = capacity("SSE", lean["sse"], "WebSocket", lean["ws"])
-        base, tuned = stacks.get(stacks.STOCK), stacks.get(stacks.TUNED)
-        why = (f"{base.name} ({base.short}): {stock[1]}; {tuned.name} ({tuned.short}): "
+        base, best = stacks.get(stacks.STOCK), stacks.get(tuned)
+        why = (f"{base.name} ({base.short}): {stock[1]}; {best.name} ({best.short}): "
                f"{lean_[1]}")  # fmt: skip
         add(claim, _protocol_or_library(stock, lean_), why)
     else:
