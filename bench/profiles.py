@@ -123,7 +123,8 @@ DEEPER: dict[str, tuple[Job, ...]] = {
                     "--ramp", "150s", "--cooldown", "2", "--hold", "10", "--windows", "3",
                     "--rate", "0.03", "--tokens", "30", "--think", "5", "--no-pin"),),
     "stacks": (
-        _bench("knee-lean", "--transport", "all", "--stack", "lean", *KNEE),
+        # lean and floor take turns in one search (issue 26: the floor against lean)
+        _bench("knee-lean", "--transport", "all", "--stack", "lean,floor", *KNEE),
         _bench("knee-granian", "--transport", "sse,poll", "--stack", "granian", *KNEE),
     ),
     "windows": (

@@ -327,6 +327,11 @@ EXCERPTS: dict[str, tuple[tuple[str, ...], Make]] = {
     "stacks-lean": (_under("20261202-003637/", "knee", "knee-lean"),
                     _section(variants.stacks_md)),
     "stacks-granian": (_under("", "20261203-stacks"), _section(variants.stacks_md)),
+    # Lean and floor side by side, taking turns (issue 26; commit 820b90f).
+    "stacks-floor": (_under("20261207-floor/", "knee"), _section(variants.stacks_md)),
+    "flush-floor": (_under("20261207-floor/", "flush"),
+                    _section(lambda d: variants.flush_md(variants.flush_points(d)))),
+    "hold-floor": (_under("20261207-floor/", "hold-50k"), holds_md),
     "flush": (_under("20261202-003637/", "flush", "flush-grpc"),
               _section(lambda d: variants.flush_md(variants.flush_points(d)))),
     "knees-flush100": (_under("20261203-lean/", "knee-flush100", "knee-grpc"), knees_md),
