@@ -162,8 +162,10 @@ class _Server(uvicorn.Server):
         for server in getattr(self, "servers", []):
             server.close()  # stop accepting at once: new connections go to a live server
         self._ctx.hub.drain()
-        # Let the woken handlers write their close frames before uvicorn closes connections.
-        self._loop.call_later(0.3, setattr, self, "should_exit", True)
+        # Let the woken handlers write their close frames before uvicorn closes connections
+        # (none open: nothing to wait for).
+        wait = 0.3 if self._ctx.metrics.get(m.OPEN) else 0.0
+        self._loop.call_later(wait, setattr, self, "should_exit", True)
 
 
 @dataclass

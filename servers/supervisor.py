@@ -131,7 +131,7 @@ class Supervisor:
     def watch(self) -> None:
         """Block until stopped; restart workers that die on their own (at most 10 times)."""
         while not self.stopping:
-            time.sleep(0.2)
+            time.sleep(0.05)  # a SIGTERM is acted on within 50 ms
             for slot, proc in enumerate(self.procs):
                 if self.stopping or proc is None or proc.poll() is None:
                     continue
