@@ -294,7 +294,7 @@ def test_a_wrong_target_is_one_line_and_a_quick_exit(
 def test_small_run_writes_valid_results(transport: str, tmp_path: Path) -> None:
     out = tmp_path / "run"
     proc = run_cli(
-        "bench", "--transport", transport, "--clients", "60", "--ramp", "2s", "--hold", "4",
+        "bench", "--transport", transport, "--clients", "60", "--ramp", "1s", "--hold", "3",
         "--tokens", "80", "--rate", "40", "--think", "0.2", "--out", str(out), "--quiet",
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
