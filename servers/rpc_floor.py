@@ -19,11 +19,8 @@ import h2.events
 import h2.exceptions
 
 from proto import tokens_pb2 as pb
-from servers import metrics as m
-from servers import rpc as stock
 from servers import rpc_lean as lean
 from servers.base import Context, ServerConfig
-from servers.core import ContractError
 from servers.rpc_wire import OK, UNAVAILABLE, Messages, status, stopped_trailer
 from servers.wheel import Flow, get_wheel
 
@@ -103,13 +100,9 @@ class Conn(lean.Conn):
 
     async def _stream_tokens(self, sid: int, request: pb.StreamRequest) -> None:
         ctx = self.ctx
-        try:
-            feed, after = await stock.open_read(ctx, request)
-        except ContractError as exc:
-            ctx.metrics.add(m.ERRORS)
-            return self.trailers_only(sid, stock.GRPC_STATUS[exc.kind].value[0], exc.message)
-        self.h2.send_headers(sid, [(":status", "200"), ("content-type", "application/grpc")])
-        self.flush()
+        if (opened := await self.open_stream(sid, request)) is None:
+            return
+        feed, after = opened
         flow: Flow[tuple[bytes, int]]
 
         def emit(batches: list[tuple[bytes, int]]) -> None:

@@ -35,8 +35,9 @@ from grpc_health.v1 import health_pb2
 from proto import tokens_pb2 as pb
 from servers import metrics as m
 from servers import rpc as stock
+from servers.answers import Answer
 from servers.base import Context, ServerConfig
-from servers.core import ContractError
+from servers.core import ContractError, Stream
 from servers.listen import listen_sockets
 from servers.pacing import Pacer
 from servers.rpc_wire import (
@@ -210,15 +211,26 @@ class Conn(asyncio.Protocol):
             return self.trailers_only(sid, stock.GRPC_STATUS[exc.kind].value[0], exc.message)
         self.unary(sid, reply.SerializeToString())
 
-    async def _stream_tokens(self, sid: int, request: pb.StreamRequest) -> None:
-        ctx = self.ctx
+    async def open_stream(
+        self, sid: int, request: pb.StreamRequest
+    ) -> tuple[Stream | Answer, int] | None:
+        """``StreamTokens``' opening: what to read after which seq, the response headers sent;
+        None once a refusal went out as trailers-only."""
         try:
-            feed, after = await stock.open_read(ctx, request)
+            feed, after = await stock.open_read(self.ctx, request)
         except ContractError as exc:
-            ctx.metrics.add(m.ERRORS)
-            return self.trailers_only(sid, stock.GRPC_STATUS[exc.kind].value[0], exc.message)
+            self.ctx.metrics.add(m.ERRORS)
+            self.trailers_only(sid, stock.GRPC_STATUS[exc.kind].value[0], exc.message)
+            return None
         self.h2.send_headers(sid, [(":status", "200"), ("content-type", "application/grpc")])
         self.flush()
+        return feed, after
+
+    async def _stream_tokens(self, sid: int, request: pb.StreamRequest) -> None:
+        ctx = self.ctx
+        if (opened := await self.open_stream(sid, request)) is None:
+            return
+        feed, after = opened
         pacer = Pacer(ctx, feed, after, Messages(sid))
         async with aclosing(pacer.frames()) as frames:
             async for data, payload in frames:

@@ -59,9 +59,9 @@ def _with_live_examples(doc: dict, sid: str) -> dict:
 
 @pytest.mark.parametrize("transport", HTTP_TRANSPORTS)
 async def test_every_answer_is_one_the_openapi_document_lists(
-    server_factory, transport: str
+    servers: dict[str, ServerHandle], transport: str
 ) -> None:
-    srv: ServerHandle = server_factory(transport)
+    srv = servers[transport]  # the module's shared server: its log holds every test's lines
     with urllib.request.urlopen(srv.url + "/openapi.json", timeout=10) as r:
         doc = json.loads(r.read())
     # (a WebSocket server documents its shared routes only: OpenAPI has no upgrades)
