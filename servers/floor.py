@@ -27,7 +27,6 @@ from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any, Protocol, TypeVar
-from urllib.parse import parse_qsl
 
 import httptools
 
@@ -89,14 +88,6 @@ def now(coro: Coroutine[Any, Any, T]) -> T:
 def waits(ctx: Context) -> bool:
     """Whether opening a feed may wait (a shared log in Redis): the route is then awaited."""
     return ctx.cfg.source == "llm" and ctx.cfg.replay == "redis"
-
-
-def params(query: bytes) -> dict[str, str]:
-    """The query string's parameters (the first value of each), as Starlette reads them."""
-    out: dict[str, str] = {}
-    for k, v in parse_qsl(query.decode("latin-1"), keep_blank_values=True):
-        out.setdefault(k, v)
-    return out
 
 
 @dataclass

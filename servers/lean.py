@@ -37,13 +37,17 @@ def stream_id(path: str, suffix: str) -> str | None:
     return sid if sid and "/" not in sid else None
 
 
-def query(scope: Scope) -> dict[str, str]:
-    """The query string's parameters (the first value of each), as Starlette reads them."""
-    raw = scope.get("query_string", b"").decode("latin-1")
+def params(raw: bytes) -> dict[str, str]:
+    """A query string's parameters (the first value of each), as Starlette reads them."""
     out: dict[str, str] = {}
-    for k, v in parse_qsl(raw, keep_blank_values=True):
+    for k, v in parse_qsl(raw.decode("latin-1"), keep_blank_values=True):
         out.setdefault(k, v)
     return out
+
+
+def query(scope: Scope) -> dict[str, str]:
+    """An ASGI request's query parameters (``params``)."""
+    return params(scope.get("query_string", b""))
 
 
 def header(scope: Scope, name: bytes) -> str | None:

@@ -38,7 +38,7 @@ def route(ctx: Context) -> floor.Route:
         sid = lean.stream_id(request.path, "poll")
         if sid is None:
             return None
-        params = floor.params(request.query)
+        params = lean.params(request.query)
         try:
             stream = ctx.open(sid)
             after = parse_after(params.get("after"), stream)

@@ -34,7 +34,7 @@ def route(ctx: Context) -> floor.Route:
         sid = lean.stream_id(request.path, "sse")
         if sid is None:
             return None
-        params = floor.params(request.query)
+        params = lean.params(request.query)
         try:
             stream = ctx.open(sid)
             value = request.header(b"last-event-id") or params.get("last_event_id")

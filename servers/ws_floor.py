@@ -194,7 +194,7 @@ def route(ctx: Context) -> floor.Route:
         key = request.header(b"sec-websocket-key")
         if sid is None or not request.upgrade or key is None:
             return None  # not a WebSocket handshake: the stock app answers
-        params = floor.params(request.query)
+        params = lean.params(request.query)
         stream = ctx.open(sid)  # ContractError: refused below
         after = parse_after(params.get("after"), stream)
         return floor.Read(sid, stream, after, {**params, "key": key})
