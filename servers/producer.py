@@ -33,8 +33,6 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from redis.exceptions import RedisError
-
 from servers import texts
 from servers.core import DEFAULT_REPLAY_TTL, MAX_TOKENS, Codec, ContractError
 from servers.hub import Hub
@@ -160,6 +158,8 @@ class Producer:
 
     async def flush(self) -> None:
         """Write what is pending to Redis in one pipeline a loop turn; on failure retry."""
+        from redis.exceptions import RedisError  # here: redis loads only where it is used
+
         while self.pending:
             batch, self.pending = self.pending, []
             try:

@@ -73,6 +73,12 @@ def main() -> None:
         uvloop.run(run())
     else:
         asyncio.run(run())
+    # Drained and stopped: exit now. The interpreter's own teardown (some 0.17 s here, for
+    # modules this process no longer needs) would only delay a restart or a rolling update.
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 if __name__ == "__main__":
