@@ -18,7 +18,7 @@ TB     := $(BIN)/tokenbench
 # uv installs it (fresh, about 8 s here; pip took 23). Ray (the cluster extra) is not in it:
 # bench-cluster installs it.
 UV := 0.13.9
-$(STAMP): pyproject.toml setup.py clients/_fastpath.c requirements.lock
+$(STAMP): pyproject.toml setup.py clients/_fastpath.c clients/_pump.c requirements.lock
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet "uv==$(UV)"
 	$(BIN)/uv pip sync --quiet --python $(BIN)/python --require-hashes requirements.lock

@@ -9,6 +9,7 @@ setup(
         Extension(
             "clients._fastpath",
             ["clients/_fastpath.c"],
+            depends=["clients/_pump.c"],
             extra_compile_args=["-O2", "-Wall", "-Wno-missing-braces"],
             optional=True,
         )

@@ -8,7 +8,8 @@
  *   (uvloop then calls data_received in C). It parses the response head only far enough to
  *   find its end and hands the head to Python (on_head), which decides: go on fast, or take the
  *   connection back. After the head it decodes HTTP/1.1 chunked bodies carrying
- *   text/event-stream (WHATWG HTML 9.2.6), or RFC 6455 frames.
+ *   text/event-stream (WHATWG HTML 9.2.6), or RFC 6455 frames. With a Pump (clients/_pump.c)
+ *   the socket's reads skip uvloop too: epoll, recv and this parser, all in C.
  * - gRPC (mode "grpc"): Python (clients/h2grpc.py, on the h2 library) opens the HTTP/2
  *   connection and the call; once the response headers are in, the Tap reads RFC 9113 frames.
  *   DATA frames of its stream carry length-prefixed messages (gRPC PROTOCOL-HTTP2.md), each a
@@ -370,6 +371,9 @@ typedef struct {
     PyObject *prefix, *suffix, *write; /* poll: the request around the cursor; transport.write */
     PyObject *stats;                   /* poll: the reader's ReaderStats (requests, live) */
     int64_t answers;                  /* poll: answers read (the first goes to Python) */
+    PyObject *pump;      /* the process's Pump (clients/_pump.c), or NULL: uvloop reads */
+    PyObject *transport; /* while pumped: the uvloop transport, its reading paused */
+    int pfd;             /* while pumped: the socket's fd in the pump, else -1 */
 } Tap;
 
 /* The accounting of one delivered token (Reader.deliver already said it is the next one). */
@@ -1044,12 +1048,15 @@ static PyObject *tap_data_received(Tap *s, PyObject *data) {
     Py_RETURN_NONE;
 }
 
+#include "_pump.c"
+
 static PyObject *tap_forward(Tap *s, const char *name, PyObject *args) {
     if (!s->conn) Py_RETURN_NONE; /* stopped: nothing to tell */
     return PyObject_CallMethod(s->conn, name, args ? "O" : NULL, args);
 }
 
 static PyObject *tap_connection_lost(Tap *s, PyObject *exc) {
+    unpump(s);
     return tap_forward(s, "connection_lost", exc);
 }
 static PyObject *tap_eof_received(Tap *s, PyObject *u) { return tap_forward(s, "eof_received", NULL); }
@@ -1074,6 +1081,7 @@ static PyObject *tap_start(Tap *s, PyObject *args) {
 }
 
 static PyObject *tap_stop(Tap *s, PyObject *u) { /* the connection is over: drop references */
+    unpump(s);
     Py_CLEAR(s->conn); Py_CLEAR(s->on_head); Py_CLEAR(s->on_other); Py_CLEAR(s->on_error);
     Py_CLEAR(s->write); Py_CLEAR(s->stats);
     s->raw.len = s->sse.len = s->data.len = s->type.len = s->msg.len = 0;
@@ -1105,6 +1113,7 @@ static PyObject *tap_poll(Tap *s, PyObject *u) {
 
 static PyObject *tap_release(Tap *s, PyObject *u) {
     /* grpc: stop reading here at once; the bytes not yet framed, for the connection's owner */
+    unpump(s);
     PyObject *rest = PyBytes_FromStringAndSize(s->fast ? s->raw.p : "", s->fast ? s->raw.len : 0);
     if (!rest) return NULL;
     if (s->fast) s->bytes -= s->raw.len;
@@ -1128,13 +1137,22 @@ static PyObject *tap_account(Tap *s, PyObject *args) {
 }
 
 static int tap_init(Tap *s, PyObject *args, PyObject *kw) {
-    static char *names[] = {"tally", "slow", "mode", "seed", "t_post_ns", "cursor", NULL};
-    PyObject *tally, *slow, *seed;
+    static char *names[] = {"tally", "slow", "mode", "seed", "t_post_ns", "cursor", "pump", NULL};
+    PyObject *tally, *slow, *seed, *pump = Py_None;
     const char *mode;
     long long t_post = 0, cursor = -1;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "O!OsO|LL", names, &TallyType, &tally, &slow,
-                                     &mode, &seed, &t_post, &cursor))
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "O!OsO|LLO", names, &TallyType, &tally, &slow,
+                                     &mode, &seed, &t_post, &cursor, &pump))
         return -1;
+    if (pump != Py_None && !PyObject_TypeCheck(pump, &PumpType)) {
+        PyErr_SetString(PyExc_TypeError, "pump must be a Pump or None");
+        return -1;
+    }
+    s->pfd = -1;
+    if (pump != Py_None) {
+        Py_INCREF(pump);
+        Py_XSETREF(s->pump, pump);
+    }
     if (!strcmp(mode, "sse")) s->mode = MODE_SSE;
     else if (!strcmp(mode, "ws")) s->mode = MODE_WS;
     else if (!strcmp(mode, "grpc")) s->mode = MODE_GRPC;
@@ -1158,14 +1176,14 @@ static int tap_init(Tap *s, PyObject *args, PyObject *kw) {
 static int tap_traverse(Tap *s, visitproc visit, void *arg) {
     Py_VISIT(s->tally); Py_VISIT(s->conn); Py_VISIT(s->on_head); Py_VISIT(s->on_other);
     Py_VISIT(s->on_error); Py_VISIT(s->slow); Py_VISIT(s->prefix); Py_VISIT(s->suffix);
-    Py_VISIT(s->write); Py_VISIT(s->stats);
+    Py_VISIT(s->write); Py_VISIT(s->stats); Py_VISIT(s->pump); Py_VISIT(s->transport);
     return 0;
 }
 
 static int tap_clear(Tap *s) {
     Py_CLEAR(s->tally); Py_CLEAR(s->conn); Py_CLEAR(s->on_head); Py_CLEAR(s->on_other);
     Py_CLEAR(s->on_error); Py_CLEAR(s->slow); Py_CLEAR(s->prefix); Py_CLEAR(s->suffix);
-    Py_CLEAR(s->write); Py_CLEAR(s->stats);
+    Py_CLEAR(s->write); Py_CLEAR(s->stats); Py_CLEAR(s->pump); Py_CLEAR(s->transport);
     return 0;
 }
 
@@ -1194,6 +1212,8 @@ static PyMethodDef tap_methods[] = {
     {"poll", (PyCFunction)tap_poll, METH_NOARGS, "poll: send the next poll (after the cursor)."},
     {"release", (PyCFunction)tap_release, METH_NOARGS,
      "grpc: stop reading at once; returns the bytes not yet framed, for the connection."},
+    {"attach", (PyCFunction)tap_attach, METH_O,
+     "attach(transport): with a pump, read this connection there (call after set_protocol)."},
     {"account", (PyCFunction)tap_account, METH_VARARGS,
      "account(seq, t, text): the accounting of one token delivered by Reader.deliver."},
     {NULL}};
@@ -1223,7 +1243,8 @@ static PyTypeObject TapType = {
     .tp_clear = (inquiry)tap_clear,
     .tp_methods = tap_methods,
     .tp_members = tap_members,
-    .tp_doc = "Tap(tally, slow, mode, seed, t_post_ns=0, cursor=-1): one conversation's reader.",
+    .tp_doc = "Tap(tally, slow, mode, seed, t_post_ns=0, cursor=-1, pump=None): one "
+              "conversation's reader.",
 };
 
 static PyObject *set_texts(PyObject *m, PyObject *args) {
@@ -1303,12 +1324,15 @@ static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "clients._fastpath",
                                     module_methods};
 
 PyMODINIT_FUNC PyInit__fastpath(void) {
-    if (PyType_Ready(&TallyType) < 0 || PyType_Ready(&TapType) < 0) return NULL;
+    if (PyType_Ready(&TallyType) < 0 || PyType_Ready(&TapType) < 0 ||
+        PyType_Ready(&PumpType) < 0)
+        return NULL;
     if (!one && !(one = PyLong_FromLong(1))) return NULL;
     PyObject *m = PyModule_Create(&module);
     if (!m) return NULL;
-    Py_INCREF(&TallyType); Py_INCREF(&TapType);
+    Py_INCREF(&TallyType); Py_INCREF(&TapType); Py_INCREF(&PumpType);
     if (PyModule_AddObject(m, "Tally", (PyObject *)&TallyType) < 0 ||
+        PyModule_AddObject(m, "Pump", (PyObject *)&PumpType) < 0 ||
         PyModule_AddObject(m, "Tap", (PyObject *)&TapType) < 0 ||
         PyModule_AddIntConstant(m, "HIST_SIZE", HSIZE) < 0 ||
         PyModule_AddIntConstant(m, "HIST_SUB_BITS", SUB_BITS) < 0) {

@@ -7,7 +7,11 @@ token JSON, and does the accounting into a process-wide ``Tally``. Whatever is n
 case goes back to the same Python code the plain clients run. ``tokenbench bench
 --no-fast-path`` turns it off. gRPC is read by the load generator's own HTTP/2 client
 (clients/h2grpc.py), which hands the tap its DATA frames once a call's headers are in. Long
-polling has no fast path: a poll's cost is its request.
+polling's tap reads plain answers and writes the next poll itself.
+
+``pump()`` is the compiled event loop (``clients/_pump.c``): a tap made with it reads its
+connection from one epoll set per process, which uvloop wakes once for many sockets, so a token
+costs one ``recv`` and C (``tokenbench bench --no-compiled-loop`` leaves the reads to uvloop).
 """
 
 from __future__ import annotations
@@ -44,12 +48,21 @@ def set_clock(correction_ns: int) -> None:
         _fastpath.set_clock(correction_ns)
 
 
-def tap_for(reader: Any, mode: str, tally: Any, seed: int | None, t_post_ns: int) -> Any:
-    """Attach a tap to ``reader``: its tokens are then accounted in ``tally`` (``on_token``).
-    ``mode`` is the parser, ``"sse"`` (chunked event stream), ``"ws"`` (RFC 6455 frames) or
-    ``"grpc"`` (HTTP/2 DATA frames of gRPC messages): the transport record's ``fast_path``."""
+def pump() -> Any:
+    """A compiled event loop for this process's taps: ``loop.add_reader(p.fileno(), p.run)``."""
     assert _fastpath is not None
-    tap = _fastpath.Tap(tally, reader.tap_deliver, mode, seed, t_post_ns)
+    return _fastpath.Pump()
+
+
+def tap_for(
+    reader: Any, mode: str, tally: Any, seed: int | None, t_post_ns: int, pump: Any = None
+) -> Any:
+    """Attach a tap to ``reader``: its tokens are then accounted in ``tally`` (``on_token``).
+    ``mode`` is the parser, ``"sse"`` (chunked event stream), ``"ws"`` (RFC 6455 frames),
+    ``"grpc"`` (HTTP/2 DATA frames of gRPC messages) or ``"poll"``: the transport record's
+    ``fast_path``. With ``pump``, the tap's connections are read there."""
+    assert _fastpath is not None
+    tap = _fastpath.Tap(tally, reader.tap_deliver, mode, seed, t_post_ns, pump=pump)
     reader.tap = tap
     reader.on_token = tap.account
     return tap

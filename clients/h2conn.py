@@ -179,6 +179,7 @@ class Session(asyncio.Protocol):
         tap.start(self, on_message, self.frame, on_error)
         tap.stream, tap.credit_at, self.tap = call.stream_id, self.window // 2, tap
         self.transport.set_protocol(tap)
+        tap.attach(self.transport)  # the process's pump reads it, if it has one
         rest = bytes(self.buffer)
         self.buffer.clear()
         self.bytes_received -= len(rest)  # counted again by the tap

@@ -85,6 +85,7 @@ class HttpConnection(asyncio.Protocol):
         self.tap = tap
         assert self.transport is not None
         self.transport.set_protocol(tap)
+        tap.attach(self.transport)  # the process's pump reads it, if it has one
 
     def rx_state(self) -> tuple[float, int]:
         """(time.monotonic() of the last byte, bytes received), whoever read them."""

@@ -108,6 +108,7 @@ class PollReader(Reader):
         tap.set_poll(before, after, conn.transport.write, self.stats)
         conn.tap = tap
         conn.transport.set_protocol(tap)
+        tap.attach(conn.transport)  # the process's pump reads it, if it has one
         try:
             tap.poll()
             await asyncio.wait([done, conn.lost], return_when=asyncio.FIRST_COMPLETED)

@@ -237,6 +237,7 @@ def test_loader_reports_carry_every_field() -> None:
     acc = Accumulator(FakeClock(T0))
     doc = acc.report(users=3, cpu_s=1.5, sys_s=0.5)
     doc["clock"] = Clock().doc()  # the loader adds its clock (bench.load.loader.write_report)
+    doc["loop"] = "compiled"  # and its event loop
     assert set(doc) == set(report_fields())
     assert as_report(json.loads(json.dumps(doc))) == doc
     with pytest.raises(ValueError, match="without tokens"):

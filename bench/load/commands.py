@@ -128,6 +128,13 @@ def bench(
         bool,
         typer.Option(help="Read SSE, WebSocket and gRPC (its h2 client) on the compiled path."),
     ] = True,
+    compiled_loop: Annotated[
+        bool,
+        typer.Option(
+            help="With the compiled path, load processes wait on its sockets in one epoll set "
+            "(clients/_pump.c), not through uvloop."
+        ),
+    ] = True,
     cooldown: Annotated[
         float,
         typer.Option(help="Seconds between everyone connected and the measured window."),
@@ -270,6 +277,7 @@ def bench(
         slo_ms=slo_ms, ttft_slo_ms=ttft_slo_ms, heartbeat=heartbeat, pin=pin, quiet=quiet,
         settle_s=settle,
         cooldown_s=cooldown, knee_refine=knee_refine, doze_us=doze_us, fast_path=fast_path,
+        compiled_loop=compiled_loop,
         windows=windows, knee_repeats=knee_repeats, knee_budget_s=knee_budget, rates=rates,
         stacks=stacks, gcs=gcs,
         flushes=flushes, deploy=deploy if deploy.topology else None,

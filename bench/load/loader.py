@@ -39,6 +39,7 @@ class Loader:
         self.cfg = cfg
         self.record = transports.get(cfg.transport)
         self.fast = cfg.fast_path and fast.enabled() and self.record.fast_path is not None
+        self.pump = fast.pump() if self.fast and cfg.compiled_loop else None
         self.clock = Clock(cfg.clock_shift_ns)  # on the server's clock once synced
         self.acc = Accumulator(clock=self.clock.now, tally=fast.tally() if self.fast else None)
         self.users: list[asyncio.Task[None]] = []
@@ -103,7 +104,8 @@ class Loader:
         reader = self.reader_cls(cfg.url, info["id"], on_token, None, self.options, acc.stats)
         if self.fast:  # the same accounting, in C (clients/_fastpath.c)
             mode = self.record.fast_path
-            fast.tap_for(reader, mode, acc.tally, stream.seed if stream else None, t_post)
+            seed = stream.seed if stream else None
+            fast.tap_for(reader, mode, acc.tally, seed, t_post, self.pump)
         reader.session = session
         reader.cookie = info.get("cookie")  # a sticky load balancer's, from the prompt POST
         reader.on_connected = arrive
@@ -207,6 +209,8 @@ class Loader:
             commands.put_nowait({"stop": True})  # the orchestrator went away
 
         await self.sync_clock()
+        if self.pump is not None:  # the compiled event loop: one wake for many sockets
+            loop.add_reader(self.pump.fileno(), self.pump.run)
         command_task = asyncio.ensure_future(read_commands())
         doze_task = asyncio.ensure_future(self.doze()) if self.doze_us > 0 else None
         cfg = self.cfg
@@ -247,6 +251,7 @@ class Loader:
         doc = self.acc.report(len(self.users), self_cpu_s(), self_sys_s())
         doc["loader"] = self.cfg.index
         doc["arrived"] = self.arrived
+        doc["loop"] = "compiled" if self.pump is not None else "uvloop"
         doc["clock"] = self.clock.doc()
         sys.stdout.write(json.dumps(doc, separators=(",", ":")) + "\n")
         sys.stdout.flush()

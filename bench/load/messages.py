@@ -20,7 +20,10 @@ COUNTS = (
     "unread", "wrong_text", "streams_done", "streams_failed", "bytes_received",
 )  # fmt: skip
 # The summable counters of a LoaderReport: what a window adds up over its reports.
-OPTIONAL = ("unread",)  # fields a report from an older loader lacks (and still loads without)
+OPTIONAL = (
+    "unread",
+    "loop",
+)  # fields a report from an older loader lacks (and still loads without)
 
 
 @dataclass
@@ -37,6 +40,7 @@ class LoaderConfig:
     interval: float = 0.5  # seconds between reports (a window's windows hold several)
     doze_us: int = 0  # see Loader.doze
     fast_path: bool = True  # read SSE, WebSocket and gRPC through clients/_fastpath.c if built
+    compiled_loop: bool = True  # with the fast path: its sockets in clients/_pump.c's epoll set
     clock_sync: bool = True  # put latencies on the server's clock (bench.load.clock)
     clock_shift_ns: int = 0  # tests: this process's clock reads wrong by this much
     seed: int = 0
@@ -96,6 +100,7 @@ class LoaderReport(TypedDict):
     cpu_s: float  # the process's cumulative CPU seconds (user + system)
     sys_s: float  # the kernel's part of it
     fast_path: bool  # read through clients/_fastpath.c
+    loop: NotRequired[str]  # "compiled" (clients/_pump.c) or "uvloop"; not before 2026-12-07
     latency: HistogramDoc
     ttft: HistogramDoc
     gap: HistogramDoc

@@ -224,6 +224,7 @@ def _steps(
             heartbeat=cfg.heartbeat, poll_timeout=cfg.poll_timeout, seed=k,
             stationary=cfg.find_knee,
             doze_us=cfg.doze_us, fast_path=cfg.fast_path,  # the loader knows if it may doze
+            compiled_loop=cfg.compiled_loop,
         )
         for k in range(n_loaders)
     ]  # fmt: skip

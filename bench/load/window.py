@@ -33,6 +33,7 @@ class Window:
     cpu: dict[int, list[float]] = field(default_factory=dict)  # loader -> [first, last] CPU s
     sys: dict[int, list[float]] = field(default_factory=dict)  # the same, kernel part
     fast_path: dict[int, bool] = field(default_factory=dict)  # loader -> compiled path
+    loops: dict[int, str] = field(default_factory=dict)  # loader -> its event loop (LoaderReport)
     span: dict[int, list[int]] = field(default_factory=dict)  # loader -> [first t0, last t1] ns
     unread_known: bool = True  # false once a report lacked ``unread`` (an older loader)
 
@@ -57,6 +58,7 @@ class Window:
         i = r["loader"]
         self.span.setdefault(i, [r["t0_ns"], r["t1_ns"]])[1] = r["t1_ns"]
         self.fast_path[i] = r["fast_path"]
+        self.loops[i] = r.get("loop", "uvloop")
         self.users[i] = r["users"]
         self.streaming[i] = r["streaming"]
         start = prev_cpu if prev_cpu is not None else r["cpu_s"]
@@ -123,6 +125,12 @@ class ServerCost:
     cores: int
 
 
+def _loop(loops: dict[int, str]) -> str | None:
+    """The load processes' event loop: one name if they agree, "mixed" if not, None: none."""
+    names = set(loops.values())
+    return None if not names else names.pop() if len(names) == 1 else "mixed"
+
+
 def _per(n: float, d: float, scale: float = 1.0, digits: int = 1) -> float | None:
     return round(n / d * scale, digits) if d else None
 
@@ -170,6 +178,7 @@ def summarize(
         "cpu_util": round(gen_util, 4),
         "processes": len(w.cpu),
         "fast_path": bool(w.fast_path) and all(w.fast_path.values()),
+        "loop": _loop(w.loops),
         "saturated": gen_util >= SATURATED,
     }
     goodput = round(tokens / expected, 5) if expected else None
