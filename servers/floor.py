@@ -6,9 +6,11 @@ Rules of this module:
 - A transport's hot route (``Route``) gets the parsed request and may take it: it answers
   with a ``wheel.Flow`` whose frames go out through ``Conn.write``, one write per tick. It
   declines what is not the common case (a bad id or cursor, a resume from the last token).
-- Everything else (the prompt POST, stop, health, metrics, time, the OpenAPI document, every
-  error) goes to the stock app, run as ASGI by a small bridge here, so the contract's answers
-  are the stock ones by construction. One task per such request, none per stream.
+- The prompt POST has a hot route too (``Server.post``, servers/prompt_floor.py).
+- Everything else (stop, health, metrics, time, the OpenAPI document, every error, a prompt
+  POST out of the common case) goes to the stock app, run as ASGI by a small bridge here, so
+  the contract's answers are the stock ones by construction. One task per such request, none
+  per stream.
 - A response without a Content-Length is chunked (RFC 9112 §7.1), as uvicorn's, so a
   connection outlives its stream. A request the parser refuses gets 400 and a close.
 - SIGTERM: stop accepting, end every flow (``Wheel.drain``: the client resumes elsewhere),
@@ -165,6 +167,7 @@ class Server:
     ctx: Context
     route: Route
     app: Any  # the stock ASGI app
+    post: Route | None = None  # the prompt POST's hot route (servers/prompt_floor.py)
     wheel: Wheel = field(default_factory=get_wheel)
     conns: set[Conn] = field(default_factory=set)
 
@@ -261,7 +264,12 @@ class Conn(asyncio.Protocol):
         if len(self.queue) == QUEUED:
             self.transport.resume_reading()
         self.busy = True
-        taken = self.server.route(self, request) if request.method == "GET" else False
+        if request.method == "GET":
+            taken = self.server.route(self, request)
+        elif request.method == "POST" and self.server.post is not None:
+            taken = self.server.post(self, request)
+        else:
+            taken = False
         if inspect.isawaitable(taken):
             self.task = asyncio.ensure_future(self._routed(taken, request))
         elif not taken:

@@ -59,6 +59,16 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
+def decode_json(body: bytes) -> Any:
+    """A request body as JSON: an empty one is ``{}``; 422 if malformed (NaN is not JSON)."""
+    if not body.strip():
+        return {}
+    try:
+        return json.loads(body, parse_constant=_reject_constant)
+    except ValueError:
+        raise ContractError(ErrorKind.INVALID, "body is not valid JSON", "body") from None
+
+
 async def read_json_body(request: Request) -> Any:
     """The request body as JSON: 413 past 64 KiB (checked while reading), 422 if malformed."""
     declared = request.headers.get("content-length")
@@ -71,13 +81,7 @@ async def read_json_body(request: Request) -> Any:
         if size > MAX_BODY_BYTES:
             raise ContractError(ErrorKind.TOO_LARGE, "body is over 64 KiB", "body")
         chunks.append(chunk)
-    body = b"".join(chunks)
-    if not body.strip():
-        return {}
-    try:
-        return json.loads(body, parse_constant=_reject_constant)
-    except ValueError:
-        raise ContractError(ErrorKind.INVALID, "body is not valid JSON", "body") from None
+    return decode_json(b"".join(chunks))
 
 
 def build_app(

@@ -22,7 +22,7 @@ import struct
 from collections.abc import Callable
 from typing import Any
 
-from servers import floor, lean
+from servers import floor, lean, prompt_floor
 from servers import metrics as m
 from servers import ws as stock
 from servers.base import Context, ServerConfig
@@ -240,4 +240,5 @@ def settings(cfg: ServerConfig) -> dict[str, Any]:
 async def serve(ctx: Context, on_ready: Callable[[], None]) -> None:
     socks = listen_sockets(ctx.cfg.hosts, ctx.cfg.port, ctx.cfg.backlog)
     app = build_app(ctx, stock.routes(ctx))
-    await floor.serve(floor.Server(ctx, route(ctx), app), socks, on_ready)
+    server = floor.Server(ctx, route(ctx), app, post=prompt_floor.route(ctx))
+    await floor.serve(server, socks, on_ready)
