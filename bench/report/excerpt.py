@@ -174,10 +174,40 @@ def holds_md(r: Runs) -> str:
                "1k tok", rows)  # fmt: skip
 
 
-def loadgen_md(r: Runs) -> str:
-    """The load generator's CPU per token against the server's, per receive path."""
+def _syscall_us(doc: dict[str, Any]) -> float | None:
+    """The run's kernel write + read (``syscall_us``), the median of its calibrations."""
+    ys = doc["machine"].get("yardstick") or {}
+    got = [c["syscall_us"]["median"] for c in (ys.get("before"), ys.get("after")) if c]
+    return sum(got) / len(got) if got else None
+
+
+def churn_md(r: Runs) -> str:
+    """Users arriving as fast as the server accepts them (an adaptive ramp): how many connected
+    in its budget, the best accept rate, and the cores each side used over the ramp."""
     rows = []
     for doc in r.bench:
+        commit = ((doc["machine"].get("git") or {}).get("commit") or "")[:7] or "-"
+        for run in doc["runs"]:
+            st = run["steps"][-1]
+            ramp, gen = st.get("ramp") or {}, st["loadgen"]
+            rows.append([
+                f"`{_path(r, doc)}`", commit, gen.get("loop") or "uvloop",
+                f"{ramp.get('users_connected', 0):,} of {st['clients']:,}",
+                _f(ramp.get("took_s"), ".0f"), _f(ramp.get("accept_per_s"), ",.0f"),
+                _f(ramp.get("server_cores_used"), ".2f"),
+                _f(ramp.get("loadgen_cores_used"), ".2f"), ramp.get("limited_by") or "-",
+                _f(st["latency_ms"]["p99"]), str(st["lost"])])  # fmt: skip
+    return _md("run | commit | load event loop | connected of asked | in s | accepts / s (best "
+               "3 s) | server cores | loadgen cores | limited by | p99 ms | lost",
+               rows)  # fmt: skip
+
+
+def loadgen_md(r: Runs) -> str:
+    """The load generator's CPU per token against the server's and the run's yardstick, per
+    receive path and event loop (``loop``: runs before it existed read through uvloop)."""
+    rows = []
+    for doc in r.bench:
+        sys_us = _syscall_us(doc)
         for run in doc["runs"]:
             st = run["steps"][-1]
             # a transport whose load processes read with their own client (gRPC: h2, not grpcio)
@@ -185,13 +215,15 @@ def loadgen_md(r: Runs) -> str:
             gen, srv = st["loadgen"], st["server"]["cpu_s_per_1k_tokens"] * 1e3
             path = ("own client + compiled" if own else "compiled") if gen["fast_path"] else (
                 "reference client" if own else "Python")  # fmt: skip
+            us = gen["cpu_us_per_token"]
             rows.append([
-                NAMES[run["transport"]], path, f"{st['clients']:,}",
-                _f(gen["cpu_us_per_token"]), _f(gen["sys_us_per_token"]), _f(srv),
-                _f(gen["cpu_us_per_token"] / srv, ".2f"), _f(st["latency_ms"]["p50"]),
+                NAMES[run["transport"]], path, gen.get("loop") or "uvloop", f"{st['clients']:,}",
+                _f(us), _f(gen["sys_us_per_token"]), _f(sys_us and us / sys_us, ".2f"), _f(srv),
+                _f(us / srv, ".2f"), _f(st["latency_ms"]["p50"]),
                 _f(st["latency_ms"]["p99"])])  # fmt: skip
-    return _md("transport | receive path | users | loadgen µs / token | of which kernel | server "
-               "µs / token | ratio | p50 ms | p99 ms", rows)  # fmt: skip
+    return _md("transport | receive path | event loop | users | loadgen µs / token | of which "
+               "kernel | × syscall_us | server µs / token | ratio | p50 ms | p99 ms",
+               rows)  # fmt: skip
 
 
 def lb_matrix_md(r: Runs) -> str:
@@ -332,6 +364,8 @@ EXCERPTS: dict[str, tuple[tuple[str, ...], Make]] = {
     "flush-floor": (_under("20261207-floor/", "flush"),
                     _section(lambda d: variants.flush_md(variants.flush_points(d)))),
     "hold-floor": (_under("20261207-floor/", "hold-50k"), holds_md),
+    "churn-floor": (_under("20261207-churn/", "asgi1", "floor1", "asgi2", "floor2",
+                           "floor-compiled"), churn_md),
     "flush": (_under("20261202-003637/", "flush", "flush-grpc"),
               _section(lambda d: variants.flush_md(variants.flush_points(d)))),
     "knees-flush100": (_under("20261203-lean/", "knee-flush100", "knee-grpc"), knees_md),
@@ -339,6 +373,8 @@ EXCERPTS: dict[str, tuple[tuple[str, ...], Make]] = {
     "hold-lean": (_under("20261203-lean/", "hold-50k", "hold-50k-long", "hold-50k-long-180s"),
                   holds_md),
     "loadgen": (_under("20261203-loadgen/", "python", "compiled"), loadgen_md),
+    "loadgen-loop": (_under("20261207-pump/", "compiled1", "uvloop1", "compiled2", "uvloop2"),
+                     loadgen_md),
     "knees-loadgen": (_under("20261203-loadgen/", "knee-grpcio", "knee-h2"), knees_md),
     "faults": (_under("faults", "", "-restart", "-kill"), lambda r: faults_markdown(r.faults)),
     "lb-matrix": (LB_FAULTS, lb_matrix_md),
