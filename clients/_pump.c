@@ -39,6 +39,7 @@ static void pump_forget(Pump *p, int fd) { /* the entry only; the caller resumes
     p->by_fd[fd] = NULL;
     epoll_ctl(p->epfd, EPOLL_CTL_DEL, fd, NULL); /* ENOENT/EBADF once closed: nothing to do */
     t->pfd = -1;
+    Py_CLEAR(t->transport); /* unpump took its own reference first */
     Py_DECREF(t);
 }
 
