@@ -46,7 +46,9 @@ def serve(
     ] = "stock",
     gc: Annotated[
         str,
-        typer.Option(help="Garbage collector: stock, or tuned (gc.freeze; servers/gcpolicy.py)."),
+        typer.Option(
+            help="Garbage collector: stock, or tuned (gc.freeze; servers/process/gcpolicy.py)."
+        ),
     ] = "stock",
     flush_ms: Annotated[
         float, typer.Option(help="Write every token due within this many ms in one write.")
@@ -55,14 +57,14 @@ def serve(
         int | None,
         typer.Option(
             help="gRPC: also serve gRPC-Web and the browser pages here (0: a free "
-            "port); servers/grpcweb.py. HTTP transports serve them on their own port."
+            "port); servers/grpc/web.py. HTTP transports serve them on their own port."
         ),
     ] = None,
     deploy: dp.Deploy | None = None,
 ) -> None:
     """Serve one transport until Ctrl-C or SIGTERM; prints one JSON line when ready."""
     from servers.base import ServerConfig
-    from servers.supervisor import StartError, Supervisor
+    from servers.process.supervisor import StartError, Supervisor
 
     assert deploy is not None  # @dp.options() hands it in
     given = deploy.given
@@ -112,7 +114,7 @@ def _serve_topology(cfg: object, deploy: dp.Deploy) -> None:
     import time
     from pathlib import Path
 
-    from servers.topology import Topology, TopologyError
+    from servers.topology.topology import Topology, TopologyError
 
     assert deploy.topology is not None
     workdir = Path(tempfile.mkdtemp(prefix="tokenbench-topology-"))

@@ -1,5 +1,5 @@
 """The deployment options ``serve``, ``bench`` and ``faults`` share: a load balancer, several
-backends, an LLM-shaped source and its replay log (servers/topology.py; docs/topology.md).
+backends, an LLM-shaped source and its replay log (servers/topology/topology.py; docs/topology.md).
 
 The options are declared once here; ``@options()`` adds them to a command's signature and hands
 the command one ``deploy: Deploy`` (``Deploy.from_options``), or fails in one line.
@@ -18,9 +18,9 @@ import typer
 
 from bench.cliapp import fail
 from servers.base import ServerConfig
-from servers.haproxy import LbConfig
-from servers.llm import LlmShape
-from servers.topology import TopologyConfig
+from servers.tokens.llm import LlmShape
+from servers.topology.haproxy import LbConfig
+from servers.topology.topology import TopologyConfig
 
 Lb = Annotated[
     str | None,
@@ -28,7 +28,7 @@ Lb = Annotated[
 ]
 LbProfile = Annotated[
     str, typer.Option(help="nginx's configuration: documented (what the docs ask for) or "
-                      "defaults (proxy_pass alone; servers/nginx.py).")
+                      "defaults (proxy_pass alone; servers/topology/nginx.py).")
 ]  # fmt: skip
 Backends = Annotated[int, typer.Option(help="Backend servers, each on its own port (with --lb).")]
 Sticky = Annotated[
@@ -127,7 +127,7 @@ class Deploy:
 # Options that act only with --source llm, and only with --lb (refused without: _idle).
 _NEEDS_LLM = ("replay", "redis", "ttft", "jitter", "pause_every", "pause_s")
 _NEEDS_LB = ("balance", "lb_processes", "lb_idle_timeout", "lb_check", "lb_no_delay")
-# What nginx open source has no setting for (servers/nginx.py), and why, by parameter.
+# What nginx open source has no setting for (servers/topology/nginx.py), and why, by parameter.
 _NOT_NGINX = {
     "sticky": "--sticky: nginx open source has no cookie stickiness (use --lb haproxy)",
     "lb_check": "--lb-check: nginx open source has no active health check, only passive "

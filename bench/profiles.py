@@ -49,7 +49,8 @@ KNEE = (
 )
 LB = ("--lb", "haproxy", "--backends", "3", "--source", "llm")
 LB_NEEDS = ("haproxy", "redis-server")
-# Through each proxy and profile (servers/nginx.py): 100 users on three backends, as the hops.
+# Through each proxy and profile (servers/topology/nginx.py): 100 users on three backends, as the
+# hops.
 PROXY = ("--transport", "all", "--users", "100", "--ramp", "3s", "--hold", "6", "--windows", "3",
          "--think", "0", "--backends", "3")  # fmt: skip
 IDLE = ("--backends", "3", "--source", "llm", "--replay", "redis", "--scenario",

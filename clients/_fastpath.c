@@ -103,7 +103,7 @@ static inline double monotonic(void) {
     return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
-/* ---- token texts (servers/texts.py) ---- */
+/* ---- token texts (servers/tokens/texts.py) ---- */
 static PyObject *pools[3]; /* tuples of bytes: plain, multi-byte, newline */
 
 static inline uint64_t mix(uint64_t seed, uint64_t seq) {

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from servers import texts
+from servers.tokens import texts
 
 try:
     from clients import _fastpath

@@ -16,12 +16,12 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import transports
-from servers import replay, stops
-from servers.answers import Answer
-from servers.core import DEFAULT_REPLAY_TTL, DEFAULT_SECRET, Codec, Stream
-from servers.hub import Hub, get_hub
-from servers.llm import LlmShape
-from servers.metrics import Metrics
+from servers.pacing.hub import Hub, get_hub
+from servers.process.metrics import Metrics
+from servers.source import replay, stops
+from servers.source.answers import Answer
+from servers.tokens.core import DEFAULT_REPLAY_TTL, DEFAULT_SECRET, Codec, Stream
+from servers.tokens.llm import LlmShape
 
 _SECRET = DEFAULT_SECRET.decode()
 
@@ -40,18 +40,18 @@ class ServerConfig:
     access_log: bool = False  # uvicorn's default is on
     backlog: int = 4096
     stack: str = "stock"  # the server stack (transports.Transport.stacks)
-    gc: str = "stock"  # the cyclic collector's policy (servers/gcpolicy.py)
+    gc: str = "stock"  # the cyclic collector's policy (servers/process/gcpolicy.py)
     flush_ms: float = 0.0  # write every token due within this window in one write (pacing.py)
-    source: str = "derive"  # "derive", or "llm": tokens from the producer (servers/replay.py)
+    source: str = "derive"  # "derive", or "llm": tokens from the producer (source/replay.py)
     replay: str = "pod"  # with llm: "pod" (this process's memory) or "redis" (a shared log)
-    producer: str | None = None  # host:port of the producer, with llm (servers.topology sets it)
-    redis: str | None = None  # redis://host:port, with replay redis (servers.topology sets it)
+    producer: str | None = None  # host:port of the producer, with llm (topology/topology.py)
+    redis: str | None = None  # redis://host:port, with replay redis (topology/topology.py)
     llm: LlmShape = field(default_factory=LlmShape)  # the producer's timing (replay windows)
     secret: str = field(default_factory=lambda: os.environ.get("TOKENBENCH_SECRET", _SECRET))
     metrics_path: str | None = None  # shared counter table, set by the supervisor
     slot: int = 0  # this worker's row in it
     # A second listener for browsers, where the wire is not one a browser speaks (gRPC: its
-    # gRPC-Web front, servers/grpcweb.py). None: off; 0: a free port (the supervisor picks).
+    # gRPC-Web front, servers/grpc/web.py). None: off; 0: a free port (the supervisor picks).
     web_port: int | None = None
 
     def __post_init__(self) -> None:

@@ -20,13 +20,15 @@ import pytest
 from hypothesis import settings
 
 import transports
-from servers import metrics
+from servers.process import metrics
 
 # Property tests: `make test` runs the same examples every time (derandomized, no database, so
 # a green run stays green); `make fuzz` (HYPOTHESIS_PROFILE=fuzz) searches widely.
 settings.register_profile("ci", max_examples=150, derandomize=True, database=None, deadline=None)
 settings.register_profile("fuzz", max_examples=3000, deadline=None)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+# The runs tests start need a yardstick's shape, not its precision (bench/load/yardstick.py).
+os.environ.setdefault("TOKENBENCH_YARDSTICK", "quick")
 
 # Every test that runs "on each transport" takes them from the registry (tokenbench's own four;
 # a plugin in TOKENBENCH_PLUGINS is tested too).

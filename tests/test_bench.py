@@ -22,7 +22,7 @@ from bench.load.procstat import Sample
 from bench.load.window import ServerCost, Window, summarize
 from bench.results.hist import Histogram
 from clients.base import Reader, within
-from servers.core import Stream
+from servers.tokens.core import Stream
 from tests.conftest import TRANSPORTS
 
 T0 = 1_764_000_000_000_000_000

@@ -8,7 +8,7 @@ from typing import Any
 from bench.browser import records
 from bench.browser.tabs import Plan
 from bench.results.hist import Histogram
-from servers.core import Codec
+from servers.tokens.core import Codec
 
 T0 = 1_764_000_000_000_000_000
 S = 1_000_000_000

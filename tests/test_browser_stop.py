@@ -16,7 +16,7 @@ import pytest
 import transports
 from bench.browser import chromium
 from bench.browser.origins import Origin
-from servers import web
+from servers.http import web
 
 MISSING = [why for why, gone in (
     ("no Chromium (apt-get install -y chromium)", shutil.which("chromium") is None),

@@ -20,7 +20,7 @@ from websockets.asyncio.client import connect as ws_connect
 from clients import StreamError, create_stream, reader_class, stream
 from proto import tokens_pb2 as pb
 from proto import tokens_pb2_grpc as pb_grpc
-from servers.core import Codec
+from servers.tokens.core import Codec
 from tests.conftest import HTTP_TRANSPORTS, STACKS, TRANSPORTS, ServerHandle
 
 pytestmark = pytest.mark.timeout(60)

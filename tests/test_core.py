@@ -1,4 +1,4 @@
-"""The token model (servers.core, servers.texts): pure functions, no I/O."""
+"""The token model (servers.tokens.core, servers.tokens.texts): pure functions, no I/O."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import sys
 
 import pytest
 
-from servers import texts
-from servers.core import (
+from servers.tokens import texts
+from servers.tokens.core import (
     Codec,
     ContractError,
     Cursor,

@@ -20,8 +20,8 @@ from clients.base import Reader
 from clients.sse import SSEReader
 from clients.sse_parser import SSEParser
 from clients.ws import WSReader, _Session
-from servers import texts
-from servers.core import Codec, Stream
+from servers.tokens import texts
+from servers.tokens.core import Codec, Stream
 from tests.conftest import retry
 
 pytestmark = pytest.mark.skipif(not fast.enabled(), reason="clients/_fastpath.c was not built")

@@ -18,7 +18,7 @@ from clients import poll as poll_module
 from clients.base import Retry
 from clients.http import HttpConnection
 from clients.poll import PollReader
-from servers.core import Stream
+from servers.tokens.core import Stream
 from tests.fakes import FakeTransport
 
 pytestmark = pytest.mark.skipif(not fast.enabled(), reason="clients/_fastpath.c was not built")

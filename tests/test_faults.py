@@ -9,8 +9,8 @@ import pytest
 from bench import results
 from bench.faults import scenarios as faults
 from bench.faults.scenarios import Timeline
-from servers.core import Stream
-from servers.llm import LlmShape
+from servers.tokens.core import Stream
+from servers.tokens.llm import LlmShape
 from tests.conftest import TRANSPORTS
 
 pytestmark = pytest.mark.timeout(120)

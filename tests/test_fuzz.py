@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from clients import fast
 from clients.sse_parser import SSEParser
 from clients.ws import WSReader, _Session
-from servers.core import (
+from servers.tokens.core import (
     MAX_TOKENS,
     Codec,
     ContractError,

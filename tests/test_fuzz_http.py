@@ -1,6 +1,6 @@
 """Bad input at the servers themselves: schemathesis on the HTTP API, garbage bytes at every port.
 
-- Every HTTP server's own OpenAPI document (``/openapi.json``, servers/openapi.py) drives
+- Every HTTP server's own OpenAPI document (``/openapi.json``, servers/http/openapi.py) drives
   schemathesis, valid and invalid requests alike: every answer must be one the document lists
   (status, content type, body schema), never a 5xx, and the server's log must hold no traceback.
 - Random bytes, HTTP-looking junk and broken WebSocket upgrades and HTTP/2 prefaces at every
@@ -29,7 +29,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from clients import create_stream, stream
-from servers.core import Codec
+from servers.tokens.core import Codec
 from tests.conftest import HTTP_TRANSPORTS, STACKS, ServerHandle
 
 pytestmark = pytest.mark.timeout(180)

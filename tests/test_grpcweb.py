@@ -17,8 +17,8 @@ import pytest
 
 from proto import tokens_pb2 as pb
 from servers.base import ServerConfig
-from servers.core import Codec
-from servers.supervisor import Supervisor
+from servers.process.supervisor import Supervisor
+from servers.tokens.core import Codec
 
 
 @pytest.fixture(scope="module")
@@ -117,7 +117,7 @@ def test_the_same_stream_reads_over_native_grpc_and_grpc_web(grpc_web) -> None:
 
 
 def test_sse_ping_query_sends_named_ping_events_when_idle() -> None:
-    from servers.sse import EventStream
+    from servers.sse.stock import EventStream
 
     assert EventStream(1000, ping=True).heartbeat() == b"event: ping\ndata: {}\n\n"
     assert EventStream(1000).heartbeat().startswith(b":")  # the contract's comment by default
@@ -137,7 +137,7 @@ def test_sse_ping_query_sends_named_ping_events_when_idle() -> None:
 
 
 def test_the_bundle_routes_answer_files_and_refuse_paths(grpc_web) -> None:
-    from servers import web
+    from servers.http import web
 
     def status(path: str) -> int:
         try:

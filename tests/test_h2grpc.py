@@ -27,7 +27,7 @@ from clients.h2conn import Session
 from clients.h2grpc import H2GrpcReader
 from clients.rpc import GrpcReader
 from proto import tokens_pb2 as pb
-from servers.core import Stream
+from servers.tokens.core import Stream
 from tests.fakes import FakeTransport
 
 SEED = 987654321987654321

@@ -16,7 +16,7 @@ from bench.load.messages import COUNTS, LoaderConfig, LoaderReport, as_report
 from bench.load.window import Window, summarize
 from bench.results.hist import Histogram
 from clients.base import GaveUp, Reader, StreamError
-from servers.core import Stream
+from servers.tokens.core import Stream
 
 T0 = 1_764_000_000_000_000_000
 S = 1_000_000_000

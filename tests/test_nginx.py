@@ -1,4 +1,4 @@
-"""nginx in front (servers/nginx.py), a real nginx on free ports: what each transport gets
+"""nginx in front (servers/topology/nginx.py), a real nginx on free ports: what each transport gets
 through the configuration a team writes first (``defaults``) and the documented one, and
 what an edge that cuts idle streams does with heartbeats off and on. A missing nginx skips,
 except in CI (CI=true), which installs it (.ci/run) and so fails instead."""
@@ -17,10 +17,10 @@ from pathlib import Path
 import pytest
 
 from clients import ClientOptions, StreamError, create_stream, reader_class
-from servers import nginx
 from servers.base import ServerConfig
-from servers.haproxy import LbConfig, LbError
-from servers.topology import Topology, TopologyConfig
+from servers.topology import nginx
+from servers.topology.haproxy import LbConfig, LbError
+from servers.topology.topology import Topology, TopologyConfig
 from tests.conftest import TRANSPORTS
 from tests.test_topology import need
 
@@ -79,7 +79,7 @@ def test_the_defaults_profile_is_proxy_pass_alone(tmp_path: Path) -> None:
     assert "proxy_read_timeout 100000ms;" in cut  # the edge's idle cut, the one change
 
 
-# Through the defaults: what breaks, and the setting that fixes it (servers/nginx.py).
+# Through the defaults: what breaks, and the setting that fixes it (servers/topology/nginx.py).
 DEFAULTS = {
     "sse": None,  # works: the servers send X-Accel-Buffering: no (sse-starlette's default)
     "ws": "404",  # no Upgrade/Connection to the backend: proxy_http_version 1.1 + the headers

@@ -140,7 +140,7 @@ def test_a_missing_web_bundle_fails_at_once_naming_make_web(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from bench.browser import chromium
-    from servers import web
+    from servers.http import web
 
     def no_browser() -> str:
         raise chromium.BrowserError("the bundle check did not run")

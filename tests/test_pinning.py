@@ -17,7 +17,7 @@ from bench.load.fleet import on_cores, pin, tasks_outside
 from bench.load.run import _over_cores, probe
 from bench.load.window import ServerCost
 from servers.base import ServerConfig
-from servers.supervisor import Supervisor
+from servers.process.supervisor import Supervisor
 
 ALL = os.sched_getaffinity(0)
 pytestmark = pytest.mark.skipif(len(ALL) < 2, reason="pinning needs 2 cores or more")

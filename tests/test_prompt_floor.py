@@ -1,4 +1,4 @@
-"""The floor stack's prompt POST (servers/prompt_floor.py): the common case is answered on the
+"""The floor stack's prompt POST (servers/http/prompt.py): the common case is answered on the
 connection, byte for byte as the stock app's body; everything else is declined untouched, for
 the stock app to answer. In process, with a recording connection (no sockets, no timing)."""
 
@@ -9,10 +9,11 @@ import json
 import pytest
 from fastapi.responses import JSONResponse
 
-from servers import floor, prompt_floor
-from servers import metrics as m
 from servers.base import Context, ServerConfig
-from servers.core import ContractError, ErrorKind
+from servers.http import floor
+from servers.http import prompt as prompt_floor
+from servers.process import metrics as m
+from servers.tokens.core import ContractError, ErrorKind
 
 
 class Conn:

@@ -21,7 +21,7 @@ from bench.faults.proxy import Fault, FaultProxy
 from clients import ClientOptions, create_stream, reader_class
 from proto import tokens_pb2 as pb
 from proto import tokens_pb2_grpc as pb_grpc
-from servers.core import Codec
+from servers.tokens.core import Codec
 from tests.conftest import HTTP_TRANSPORTS, STACKS, TRANSPORTS, ServerHandle, retry, wait_for
 from transports import stacks
 

@@ -58,8 +58,8 @@ def test_a_write_window_puts_several_tokens_in_one_write(server_factory, stack: 
 def test_every_collection_is_counted_by_its_pause() -> None:
     import gc
 
-    from servers import gcpolicy
-    from servers import metrics as m
+    from servers.process import gcpolicy
+    from servers.process import metrics as m
 
     metrics = m.Metrics("sse")
     before = len(gc.callbacks)

@@ -1,11 +1,11 @@
-"""The derived streams' stop table shared by a server's workers (servers/stops.py)."""
+"""The derived streams' stop table shared by a server's workers (servers/source/stops.py)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from servers import stops
-from servers.core import Stream
+from servers.source import stops
+from servers.tokens.core import Stream
 
 
 class Seen:
@@ -66,8 +66,8 @@ def test_a_stopped_stream_ends_with_what_was_due_or_sent() -> None:
 def test_the_producer_keeps_a_stop_that_comes_before_its_start() -> None:
     """With the shared log, start and stop reach the producer over two backends' links: a stop
     first must still end the answer, at 0 tokens, when the start comes."""
-    from servers.core import Codec
-    from servers.producer import Producer, ProducerConfig
+    from servers.tokens.core import Codec
+    from servers.topology.producer import Producer, ProducerConfig
 
     class Link:
         peer = "test"
@@ -91,7 +91,7 @@ def test_the_producer_keeps_a_stop_that_comes_before_its_start() -> None:
 
 
 def test_only_the_exact_stop_message_stops() -> None:
-    from servers.ws import is_stop
+    from servers.ws.stock import is_stop
 
     assert is_stop({"text": '{"stop":true}'}) and is_stop({"text": '{ "stop" : true }'})
     for text in ('{"stop":1}', '{"stop":false}', '{"stop":true,"x":1}', "stop", "[]", None):

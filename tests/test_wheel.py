@@ -1,4 +1,5 @@
-"""The floor stack's pacing (servers/wheel.py) and the hub's timer: in process, on a real loop.
+"""The floor stack's pacing (servers/pacing/wheel.py) and the hub's timer: in process, on a real
+loop.
 
 Margins are wide: a token is checked against its due time (never before it), and counts of
 timer runs against an order of magnitude, never against a duration.
@@ -13,12 +14,12 @@ from collections.abc import Callable
 import pytest
 import uvloop
 
-from servers import metrics as m
 from servers.base import Context, ServerConfig
-from servers.core import Stream
-from servers.hub import Hub
-from servers.sse import EventStream
-from servers.wheel import Flow, Wheel
+from servers.pacing.hub import Hub
+from servers.pacing.wheel import Flow, Wheel
+from servers.process import metrics as m
+from servers.sse.stock import EventStream
+from servers.tokens.core import Stream
 
 pytestmark = pytest.mark.timeout(30)
 

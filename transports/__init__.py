@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from servers.base import TransportServer
 
 
-GRANIAN = "servers.granian_stack"  # runs a stock module's ``app(ctx)`` on granian
+GRANIAN = "servers.http.granian"  # runs a stock module's ``app(ctx)`` on granian
 
 
 @dataclass(frozen=True)
@@ -166,23 +166,23 @@ def select(spec: str) -> list[Transport]:
 
 
 register(Transport(
-    "sse", "SSE", "#1f77b4", "servers.sse", "clients.sse:SSEReader", fast_path="sse",
-    stack_servers={"lean": "servers.sse_lean", "granian": GRANIAN, "floor": "servers.sse_floor"},
+    "sse", "SSE", "#1f77b4", "servers.sse.stock", "clients.sse:SSEReader", fast_path="sse",
+    stack_servers={"lean": "servers.sse.lean", "granian": GRANIAN, "floor": "servers.sse.floor"},
     browser=("eventsource", "eventsource-hardened"),
     resume="Last-Event-ID", watchdog="named `ping` events: EventSource hides comments",
 ))  # fmt: skip
 register(Transport(
-    "ws", "WebSocket", "#ff7f0e", "servers.ws", "clients.ws:WSReader", fast_path="ws",
-    stack_servers={"lean": "servers.ws_lean", "floor": "servers.ws_floor"}, browser=("websocket",),
+    "ws", "WebSocket", "#ff7f0e", "servers.ws.stock", "clients.ws:WSReader", fast_path="ws",
+    stack_servers={"lean": "servers.ws.lean", "floor": "servers.ws.floor"}, browser=("websocket",),
     # no granian stack: granian sends no WebSocket pings (emmett-framework/granian#613), and the
     # contract's keepalive is the protocol's ping (tests/test_resilience.py checks it)
     watchdog="protocol pings", stop='in-band `{"stop":true}`',
 ))  # fmt: skip
 register(Transport(
-    "grpc", "gRPC", "#2ca02c", "servers.rpc", "clients.rpc:GrpcReader",
+    "grpc", "gRPC", "#2ca02c", "servers.grpc.stock", "clients.rpc:GrpcReader",
     create="clients.rpc:create_stream", clock="clients.rpc:time_exchange", scheme="grpc",
     server_loop="asyncio", browser=("grpc-web",), web_front=True,
-    stack_servers={"lean": "servers.rpc_lean", "floor": "servers.rpc_floor"},
+    stack_servers={"lean": "servers.grpc.lean", "floor": "servers.grpc.floor"},
     binds_source=False, batched_reads=False,  # grpc.aio stalls when its loop sleeps
     # grpcio's client costs as much per token as the server: load processes read with h2 and C
     fast_path="grpc", load_reader="clients.h2grpc:H2GrpcReader",
@@ -191,8 +191,8 @@ register(Transport(
     stop="StopStream on its channel",
 ))  # fmt: skip
 register(Transport(
-    "poll", "long polling", "#d62728", "servers.poll", "clients.poll:PollReader",
-    stack_servers={"lean": "servers.poll_lean", "granian": GRANIAN, "floor": "servers.poll_floor"},
+    "poll", "long polling", "#d62728", "servers.poll.stock", "clients.poll:PollReader",
+    stack_servers={"lean": "servers.poll.lean", "granian": GRANIAN, "floor": "servers.poll.floor"},
     browser=("fetch",),
     fast_path="poll",
     watchdog="the poll timeout",

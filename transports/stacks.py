@@ -98,14 +98,14 @@ register(
     Stack(
         "lean",
         "raw ASGI",
-        "the same app with a raw ASGI handler in front of the read route (servers/lean.py)",
+        "the same app with a raw ASGI handler in front of the read route (servers/http/lean.py)",
     )
 )
 register(
     Stack(
         "granian",
         "the stock app on granian",
-        "the stock app on granian, a Rust server (servers/granian_stack.py; no WebSocket: granian "
+        "the stock app on granian, a Rust server (servers/http/granian.py; no WebSocket: granian "
         "sends no pings)",
     )
 )
@@ -114,6 +114,6 @@ register(
         "floor",
         "asyncio.Protocol, no task per reader",
         "the read on asyncio.Protocol with httptools, paced by one timer wheel per process, one "
-        "write per connection per tick, the stock app for everything else (servers/floor.py)",
+        "write per connection per tick, the stock app for everything else (servers/http/floor.py)",
     )
 )

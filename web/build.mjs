@@ -1,5 +1,5 @@
 // Bundles the browser side at install time (make install): web/src -> web/dist, served by every
-// tokenbench HTTP origin at /web/ (servers/web.py). Nothing is fetched at run time.
+// tokenbench HTTP origin at /web/ (servers/http/web.py). Nothing is fetched at run time.
 import { build } from "esbuild";
 import { copyFileSync, mkdirSync } from "node:fs";
 

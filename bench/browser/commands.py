@@ -146,7 +146,7 @@ def browser(
 
 def _unbuilt(page: str) -> str | None:
     """The page ``make web`` has not built (web/dist/bench.html or app.html), or None."""
-    from servers import web
+    from servers.http import web
 
     path = web.DIST / f"{page}.html"
     if path.is_file():

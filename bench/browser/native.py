@@ -1,7 +1,7 @@
 """The native wire beside a web front: what the translation costs the server.
 
 Where a transport's browsers go through a web front (``Transport.web_front``: gRPC's gRPC-Web,
-servers/grpcweb.py), the same server is read, after the tabs, by as many native clients
+servers/grpc/web.py), the same server is read, after the tabs, by as many native clients
 (the registry's reader, clients/) with the same tokens and rate, and its CPU per token is
 measured the same way, from /proc. Server CPU is read in clock ticks (10 ms), so the figure
 is only as fine as 10 ms over the tokens read: give runs thousands of tokens.

@@ -2,9 +2,11 @@
 and HTTP/2, through the fault proxy, or through HAProxy while the server restarts.
 
 Rules of this module:
-- An ``Origin`` is one scheme://host:port that serves the pages and the streams (servers/web.py;
+- An ``Origin`` is one scheme://host:port that serves the pages and the streams
+  (servers/http/web.py;
   gRPC's through its gRPC-Web front), so tabs are same-origin, as a product's are.
-- ``h2``: HAProxy terminates TLS with ALPN ``h2,http/1.1`` (servers/haproxy.py, ``cert``) with a
+- ``h2``: HAProxy terminates TLS with ALPN ``h2,http/1.1`` (servers/topology/haproxy.py, ``cert``)
+  with a
   self-signed certificate made at run time (``openssl``); the backend stays HTTP/1.1.
 - ``close`` / ``blackhole``: the fault proxy (bench/faults/proxy.py) sits in front and cuts every
   connection accepted before the fault first fired that carries data ``fault_s`` seconds or more
@@ -29,10 +31,11 @@ from typing import Any
 
 import transports
 from bench.faults.proxy import Fault, FaultProxy
-from servers import haproxy, web
 from servers.base import ServerConfig
-from servers.listen import reserve_port
-from servers.supervisor import Supervisor
+from servers.http import web
+from servers.process.listen import reserve_port
+from servers.process.supervisor import Supervisor
+from servers.topology import haproxy
 
 NETWORKS = ("1.1", "2")
 FAULTS = ("none", "close", "blackhole", "lb-restart")

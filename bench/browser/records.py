@@ -4,7 +4,8 @@ holds (``browser[]``; docs/browsers.md).
 Rules of this module:
 - It only computes: a page's snapshot (web/src/recorder.js) and the renderer's metrics in, typed
   records out. Nothing here talks to a browser or a server (bench/browser/tabs.py does).
-- Seqs and texts are checked against the stream the id names (servers/core.py): lost below the
+- Seqs and texts are checked against the stream the id names (servers/tokens/core.py): lost below
+  the
   highest seq seen, unread above it (owed by the window's end, per the contract's due times,
   and never delivered), duplicated, out of order, wrong text.
 - A figure a tab could not give (its page never answered) is None, never 0; an entry's sum of
@@ -20,7 +21,7 @@ from dataclasses import asdict
 from typing import TYPE_CHECKING, Any, TypedDict
 
 from bench.results.hist import Histogram
-from servers.core import Codec, ContractError, Stream
+from servers.tokens.core import Codec, ContractError, Stream
 
 if TYPE_CHECKING:
     from bench.browser.tabs import Plan

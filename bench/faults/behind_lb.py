@@ -25,8 +25,8 @@ import time
 from dataclasses import dataclass
 
 from servers.base import ServerConfig
-from servers.haproxy import LbConfig
-from servers.topology import Topology
+from servers.topology.haproxy import LbConfig
+from servers.topology.topology import Topology
 
 IDLE_S = 5.0  # the LB's idle timeout in the idle scenarios (--idle-s)
 

@@ -19,7 +19,7 @@ import transports
 from bench.faults.proxy import Fault, FaultProxy
 from bench.load.clock import Clock, ClockDoc
 from clients import ClientOptions, GaveUp, StreamError, create_stream, reader_class
-from servers.core import Codec, Stream
+from servers.tokens.core import Codec, Stream
 
 
 @dataclass

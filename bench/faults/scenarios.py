@@ -40,10 +40,10 @@ from bench.faults.clientside import ClientsResult, FaultClients, Timeline, call
 from bench.faults.proxy import Fault
 from bench.results.hist import Histogram
 from servers.base import ServerConfig
-from servers.core import Stream
-from servers.llm import LlmShape
-from servers.supervisor import Supervisor
-from servers.topology import Topology
+from servers.process.supervisor import Supervisor
+from servers.tokens.core import Stream
+from servers.tokens.llm import LlmShape
+from servers.topology.topology import Topology
 
 MODES = ("default", "hardened")
 
@@ -95,7 +95,8 @@ def contract_due(stream: Stream, end_ns: int) -> int:
 
 
 def llm_due(shape: LlmShape) -> Callable[[Stream, int], int]:
-    """Tokens due by ``end_ns`` on the producer's schedule (``--source llm``: servers/llm.py),
+    """Tokens due by ``end_ns`` on the producer's schedule (``--source llm``:
+    servers/tokens/llm.py),
     counted from ``created_ns``: the producer starts its clock when it hears of the stream, a
     few ms later, so this can only count one token early at the very end, never miss one."""
 

@@ -33,8 +33,8 @@ def stop(
     from bench.faults import stop as st
     from bench.load import yardstick as ys
     from servers.base import ServerConfig
-    from servers.supervisor import Supervisor
-    from servers.topology import Topology
+    from servers.process.supervisor import Supervisor
+    from servers.topology.topology import Topology
 
     names = pick(transport)
     assert deploy is not None

@@ -355,7 +355,7 @@ def _idle(given: frozenset[str], find_knee: bool, target: str | None, rate_from:
 
 def _lists(stack: str, gc: str, flush_ms: str) -> tuple[list[str], list[str], list[float]]:
     """--stack, --gc and --flush-ms as lists; ``ValueError`` with a one-line reason."""
-    from servers.gcpolicy import POLICIES
+    from servers.process.gcpolicy import POLICIES
 
     stacks = stack_registry.parse(stack)
     gcs = [g.strip() for g in gc.split(",") if g.strip()]

@@ -17,8 +17,8 @@ from bench.load.fleet import LoadFleet
 from bench.load.messages import LoaderReport
 from bench.load.window import Window
 from bench.results.hist import Histogram
-from servers.supervisor import Supervisor
-from servers.topology import Topology
+from servers.process.supervisor import Supervisor
+from servers.topology.topology import Topology
 
 ProgressFn = Callable[[str], None]
 

@@ -27,7 +27,7 @@ from bench.results.hist import Histogram
 from clients.base import Reader
 from clients.http import HttpConnection
 from clients.sse_parser import SSEParser
-from servers.core import Codec
+from servers.tokens.core import Codec
 
 EVENT = b'id: 1\ndata: {"seq":1,"t":1795633324208943340,"text":" hello"}\n\n'
 

@@ -17,9 +17,9 @@ from dataclasses import dataclass
 
 from bench.load import procstat
 from clients import ClientOptions, create_stream, reader_class
-from servers import metrics
 from servers.base import ServerConfig
-from servers.supervisor import Supervisor
+from servers.process import metrics
+from servers.process.supervisor import Supervisor
 
 
 @dataclass

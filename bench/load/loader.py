@@ -31,7 +31,7 @@ from bench.load.messages import LoaderCommand, LoaderConfig
 from bench.load.procstat import self_cpu_s, self_sys_s
 from clients import ClientOptions, GaveUp, StreamError, fast
 from clients.base import Retry
-from servers.core import Codec, ContractError, Stream
+from servers.tokens.core import Codec, ContractError, Stream
 
 
 class Loader:

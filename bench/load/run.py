@@ -5,7 +5,7 @@ names one; start L loader processes (``bench.load.fleet``, pinned to the other c
 step, ramp the users to the step's count, wait for them to connect, then measure over the
 step's window: the loaders' reports are merged and the server's processes are sampled every
 second from /proc (``bench.load.window``). With ``--find-knee`` the steps follow
-``bench.load.knee``. With ``--lb`` or ``--source llm`` the server is a ``servers.topology``
+``bench.load.knee``. With ``--lb`` or ``--source llm`` the server is a ``servers.topology.topology``
 (backends, HAProxy, Redis, the producer), all on the server's cores: the backends are "the
 server", and each other part's CPU and memory per step is recorded under ``hops``.
 """
@@ -28,11 +28,11 @@ from bench.load.fleet import Fleet, LoadFleet, on_cores, pin, tasks_outside
 from bench.load.messages import LoaderConfig
 from bench.load.window import EmptiedDoc, ServerCost, StepSummary, Window, summarize
 from bench.results.queries import Variant
-from servers import gcpolicy
-from servers import metrics as server_metrics
 from servers.base import ServerConfig
-from servers.supervisor import Supervisor
-from servers.topology import Topology as Deployment
+from servers.process import gcpolicy
+from servers.process import metrics as server_metrics
+from servers.process.supervisor import Supervisor
+from servers.topology.topology import Topology as Deployment
 
 PROBE_TIMEOUT_S = 5.0
 EMPTY_MAX_S = 10.0  # _empty: at most this long for the users and connections to go
@@ -470,7 +470,7 @@ def _over_cores(cost: ServerCost | None, seconds: float, cores: int | None) -> b
 
 def _gc_doc(a: dict[str, int] | None, b: dict[str, int] | None) -> dict[str, Any] | None:
     """The server's garbage collections in the window, summed over its workers
-    (servers/gcpolicy.py): how many paused how long, their total, the full ones."""
+    (servers/process/gcpolicy.py): how many paused how long, their total, the full ones."""
     if not a or not b:
         return None
     d = {k: b[k] - a.get(k, 0) for k in b if k.startswith("gc_")}

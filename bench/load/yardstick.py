@@ -22,6 +22,9 @@ The units use the minimum: interference only ever adds time, so the fastest repe
 machine's speed (the reasoning of Python's ``timeit``). A yardstick whose before and after
 differ by more than 10 % says the machine changed speed during the run (``drift``), and the
 figures normalised by it are flagged unstable in the report.
+
+``TOKENBENCH_YARDSTICK=quick`` (the test suite's) measures a tenth as long, twice: the doc then
+says ``quick``, and its figures are a smoke check, not a yardstick.
 """
 
 from __future__ import annotations
@@ -34,9 +37,11 @@ import time
 from typing import Any
 
 from bench.results.machine import combine as combine  # measuring records; results read
-from servers.core import Codec
+from servers.tokens.core import Codec
 
-REPEATS = 5
+QUICK = os.environ.get("TOKENBENCH_YARDSTICK") == "quick"
+REPEATS = 2 if QUICK else 5
+PAIRS = 2_000 if QUICK else 20_000  # write + read pairs, and tokens framed, per repeat
 MESSAGE = b"x" * 40
 
 
@@ -46,7 +51,7 @@ def _cpu() -> tuple[float, float]:
     return r.ru_utime, r.ru_stime
 
 
-def syscall_us(pairs: int = 20_000) -> tuple[float, float]:
+def syscall_us(pairs: int = PAIRS) -> tuple[float, float]:
     """(kernel CPU, wall time) per write + read of a small message on loopback TCP, µs."""
     server = socket.create_server(("127.0.0.1", 0))
     a = socket.create_connection(server.getsockname())
@@ -68,7 +73,7 @@ def syscall_us(pairs: int = 20_000) -> tuple[float, float]:
     return (s1 - s0) / pairs * 1e6, (w1 - w0) / pairs * 1e6
 
 
-def python_us(tokens: int = 20_000) -> tuple[float, float]:
+def python_us(tokens: int = PAIRS) -> tuple[float, float]:
     """(CPU, wall time) per token of the Python a server runs to frame it, µs."""
     _, stream = Codec().new_stream(100_000, 40.0, 0)
     payload = stream.payload
@@ -113,4 +118,5 @@ def measure(cores: set[int] | None = None) -> dict[str, Any]:
         "wall_us": wall_s,
         "cores": sorted(cores) if cores else None,
         "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        **({"quick": True} if QUICK else {}),
     }

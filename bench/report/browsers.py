@@ -164,7 +164,7 @@ def verdicts(es: list[Entry]) -> list[dict[str, str]]:
              or e.get("unread")]  # fmt: skip
     if short:
         add(claim, "confirmed",
-            "without a proxy, gRPC-Web from the gRPC server's own process (servers/grpcweb.py) "
+            "without a proxy, gRPC-Web from the gRPC server's own process (servers/grpc/web.py) "
             "left tabs short: " + "; ".join(
                 f"{e['tabs'] - e['tabs_read_all']} of {e['tabs']} tabs did not read every token "
                 f"({_f(e['lost']).replace('-', 'not measured')} lost, "
@@ -187,7 +187,7 @@ def verdicts(es: list[Entry]) -> list[dict[str, str]]:
             )
         add(claim, "nuanced",
             f"a browser needs gRPC-Web, not a proxy: the gRPC server's own process served it "
-            f"(servers/grpcweb.py) and {sum(e['tabs'] for e in grpc_web)} Chromium tabs read "
+            f"(servers/grpc/web.py) and {sum(e['tabs'] for e in grpc_web)} Chromium tabs read "
             f"every token{cost}. gRPC-Web has server streaming only: no client or bidirectional "
             f"streams (PROTOCOL-WEB.md)")  # fmt: skip
     else:

@@ -157,7 +157,7 @@ def measured(docs: list[dict[str, Any]], part: str, users: int, rate: float,
     value: dict[str, Any] = {"cpu_us_per_token": h["cpu_us_per_token"], "cores": round(cores, 1),
                              "memory_gib": gib}  # fmt: skip
     if part == "lb":
-        from servers.haproxy import MAXCONN
+        from servers.topology.haproxy import MAXCONN
 
         value["processes"] = max(math.ceil(cores), math.ceil(users / MAXCONN))
         how = (f"HAProxy measured with {t} at {n:,} users (bench --lb); at most {MAXCONN:,} "

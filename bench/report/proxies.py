@@ -1,5 +1,5 @@
 """The proxies in front (``bench --lb haproxy|nginx --lb-profile ...``): what each transport got
-through each proxy and configuration profile, and what it needed (servers/nginx.py).
+through each proxy and configuration profile, and what it needed (servers/topology/nginx.py).
 
 A run through a proxy carries ``topology`` (its ``lb`` and, for nginx, ``profile``) and
 ``works``: whether one stream got through end to end before any load (bench.load.run
@@ -16,7 +16,7 @@ from typing import Any
 
 import transports
 from bench.report.figures import NAMES
-from servers import nginx
+from servers.topology import nginx
 
 
 @dataclass(frozen=True)
@@ -106,7 +106,8 @@ def markdown(docs: list[dict[str, Any]]) -> list[str]:
     lines = [
         "", "## Through the proxies", "",
         "Each transport through each proxy and configuration (`bench --lb`; nginx's `defaults` "
-        "is `proxy_pass` alone, `documented` what the docs ask for: servers/nginx.py). Works: "
+        "is `proxy_pass` alone, `documented` what the docs ask for: servers/topology/nginx.py). "
+        "Works: "
         "one stream read end to end before any load. Gap p99 is the inter-token gap as the user "
         "saw it (bursts show as long gaps), at the busiest step. Where the defaults failed a "
         "transport and the documented profile carried it, the last column lists what that "

@@ -171,7 +171,7 @@ def gc_md(docs: list[dict[str, Any]]) -> list[str]:
     return [
         "", "## Garbage-collector pauses", "",
         "Every collection in the measured window, summed over the server's workers "
-        "(servers/gcpolicy.py), at each run's most connections per worker. `tuned` freezes "
+        "(servers/process/gcpolicy.py), at each run's most connections per worker. `tuned` freezes "
         "long-lived objects (gc.freeze) so collections skip them.",
         "", f"| transport | stack | gc | connections per worker | {edges} | 10 ms or more | "
         "pause ms per s | full | p99 ms | max ms |",

@@ -1,8 +1,8 @@
-"""gRPC, floor stack: the lean stack's HTTP/2 server (servers/rpc_lean.py) with token streams on
-the wheel (servers/wheel.py) instead of a task each.
+"""gRPC, floor stack: the lean stack's HTTP/2 server (servers/grpc/lean.py) with token streams on
+the wheel (servers/pacing/wheel.py) instead of a task each.
 
-Wire: as servers/rpc_lean.py (proto/tokens.proto, gRPC PROTOCOL-HTTP2.md, docs/protocol.md), the
-same frames from servers/rpc_wire.py. What differs is who writes them: a ``StreamTokens`` call
+Wire: as servers/grpc/lean.py (proto/tokens.proto, gRPC PROTOCOL-HTTP2.md, docs/protocol.md), the
+same frames from servers/grpc/wire.py. What differs is who writes them: a ``StreamTokens`` call
 opens its stream (one short task, as every unary call), then a flow writes each tick's DATA
 frames in one write. Flow control (RFC 9113 §6.9): a batch the window cannot take waits on the
 connection, its flow paused, until a WINDOW_UPDATE or SETTINGS frees room; a full socket
@@ -19,10 +19,10 @@ import h2.events
 import h2.exceptions
 
 from proto import tokens_pb2 as pb
-from servers import rpc_lean as lean
 from servers.base import Context, ServerConfig
-from servers.rpc_wire import OK, UNAVAILABLE, Messages, status, stopped_trailer
-from servers.wheel import Flow, get_wheel
+from servers.grpc import lean
+from servers.grpc.wire import OK, UNAVAILABLE, Messages, status, stopped_trailer
+from servers.pacing.wheel import Flow, get_wheel
 
 NAME = "grpc"
 LOOP = "uvloop"
@@ -126,7 +126,7 @@ def settings(cfg: ServerConfig) -> dict[str, Any]:
     out = lean.settings(cfg)
     out["effective"] = {
         **out["effective"],
-        "server": "h2 on uvloop, streams on the wheel (servers/rpc_floor.py)",
+        "server": "h2 on uvloop, streams on the wheel (servers/grpc/floor.py)",
         "pacing": "one timer wheel per process",
     }
     return out

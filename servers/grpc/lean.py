@@ -1,17 +1,18 @@
 """gRPC, lean stack: the same RPCs on a small HTTP/2 server of our own (h2 on uvloop).
 
-Wire: as servers/rpc.py (proto/tokens.proto, gRPC PROTOCOL-HTTP2.md, docs/protocol.md); the
+Wire: as servers/grpc/stock.py (proto/tokens.proto, gRPC PROTOCOL-HTTP2.md, docs/protocol.md); the
 contract and resilience suites hold both stacks to it with grpcio's client.
 
 Rules of this module:
 - h2 (RFC 9113) keeps every connection's state: preface, SETTINGS, HPACK, PING, flow control,
   RST_STREAM, GOAWAY. Requests, unary answers, headers and trailers go through it.
-- Token messages do not: each batch the pacing loop yields is framed by servers/rpc_wire.py
+- Token messages do not: each batch the pacing loop yields is framed by servers/grpc/wire.py
   (one DATA frame per length-prefixed ``Token``) and written at once, after h2's flow-control
   windows are charged for it, so h2's books stay right. With ``--flush-ms`` a write carries
   several messages, which grpc.aio cannot do. A batch waits for window (RFC 9113 section
   6.9) and for the socket's write buffer to drain (a stalled reader pins at most its window).
-- Errors are trailers-only answers with servers/rpc.py's status codes. Keepalive: a PING every
+- Errors are trailers-only answers with servers/grpc/stock.py's status codes. Keepalive: a PING
+  every
   ``heartbeat`` seconds; a connection that answers none by the next one is closed. SIGTERM:
   health turns NOT_SERVING, open streams end UNAVAILABLE (drain), then GOAWAY.
 """
@@ -33,14 +34,9 @@ from google.protobuf.message import DecodeError
 from grpc_health.v1 import health_pb2
 
 from proto import tokens_pb2 as pb
-from servers import metrics as m
-from servers import rpc as stock
-from servers.answers import Answer
 from servers.base import Context, ServerConfig
-from servers.core import ContractError, Stream
-from servers.listen import listen_sockets
-from servers.pacing import Pacer
-from servers.rpc_wire import (
+from servers.grpc import stock
+from servers.grpc.wire import (
     EXHAUSTED,
     INTERNAL,
     NOT_FOUND,
@@ -51,7 +47,12 @@ from servers.rpc_wire import (
     status,
     stopped_trailer,
 )
-from servers.wheel import get_wheel
+from servers.pacing.loop import Pacer
+from servers.pacing.wheel import get_wheel
+from servers.process import metrics as m
+from servers.process.listen import listen_sockets
+from servers.source.answers import Answer
+from servers.tokens.core import ContractError, Stream
 
 NAME = "grpc"
 LOOP = "uvloop"  # the worker's event loop (grpc.aio's stock stack needs asyncio's)
@@ -254,21 +255,21 @@ class Conn(asyncio.Protocol):
 
 def settings(cfg: ServerConfig) -> dict[str, Any]:
     return {
-        "effective": {"server": "h2 on uvloop (servers/rpc_lean.py)", "loop": LOOP,
+        "effective": {"server": "h2 on uvloop (servers/grpc/lean.py)", "loop": LOOP,
                       "keepalive_s": cfg.heartbeat, "messages_per_write": "a batch"},
         "stack_defaults": stock.GRPC_DEFAULTS,
     }  # fmt: skip
 
 
 async def serve(ctx: Context, on_ready: Callable[[], None], conn: type[Conn] = Conn) -> None:
-    """Serve until SIGTERM (module rules); ``conn``: the connection class (servers/rpc_floor.py
+    """Serve until SIGTERM (module rules); ``conn``: the connection class (servers/grpc/floor.py
     runs its streams on the wheel)."""
     cfg, loop = ctx.cfg, asyncio.get_running_loop()
     live: set[Conn] = set()
     serving = [True]
     socks = listen_sockets(cfg.hosts, cfg.port, cfg.backlog)
     servers = [await loop.create_server(lambda: conn(ctx, live, serving), sock=s) for s in socks]
-    from servers import grpcweb
+    from servers.grpc import web as grpcweb
 
     web = await grpcweb.start(ctx) if cfg.web_port is not None else None
     if web is not None and not web.server.started:

@@ -23,10 +23,12 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from proto import tokens_pb2 as pb
 from proto import tokens_pb2_grpc as pb_grpc
-from servers import metrics as m
-from servers.answers import Answer
 from servers.base import Context, ServerConfig
-from servers.core import (
+from servers.grpc.wire import stopped_trailer
+from servers.pacing.loop import Pacer
+from servers.process import metrics as m
+from servers.source.answers import Answer
+from servers.tokens.core import (
     DEFAULT_RATE,
     DEFAULT_TOKENS,
     MAX_BODY_BYTES,
@@ -36,8 +38,6 @@ from servers.core import (
     parse_after,
     validate_create,
 )
-from servers.pacing import Pacer
-from servers.rpc_wire import stopped_trailer
 
 NAME = "grpc"
 SERVICE = "tokenbench.v1.TokenStream"
@@ -91,7 +91,7 @@ class Messages:
 
 async def create_stream(ctx: Context, request: pb.CreateStreamRequest) -> pb.CreateStreamResponse:
     """The prompt "POST" (a field left at 0 takes its default); ``ContractError`` if invalid.
-    Shared with the gRPC-Web front (servers/grpcweb.py)."""
+    Shared with the gRPC-Web front (servers/grpc/web.py)."""
     ctx.metrics.add(m.REQUESTS)
     body: dict[str, Any] = {
         "tokens": request.tokens or DEFAULT_TOKENS,
@@ -118,7 +118,7 @@ async def stop_stream(ctx: Context, request: pb.StopRequest) -> pb.StopResponse:
 
 async def open_read(ctx: Context, request: pb.StreamRequest) -> tuple[Stream | Answer, int]:
     """``StreamTokens``' opening, counted: what to read and after which seq; ``ContractError``
-    (NOT_FOUND, INVALID_ARGUMENT) if nothing. Shared with servers/rpc_lean.py."""
+    (NOT_FOUND, INVALID_ARGUMENT) if nothing. Shared with servers/grpc/lean.py."""
     ctx.metrics.add(m.REQUESTS)
     stream = ctx.open(request.id)
     after = parse_after(request.after if request.HasField("after") else None, stream)
@@ -200,7 +200,7 @@ async def serve(ctx: Context, on_ready: Callable[[], None]) -> None:
         if server.add_insecure_port(f"{host}:{cfg.port}") == 0:
             raise OSError(f"gRPC could not bind {host}:{cfg.port}")
     await server.start()
-    from servers import grpcweb  # it builds on this module
+    from servers.grpc import web as grpcweb  # it builds on this module
 
     web = await grpcweb.start(ctx) if cfg.web_port is not None else None  # before our handlers
     if web is not None and not web.server.started:

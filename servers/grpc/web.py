@@ -10,7 +10,7 @@ Wire: the gRPC-Web protocol (grpc/grpc doc/PROTOCOL-WEB.md) over HTTP/1.1 or h2,
   HTTP/1 header lines. An error before the first message is "trailers-only": the status goes in
   the response headers and the body is empty.
 - Server streaming only: gRPC-Web has no client or bidirectional streaming (PROTOCOL-WEB.md).
-Errors use the codes of servers/rpc.py; a drain on SIGTERM ends a stream with UNAVAILABLE.
+Errors use the codes of servers/grpc/stock.py; a drain on SIGTERM ends a stream with UNAVAILABLE.
 Everything else (pages, health, the JSON prompt POST) is the shared HTTP app behind it.
 """
 
@@ -29,14 +29,15 @@ import grpc
 from google.protobuf.message import DecodeError
 
 from proto import tokens_pb2 as pb
-from servers import lean, rpc
-from servers import metrics as m
 from servers.base import Context
-from servers.core import MAX_BODY_BYTES, ContractError, parse_after
-from servers.http_app import WebServer, build_app, start_uvicorn
-from servers.listen import listen_sockets
-from servers.pacing import Pacer
-from servers.rpc_wire import stopped_trailer
+from servers.grpc import stock as rpc
+from servers.grpc.wire import stopped_trailer
+from servers.http import lean
+from servers.http.app import WebServer, build_app, start_uvicorn
+from servers.pacing.loop import Pacer
+from servers.process import metrics as m
+from servers.process.listen import listen_sockets
+from servers.tokens.core import MAX_BODY_BYTES, ContractError, parse_after
 
 PREFIX = f"/{rpc.SERVICE}/"
 BINARY = (b"application/grpc-web", b"application/grpc-web+proto")

@@ -8,7 +8,7 @@ import struct
 from urllib.parse import quote
 
 from proto import tokens_pb2 as pb
-from servers.core import Stream
+from servers.tokens.core import Stream
 
 OK, NOT_FOUND, EXHAUSTED, UNIMPLEMENTED, INTERNAL, UNAVAILABLE = 0, 5, 8, 12, 13, 14
 # A DATA frame's 9-byte header (3-byte length, type, flags, stream) and the message's 5-byte

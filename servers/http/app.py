@@ -25,10 +25,10 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 from starlette.routing import BaseRoute
 
-from servers import metrics as m
-from servers import openapi, web
 from servers.base import Context
-from servers.core import MAX_BODY_BYTES, ContractError, ErrorKind, validate_create
+from servers.http import openapi, web
+from servers.process import metrics as m
+from servers.tokens.core import MAX_BODY_BYTES, ContractError, ErrorKind, validate_create
 
 HTTP_STATUS = {
     ErrorKind.NOT_FOUND: 404,
@@ -87,7 +87,8 @@ async def read_json_body(request: Request) -> Any:
 def build_app(
     ctx: Context, routes: Sequence[BaseRoute], paths: dict[str, Any] | None = None
 ) -> FastAPI:
-    """The app: shared routes plus ``routes``; ``paths`` documents them (servers/openapi.py)."""
+    """The app: shared routes plus ``routes``; ``paths`` documents them
+    (servers/http/openapi.py)."""
     title = f"tokenbench {ctx.cfg.transport}"
     app = FastAPI(title=title, docs_url=None, redoc_url=None)
     app.router.routes.extend([*routes, *web.routes()])

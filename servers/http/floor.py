@@ -6,7 +6,7 @@ Rules of this module:
 - A transport's hot route (``Route``) gets the parsed request and may take it: it answers
   with a ``wheel.Flow`` whose frames go out through ``Conn.write``, one write per tick. It
   declines what is not the common case (a bad id or cursor, a resume from the last token).
-- The prompt POST has a hot route too (``Server.post``, servers/prompt_floor.py).
+- The prompt POST has a hot route too (``Server.post``, servers/http/prompt.py).
 - Everything else (stop, health, metrics, time, the OpenAPI document, every error, a prompt
   POST out of the common case) goes to the stock app, run as ASGI by a small bridge here, so
   the contract's answers are the stock ones by construction. One task per such request, none
@@ -32,10 +32,10 @@ from typing import Any, Protocol, TypeVar
 
 import httptools
 
-from servers.answers import Answer
 from servers.base import Context
-from servers.core import MAX_BODY_BYTES, ContractError, Stream
-from servers.wheel import Wheel, get_wheel
+from servers.pacing.wheel import Wheel, get_wheel
+from servers.source.answers import Answer
+from servers.tokens.core import MAX_BODY_BYTES, ContractError, Stream
 
 log = logging.getLogger("tokenbench.floor")
 QUEUED = 16  # pipelined requests a connection holds before it stops reading
@@ -167,7 +167,7 @@ class Server:
     ctx: Context
     route: Route
     app: Any  # the stock ASGI app
-    post: Route | None = None  # the prompt POST's hot route (servers/prompt_floor.py)
+    post: Route | None = None  # the prompt POST's hot route (servers/http/prompt.py)
     wheel: Wheel = field(default_factory=get_wheel)
     conns: set[Conn] = field(default_factory=set)
 

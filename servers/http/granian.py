@@ -10,7 +10,7 @@ Rules of this module:
 - WebSocket has no granian stack: granian sends no WebSocket pings (emmett-framework/granian#613,
   open), and the contract's WebSocket keepalive is the protocol's ping.
 - SIGTERM drains the streams first (the hub), then stops the server after 0.3 s, so SSE
-  responses end without ``end`` and polls answer at once, as on uvicorn (servers/http_app.py).
+  responses end without ``end`` and polls answer at once, as on uvicorn (servers/http/app.py).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from typing import Any
 
 import transports
 from servers.base import Context, ServerConfig
-from servers.haproxy import listeners
+from servers.topology.haproxy import listeners
 
 NAME = "granian"
 GRANIAN_DEFAULTS = {"backlog": 128, "runtime_threads": 1, "http": "auto", "websockets": True,

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from servers.core import MAX_BATCH, MAX_PROMPT_BYTES, MAX_RATE, MAX_TOKENS
+from servers.tokens.core import MAX_BATCH, MAX_PROMPT_BYTES, MAX_RATE, MAX_TOKENS
 
 JSON = "application/json"
 ERROR: dict[str, Any] = {

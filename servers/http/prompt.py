@@ -2,7 +2,7 @@
 task and no ASGI (tokenbench issue 26: users arrive and churn at thousands a second).
 
 Rules of this module:
-- It answers only the common case, exactly as the stock app would (servers/http_app.py's
+- It answers only the common case, exactly as the stock app would (servers/http/app.py's
   ``create_stream``: 201, ``application/json``, the same body). Anything else it declines,
   before any side effect, and the stock app answers: a body too large or not JSON, a bad field
   (``validate_create``), the model away (503), another path.
@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import json
 
-from servers import floor
-from servers import metrics as m
 from servers.base import Context
-from servers.core import ContractError, validate_create
-from servers.http_app import decode_json
+from servers.http import floor
+from servers.http.app import decode_json
+from servers.process import metrics as m
+from servers.tokens.core import ContractError, validate_create
 
 PATH = "/v1/streams"
 

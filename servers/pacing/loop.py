@@ -33,11 +33,11 @@ import time
 from collections.abc import AsyncIterator, Callable
 from typing import Generic, Protocol, TypeVar
 
-from servers import metrics as m
-from servers.answers import Answer
 from servers.base import Context
-from servers.core import FAIR_SHARE, Stream
-from servers.hub import Draining
+from servers.pacing.hub import Draining
+from servers.process import metrics as m
+from servers.source.answers import Answer
+from servers.tokens.core import FAIR_SHARE, Stream
 
 F = TypeVar("F")
 

@@ -1,7 +1,7 @@
 """The floor stack's pacing: one timer wheel per process, and a flow per reader with no task.
 
 Rules of this module:
-- It is servers/pacing.py's loop turned inside out: the same cursor, due times (never before
+- It is servers/pacing/loop.py's loop turned inside out: the same cursor, due times (never before
   ``t``: docs/protocol.md), backlog fairness, idle heartbeats, stops, drain and counters, but
   driven by callbacks. A reader is a ``Flow``, not a coroutine: no task, no future per token.
 - The ``Wheel`` keeps flows in buckets of ``tick_ns`` (1 ms), rounded up, and one loop timer
@@ -25,12 +25,12 @@ import time
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
-from servers import metrics as m
-from servers.answers import Answer
 from servers.base import Context
-from servers.core import FAIR_SHARE, Stream
-from servers.hub import Draining
-from servers.pacing import Framing
+from servers.pacing.hub import Draining
+from servers.pacing.loop import Framing
+from servers.process import metrics as m
+from servers.source.answers import Answer
+from servers.tokens.core import FAIR_SHARE, Stream
 
 F = TypeVar("F")
 LOG_WAIT_NS = 1_000_000_000  # a flow on a producer's log looks again at least every second

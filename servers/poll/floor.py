@@ -1,6 +1,8 @@
-"""Long polling, floor stack: the poll on ``asyncio.Protocol`` (servers/floor.py), on the wheel.
+"""Long polling, floor stack: the poll on ``asyncio.Protocol`` (servers/http/floor.py), on the
+wheel.
 
-Wire: the same as servers/poll.py (docs/protocol.md), framed by the same ``Answers``: a poll is
+Wire: the same as servers/poll/stock.py (docs/protocol.md), framed by the same ``Answers``: a poll
+is
 a flow whose first frame is its whole answer (a batch, the end, or empty at the timeout), sent
 with a Content-Length in one write with its head; the flow then ends and the connection takes
 the next poll. A poll that waits costs no task: a client leaving closes its flow. Drained
@@ -13,14 +15,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from servers import floor, lean, prompt_floor
-from servers import metrics as m
-from servers import poll as stock
 from servers.base import Context, ServerConfig
-from servers.core import MAX_BATCH, ContractError, parse_after, parse_timeout
-from servers.http_app import build_app
-from servers.listen import listen_sockets
-from servers.wheel import Flow
+from servers.http import floor, lean
+from servers.http import prompt as prompt_floor
+from servers.http.app import build_app
+from servers.pacing.wheel import Flow
+from servers.poll import stock
+from servers.process import metrics as m
+from servers.process.listen import listen_sockets
+from servers.tokens.core import MAX_BATCH, ContractError, parse_after, parse_timeout
 
 NAME = "poll"
 LOOP = "uvloop"
@@ -71,8 +74,8 @@ def route(ctx: Context) -> floor.Route:
 
 
 def settings(cfg: ServerConfig) -> dict[str, Any]:
-    effective = {"server": "asyncio.Protocol + httptools on uvloop (servers/floor.py)",
-                 "loop": LOOP, "pacing": "one timer wheel per process (servers/wheel.py)",
+    effective = {"server": "asyncio.Protocol + httptools on uvloop (servers/http/floor.py)",
+                 "loop": LOOP, "pacing": "one timer wheel per process (servers/pacing/wheel.py)",
                  "poll_timeout_default_s": 25, "poll_max_batch": MAX_BATCH,
                  "backlog": cfg.backlog}  # fmt: skip
     return {"effective": effective, "stack_defaults": stock.settings(cfg)["stack_defaults"]}

@@ -1,7 +1,7 @@
-"""Long polling, lean stack: the stock app (servers/poll.py) with a raw ASGI poll in front
-(servers/lean.py).
+"""Long polling, lean stack: the stock app (servers/poll/stock.py) with a raw ASGI poll in front
+(servers/http/lean.py).
 
-Wire: the same as servers/poll.py (docs/protocol.md), framed by the same ``Answers``: one
+Wire: the same as servers/poll/stock.py (docs/protocol.md), framed by the same ``Answers``: one
 ``http.response.start`` and one body per answer, with no Request or Response objects. A poll
 that must wait watches for the client leaving, as the stock one does. Errors are the stock
 app's answers.
@@ -14,14 +14,14 @@ from collections.abc import Callable
 from contextlib import aclosing
 from typing import Any
 
-from servers import lean
-from servers import metrics as m
-from servers import poll as stock
 from servers.base import Context, ServerConfig
-from servers.core import MAX_BATCH, ContractError, parse_after, parse_timeout
-from servers.http_app import build_app, run_uvicorn, uvicorn_settings
-from servers.listen import listen_sockets
-from servers.pacing import Pacer
+from servers.http import lean
+from servers.http.app import build_app, run_uvicorn, uvicorn_settings
+from servers.pacing.loop import Pacer
+from servers.poll import stock
+from servers.process import metrics as m
+from servers.process.listen import listen_sockets
+from servers.tokens.core import MAX_BATCH, ContractError, parse_after, parse_timeout
 
 NAME = "poll"
 JSON = (b"content-type", b"application/json")

@@ -20,13 +20,13 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from servers import metrics as m
-from servers import openapi
 from servers.base import Context, ServerConfig
-from servers.core import MAX_BATCH, Stream, parse_after, parse_timeout
-from servers.http_app import build_app, run_uvicorn, uvicorn_settings
-from servers.listen import listen_sockets
-from servers.pacing import Pacer
+from servers.http import openapi
+from servers.http.app import build_app, run_uvicorn, uvicorn_settings
+from servers.pacing.loop import Pacer
+from servers.process import metrics as m
+from servers.process.listen import listen_sockets
+from servers.tokens.core import MAX_BATCH, Stream, parse_after, parse_timeout
 
 NAME = "poll"
 _END = b'{"tokens":[],"end":true}'
@@ -128,7 +128,7 @@ def settings(cfg: ServerConfig) -> dict[str, Any]:
 
 
 def app(ctx: Context) -> FastAPI:
-    """The stock app, whatever server runs it (uvicorn here; granian: servers/granian_stack.py)."""
+    """The stock app, whatever server runs it (uvicorn here; granian: servers/http/granian.py)."""
     return build_app(ctx, routes(ctx), PATHS)
 
 

@@ -24,7 +24,7 @@ import gc
 import time
 from typing import Any
 
-from servers import metrics as m
+from servers.process import metrics as m
 
 POLICIES = ("stock", "tuned")
 FREEZE_EVERY_S = 2.0

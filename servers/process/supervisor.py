@@ -21,9 +21,10 @@ import time
 from pathlib import Path
 
 import transports
-from servers import metrics, stops
 from servers.base import ServerConfig
-from servers.listen import reserve_port
+from servers.process import metrics
+from servers.process.listen import reserve_port
+from servers.source import stops
 
 
 class StartError(RuntimeError):
@@ -45,7 +46,7 @@ class Supervisor:
 
     @property
     def web_url(self) -> str:
-        """The origin a browser loads pages from and reads streams at (servers/web.py)."""
+        """The origin a browser loads pages from and reads streams at (servers/http/web.py)."""
         port = self.cfg.web_port if self.cfg.web_port is not None else self.cfg.port
         return f"http://{self.cfg.hosts[0]}:{port}"
 
@@ -58,14 +59,15 @@ class Supervisor:
         return [p.pid for p in self.procs if p is not None and p.poll() is None]
 
     def counts(self) -> dict[str, int] | None:
-        """The server's counters, summed over its workers (servers/metrics.py)."""
+        """The server's counters, summed over its workers (servers/process/metrics.py)."""
         if self._table is None:
             return None
         rows = metrics.read_rows(self._table, self.cfg.workers)
         return {k: sum(r[k] for r in rows) for k in metrics.NAMES}
 
     def parts(self) -> dict[str, list[int]]:
-        """Processes on the server's side besides its workers: none (servers.topology has)."""
+        """Processes on the server's side besides its workers: none (servers.topology.topology
+        has)."""
         return {}
 
     def start(self, timeout: float = 30.0) -> None:
@@ -104,7 +106,7 @@ class Supervisor:
         cfg = dataclasses.replace(self.cfg, metrics_path=str(self._table), slot=slot)
         read_fd, write_fd = os.pipe()
         self.procs[slot] = subprocess.Popen(
-            [sys.executable, "-m", "servers.worker", cfg.to_json(), str(write_fd)],
+            [sys.executable, "-m", "servers.process.worker", cfg.to_json(), str(write_fd)],
             pass_fds=(write_fd,),
         )
         os.close(write_fd)

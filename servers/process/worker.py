@@ -1,4 +1,4 @@
-"""One server worker process: ``python -m servers.worker CONFIG_JSON READY_FD``.
+"""One server worker process: ``python -m servers.process.worker CONFIG_JSON READY_FD``.
 
 Started by the supervisor, never by hand. It binds its own SO_REUSEPORT socket on the reserved
 port, writes its pid to READY_FD once it accepts connections, and serves until SIGTERM, on the
@@ -16,8 +16,8 @@ import signal
 import sys
 
 import transports
-from servers import gcpolicy
 from servers.base import Context, ServerConfig, load
+from servers.process import gcpolicy
 
 
 def die_with_parent() -> None:
@@ -66,7 +66,7 @@ def main() -> None:
         await ctx.start()
         await module.serve(ctx, on_ready)
 
-    # a stack's module may name its own loop (servers/rpc_lean.py runs on uvloop)
+    # a stack's module may name its own loop (servers/grpc/lean.py runs on uvloop)
     if getattr(module, "LOOP", transports.get(cfg.transport).server_loop) == "uvloop":
         import uvloop
 

@@ -17,8 +17,8 @@ from __future__ import annotations
 import asyncio
 import json
 
-from servers.core import Stream
-from servers.hub import Draining
+from servers.pacing.hub import Draining
+from servers.tokens.core import Stream
 
 
 class Answer:

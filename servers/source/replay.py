@@ -3,7 +3,8 @@
 
 - ``derive`` (the default): any process derives any stream from its id (``core.Stream``). A
   benchmark convenience: a resume can never miss.
-- ``llm`` + ``pod``: the producer (``servers.producer``) sends the answer to the backend whose
+- ``llm`` + ``pod``: the producer (``servers.topology.producer``) sends the answer to the backend
+  whose
   prompt POST started it, and only that backend holds it, in its memory, for ``replay_ttl``
   after its last token (what a FastAPI app without shared state does). A read on another
   backend is refused with 404 and says why: never a silent gap.
@@ -15,7 +16,8 @@
   UNAVAILABLE): clients retry.
 
 Stop (docs/protocol.md, "Stop"): ``derive`` records it in the worker's stop table
-(``servers/stops.py``); ``llm`` sends ``stop <id>`` to the producer, which ends the answer in its
+(``servers/source/stops.py``); ``llm`` sends ``stop <id>`` to the producer, which ends the answer
+in its
 log (pod: a ``<id> end <t_ns> <final>`` line; redis: an entry ``0-<final+1>`` with fields ``t``
 and ``e``), so every reader of it, on any backend, ends where the model stopped.
 """
@@ -28,11 +30,11 @@ import sys
 import time
 from typing import Any, Protocol
 
-from servers.answers import Answer
-from servers.core import ContractError, ErrorKind, Stream
-from servers.llm import LlmShape
-from servers.producer import redis_key
-from servers.stops import Stops
+from servers.source.answers import Answer
+from servers.source.stops import Stops
+from servers.tokens.core import ContractError, ErrorKind, Stream
+from servers.tokens.llm import LlmShape
+from servers.topology.producer import redis_key
 
 TAIL_KEYS = 256  # answers one XREAD BLOCK follows
 TAIL_BLOCK_MS = 25  # how long one XREAD waits: a newly followed answer joins within this
@@ -303,7 +305,8 @@ def make(cfg: Any, stops: Stops) -> Source:
         return Derive(stops)
     if not cfg.producer or (cfg.replay == "redis" and not cfg.redis):
         raise ValueError("source llm needs the producer's address (and Redis's, with replay "
-                         "redis): servers.topology starts them and tells the backends")  # fmt: skip
+                         "redis): servers.topology.topology starts them and tells the "
+                         "backends")  # fmt: skip
     if cfg.replay == "pod":
         return PodReplay(cfg.producer, cfg.llm, cfg.replay_ttl)
     return RedisReplay(cfg.producer, cfg.llm, cfg.replay_ttl, cfg.redis)

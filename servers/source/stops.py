@@ -15,7 +15,7 @@ Rules of this module:
 - Readers are followed by stream seed; a stop wakes them (``Follower.stop``) instead of waiting
   for their next due token.
 - With ``--source llm`` the producer stops the answer and the log carries the end
-  (``servers/replay.py``): this table is not used.
+  (``servers/source/replay.py``): this table is not used.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ import struct
 from pathlib import Path
 from typing import Protocol
 
-from servers.metrics import MAX_WORKERS
+from servers.process.metrics import MAX_WORKERS
 
 RING = 4096  # stops a worker remembers (others fall out of the ring: use --source llm for more)
 POLL_S = 0.005

@@ -1,6 +1,6 @@
-"""SSE, floor stack: the read on ``asyncio.Protocol`` (servers/floor.py), paced by the wheel.
+"""SSE, floor stack: the read on ``asyncio.Protocol`` (servers/http/floor.py), paced by the wheel.
 
-Wire: the same as servers/sse.py (WHATWG HTML 9.2; docs/protocol.md), framed by the same
+Wire: the same as servers/sse/stock.py (WHATWG HTML 9.2; docs/protocol.md), framed by the same
 ``EventStream``: a 200 head with sse-starlette's headers and a chunked body, then one chunk per
 wheel tick carrying every frame due (``retry:``, the events, a heartbeat, the end), and the last
 chunk. Drained (SIGTERM), the body ends without ``end`` and the connection closes: the client
@@ -13,14 +13,16 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from servers import floor, lean, prompt_floor, sse_lean
-from servers import metrics as m
-from servers import sse as stock
 from servers.base import Context, ServerConfig
-from servers.core import ContractError, parse_after
-from servers.http_app import build_app
-from servers.listen import listen_sockets
-from servers.wheel import Flow
+from servers.http import floor, lean
+from servers.http import prompt as prompt_floor
+from servers.http.app import build_app
+from servers.pacing.wheel import Flow
+from servers.process import metrics as m
+from servers.process.listen import listen_sockets
+from servers.sse import lean as sse_lean
+from servers.sse import stock
+from servers.tokens.core import ContractError, parse_after
 
 NAME = "sse"
 LOOP = "uvloop"
@@ -68,8 +70,8 @@ def route(ctx: Context) -> floor.Route:
 
 
 def settings(cfg: ServerConfig) -> dict[str, Any]:
-    effective = {"server": "asyncio.Protocol + httptools on uvloop (servers/floor.py)",
-                 "loop": LOOP, "pacing": "one timer wheel per process (servers/wheel.py)",
+    effective = {"server": "asyncio.Protocol + httptools on uvloop (servers/http/floor.py)",
+                 "loop": LOOP, "pacing": "one timer wheel per process (servers/pacing/wheel.py)",
                  "sse": "one chunk per connection per tick", "backlog": cfg.backlog}  # fmt: skip
     return {"effective": effective, "stack_defaults": stock.settings(cfg)["stack_defaults"]}
 

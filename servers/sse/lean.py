@@ -1,6 +1,7 @@
-"""SSE, lean stack: the stock app (servers/sse.py) with a raw ASGI read in front (servers/lean.py).
+"""SSE, lean stack: the stock app (servers/sse/stock.py) with a raw ASGI read in front
+(servers/http/lean.py).
 
-Wire: the same as servers/sse.py (WHATWG HTML 9.2; docs/protocol.md), framed by the same
+Wire: the same as servers/sse/stock.py (WHATWG HTML 9.2; docs/protocol.md), framed by the same
 ``EventStream``: the response head, then one ``http.response.body`` per frame the pacing loop
 hands out (with ``--flush-ms``, every token due in that window in one frame). Where
 sse-starlette runs four tasks and an anyio task group per connection, this runs the handler and
@@ -15,14 +16,14 @@ from collections.abc import Callable
 from contextlib import aclosing
 from typing import Any
 
-from servers import lean
-from servers import metrics as m
-from servers import sse as stock
 from servers.base import Context, ServerConfig
-from servers.core import ContractError, parse_after
-from servers.http_app import build_app, run_uvicorn, uvicorn_settings
-from servers.listen import listen_sockets
-from servers.pacing import Pacer
+from servers.http import lean
+from servers.http.app import build_app, run_uvicorn, uvicorn_settings
+from servers.pacing.loop import Pacer
+from servers.process import metrics as m
+from servers.process.listen import listen_sockets
+from servers.sse import stock
+from servers.tokens.core import ContractError, parse_after
 
 NAME = "sse"
 HEAD = [

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
-from servers import texts
+from servers.tokens import texts
 
 DEFAULT_TOKENS = 400
 DEFAULT_RATE = 40.0

@@ -15,7 +15,7 @@ import random
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from servers.core import Stream
+from servers.tokens.core import Stream
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,5 @@
-"""What the proxies in front share (servers/haproxy.py, servers/nginx.py): finding the binary,
+"""What the proxies in front share (servers/topology/haproxy.py, servers/topology/nginx.py):
+finding the binary,
 having it check its configuration, and waiting until it listens. Errors are ``LbError``, one
 line that says what to do."""
 

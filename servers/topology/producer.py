@@ -1,8 +1,10 @@
 """The simulated LLM (``--source llm``): one process that generates each answer exactly once.
 
-``python -m servers.producer CONFIG_JSON READY_FD``, started by ``servers.topology``, never by
+``python -m servers.topology.producer CONFIG_JSON READY_FD``, started by
+``servers.topology.topology``, never by
 hand. Backends connect over TCP and send ``start <id>`` lines (docs/protocol.md, "Sources"). The
-producer emits the answer's tokens with an LLM's timing (``servers.llm.LlmShape``), ``t`` being
+producer emits the answer's tokens with an LLM's timing (``servers.tokens.llm.LlmShape``), ``t``
+being
 the emission time, into the replay log of the run:
 
 - ``pod``: back over the connection of the backend that started the answer, one line a token,
@@ -33,10 +35,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from servers import texts
-from servers.core import DEFAULT_REPLAY_TTL, MAX_TOKENS, Codec, ContractError
-from servers.hub import Hub
-from servers.llm import LlmShape
+from servers.pacing.hub import Hub
+from servers.tokens import texts
+from servers.tokens.core import DEFAULT_REPLAY_TTL, MAX_TOKENS, Codec, ContractError
+from servers.tokens.llm import LlmShape
 
 REDIS_PREFIX = "tb:"
 
@@ -262,7 +264,7 @@ async def main_async(cfg: ProducerConfig, ready_fd: int) -> None:
 
 
 def main() -> None:
-    from servers.worker import die_with_parent
+    from servers.process.worker import die_with_parent
 
     cfg = ProducerConfig(**json.loads(sys.argv[1]))
     die_with_parent()

@@ -13,7 +13,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from servers.procs import terminate
+from servers.process.procs import terminate
 
 INSTALL = "apt-get install redis-server"
 

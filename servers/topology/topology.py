@@ -2,7 +2,8 @@
 
 Started in this order and stopped in the reverse: Redis (``--replay redis``, unless ``--redis
 URL`` names a running one), the producer (``--source llm``), N backends (each a
-``Supervisor`` on its own port), then HAProxy in front (``servers.haproxy``). It answers what a
+``Supervisor`` on its own port), then HAProxy in front (``servers.topology.haproxy``). It answers
+what a
 fault needs: kill or drain and restart one backend, restart Redis, every process's pid. Its
 HAProxy configuration and logs go to ``workdir`` (next to a run's results).
 
@@ -24,14 +25,14 @@ from pathlib import Path
 from typing import Any
 
 import transports
-from servers import nginx
 from servers.base import ServerConfig
-from servers.haproxy import HAProxy, LbConfig, LbError, render
-from servers.listen import reserve_port
-from servers.procs import terminate
-from servers.producer import ProducerConfig
-from servers.redisd import RedisError, RedisServer
-from servers.supervisor import StartError, Supervisor
+from servers.process.listen import reserve_port
+from servers.process.procs import terminate
+from servers.process.supervisor import StartError, Supervisor
+from servers.topology import nginx
+from servers.topology.haproxy import HAProxy, LbConfig, LbError, render
+from servers.topology.producer import ProducerConfig
+from servers.topology.redisd import RedisError, RedisServer
 
 
 class TopologyError(RuntimeError):
@@ -59,7 +60,7 @@ class TopologyConfig:
 
 
 class Producer:
-    """The simulated LLM's process (servers.producer)."""
+    """The simulated LLM's process (servers.topology.producer)."""
 
     def __init__(self, cfg: ProducerConfig) -> None:
         self.cfg = cfg
@@ -69,7 +70,7 @@ class Producer:
     def start(self, timeout: float = 15.0) -> None:
         read_fd, write_fd = os.pipe()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "servers.producer", self.cfg.to_json(), str(write_fd)],
+            [sys.executable, "-m", "servers.topology.producer", self.cfg.to_json(), str(write_fd)],
             pass_fds=(write_fd,),
         )
         os.close(write_fd)
@@ -183,7 +184,7 @@ class Topology:
         return [pid for b in self.backends for pid in b.pids]
 
     def counts(self) -> dict[str, int] | None:
-        """The backends' counters, summed (servers/metrics.py)."""
+        """The backends' counters, summed (servers/process/metrics.py)."""
         rows = [c for b in self.backends if (c := b.counts()) is not None]
         return {k: sum(r[k] for r in rows) for k in rows[0]} if rows else None
 

@@ -1,6 +1,6 @@
 """WebSocket, floor stack: the handshake and frames written by hand (RFC 6455), on the wheel.
 
-Wire: the same as servers/ws.py (docs/protocol.md): one text message per token, the end
+Wire: the same as servers/ws/stock.py (docs/protocol.md): one text message per token, the end
 message, close 1000; close 1001 on shutdown. A request to refuse (unknown stream, bad cursor) is
 refused before the upgrade with the stock HTTP status and JSON body. Here:
 - the handshake is answered from the parsed request (RFC 6455 §4.2.2); no extension is offered,
@@ -22,14 +22,15 @@ import struct
 from collections.abc import Callable
 from typing import Any
 
-from servers import floor, lean, prompt_floor
-from servers import metrics as m
-from servers import ws as stock
 from servers.base import Context, ServerConfig
-from servers.core import ContractError, parse_after
-from servers.http_app import HTTP_STATUS, build_app
-from servers.listen import listen_sockets
-from servers.wheel import Flow
+from servers.http import floor, lean
+from servers.http import prompt as prompt_floor
+from servers.http.app import HTTP_STATUS, build_app
+from servers.pacing.wheel import Flow
+from servers.process import metrics as m
+from servers.process.listen import listen_sockets
+from servers.tokens.core import ContractError, parse_after
+from servers.ws import stock
 
 NAME = "ws"
 LOOP = "uvloop"
@@ -229,9 +230,9 @@ def route(ctx: Context) -> floor.Route:
 
 
 def settings(cfg: ServerConfig) -> dict[str, Any]:
-    effective = {"server": "asyncio.Protocol + httptools on uvloop (servers/floor.py)",
-                 "loop": LOOP, "pacing": "one timer wheel per process (servers/wheel.py)",
-                 "ws": "RFC 6455 frames written by hand (servers/ws_floor.py)",
+    effective = {"server": "asyncio.Protocol + httptools on uvloop (servers/http/floor.py)",
+                 "loop": LOOP, "pacing": "one timer wheel per process (servers/pacing/wheel.py)",
+                 "ws": "RFC 6455 frames written by hand (servers/ws/floor.py)",
                  "ws_per_message_deflate": False, "ws_ping": f"after {cfg.heartbeat:g} s idle",
                  "backlog": cfg.backlog}  # fmt: skip
     return {"effective": effective, "stack_defaults": stock.settings(cfg)["stack_defaults"]}

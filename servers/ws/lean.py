@@ -1,7 +1,7 @@
-"""WebSocket, lean stack: the stock app (servers/ws.py) with a raw ASGI read in front
-(servers/lean.py).
+"""WebSocket, lean stack: the stock app (servers/ws/stock.py) with a raw ASGI read in front
+(servers/http/lean.py).
 
-Wire: the same as servers/ws.py (RFC 6455; docs/protocol.md): one text message per token, the
+Wire: the same as servers/ws/stock.py (RFC 6455; docs/protocol.md): one text message per token, the
 end message, close 1000; 1001 on shutdown. Here the handler speaks ASGI's WebSocket messages
 directly (no Starlette ``WebSocket``, no route matching). A request to refuse (unknown stream,
 bad cursor) is decided before the handshake and handed to the stock app, which refuses it with a
@@ -15,14 +15,14 @@ from collections.abc import Callable
 from contextlib import aclosing
 from typing import Any
 
-from servers import lean
-from servers import metrics as m
-from servers import ws as stock
 from servers.base import Context, ServerConfig
-from servers.core import ContractError, parse_after
-from servers.http_app import build_app, run_uvicorn, uvicorn_settings
-from servers.listen import listen_sockets
-from servers.pacing import Pacer
+from servers.http import lean
+from servers.http.app import build_app, run_uvicorn, uvicorn_settings
+from servers.pacing.loop import Pacer
+from servers.process import metrics as m
+from servers.process.listen import listen_sockets
+from servers.tokens.core import ContractError, parse_after
+from servers.ws import stock
 
 NAME = "ws"
 

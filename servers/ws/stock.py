@@ -23,18 +23,18 @@ from fastapi import FastAPI
 from starlette.routing import BaseRoute, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from servers import metrics as m
 from servers.base import Context, ServerConfig
-from servers.core import ContractError, Stream, parse_after
-from servers.http_app import (
+from servers.http.app import (
     HTTP_STATUS,
     build_app,
     error_response,
     run_uvicorn,
     uvicorn_settings,
 )
-from servers.listen import listen_sockets
-from servers.pacing import Pacer
+from servers.pacing.loop import Pacer
+from servers.process import metrics as m
+from servers.process.listen import listen_sockets
+from servers.tokens.core import ContractError, Stream, parse_after
 
 NAME = "ws"
 CLOSE_NORMAL = 1000  # RFC 6455 section 7.4.1
@@ -142,7 +142,7 @@ def settings(cfg: ServerConfig) -> dict[str, Any]:
 
 
 def app(ctx: Context) -> FastAPI:
-    """The stock app, whatever server runs it (uvicorn here; granian: servers/granian_stack.py)."""
+    """The stock app, whatever server runs it (uvicorn here; granian: servers/http/granian.py)."""
     return build_app(ctx, routes(ctx))
 
 

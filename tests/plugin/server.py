@@ -14,12 +14,12 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
 
-from servers import metrics as m
 from servers.base import Context, ServerConfig
-from servers.core import Stream, parse_after
-from servers.http_app import build_app, run_uvicorn, uvicorn_settings
-from servers.listen import listen_sockets
-from servers.pacing import Pacer
+from servers.http.app import build_app, run_uvicorn, uvicorn_settings
+from servers.pacing.loop import Pacer
+from servers.process import metrics as m
+from servers.process.listen import listen_sockets
+from servers.tokens.core import Stream, parse_after
 
 NAME = "ndjson"
 

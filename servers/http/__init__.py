@@ -1,0 +1,3 @@
+"""What the HTTP transports' stacks share: the stock FastAPI app (``app``, ``openapi``,
+``web``), the lean front (``lean``), the floor server (``floor``, ``prompt``) and granian
+(``granian``)."""

@@ -1,0 +1,1 @@
+"""HTTP long polling, one module per stack: ``stock`` (FastAPI), ``lean``, ``floor``."""

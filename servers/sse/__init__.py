@@ -1,0 +1,1 @@
+"""Server-Sent Events, one module per stack: ``stock`` (sse-starlette), ``lean``, ``floor``."""

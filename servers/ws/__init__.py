@@ -1,0 +1,1 @@
+"""WebSocket, one module per stack: ``stock`` (uvicorn's websockets), ``lean``, ``floor``."""
