@@ -260,6 +260,7 @@ async def test_prompt_post_errors(servers: dict[str, ServerHandle], transport: s
         (b'{"prompt": "' + b"a" * 4097 + b'"}', 422, "prompt"),
         (b"{bad json", 422, "body"),
         (b"[1, 2]", 422, "body"),
+        (b"[" * 3000, 422, "body"),  # nested past the JSON parser's depth
         (b"\xff\xfe", 422, "body"),
         (b'{"prompt": "' + b"a" * 70_000 + b'"}', 413, "body"),
     ]

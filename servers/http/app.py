@@ -67,6 +67,8 @@ def decode_json(body: bytes) -> Any:
         return json.loads(body, parse_constant=_reject_constant)
     except ValueError:
         raise ContractError(ErrorKind.INVALID, "body is not valid JSON", "body") from None
+    except RecursionError:  # nested past the parser's depth: a 422, not a 500 and a traceback
+        raise ContractError(ErrorKind.INVALID, "body nests too deeply", "body") from None
 
 
 async def read_json_body(request: Request) -> Any:
