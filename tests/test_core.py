@@ -39,7 +39,7 @@ def test_any_400_consecutive_tokens_hold_multibyte_and_newlines(seed: int) -> No
 
 
 def test_text_is_a_pure_function_across_processes() -> None:
-    code = "from servers import texts; print(repr([texts.text(99, s) for s in range(50)]))"
+    code = "from servers.tokens import texts; print(repr([texts.text(99, s) for s in range(50)]))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == repr([texts.text(99, s) for s in range(50)])
     assert len({texts.text(1, s) for s in range(400)}) > 50  # varied, not one word
