@@ -240,6 +240,57 @@ async def test_websocket_server_pings(server_factory) -> None:
     assert b"\x89" in data.split(b"\r\n\r\n", 1)[1]
 
 
+def server_frames(data: bytes) -> list[tuple[int, bytes]]:
+    """(opcode, payload) of each whole unmasked server frame after the 101 head (RFC 6455 §5.2)."""
+    buf, out = data.split(b"\r\n\r\n", 1)[1], []
+    while len(buf) >= 2:
+        n, at = buf[1] & 0x7F, 2
+        if n == 126:
+            n, at = int.from_bytes(buf[2:4], "big"), 4
+        elif n == 127:
+            n, at = int.from_bytes(buf[2:10], "big"), 10
+        if len(buf) < at + n:
+            break
+        out.append((buf[0] & 0x0F, buf[at : at + n]))
+        buf = buf[at + n :]
+    return out
+
+
+async def test_websocket_client_that_never_answers_a_ping_is_closed(server_factory) -> None:
+    # A reader that reads but never sends a frame back: no pong. The stream would run 10 s; the
+    # server fails the connection with 1011 once a ping went unanswered for a heartbeat (0.3 s).
+    srv: ServerHandle = server_factory("ws", "--heartbeat", "0.3")
+    info = await create_stream("ws", srv.url, tokens=400, rate=40)
+    sock = raw_request(srv.port, "ws", info["id"])
+    sock.settimeout(1)
+    data, start = b"", time.monotonic()
+    while time.monotonic() - start < 8:
+        try:
+            got = await asyncio.to_thread(sock.recv, 65536)
+        except TimeoutError:
+            continue
+        if not got:
+            break
+        data += got
+    sock.close()
+    assert time.monotonic() - start < 8, "the server never closed a client that never ponged"
+    frames = server_frames(data)
+    assert any(op == 0x9 for op, _ in frames)  # it was pinged
+    assert frames[-1][0] == 0x8 and int.from_bytes(frames[-1][1][:2], "big") == 1011
+    assert sum(op == 0x1 for op, _ in frames) < 400  # cut short
+
+
+async def test_websocket_client_that_answers_pings_reads_to_the_end(server_factory) -> None:
+    # The same short heartbeat, with a client that pongs (websockets does): the whole stream.
+    srv: ServerHandle = server_factory("ws", "--heartbeat", "0.3")
+    info = await create_stream("ws", srv.url, tokens=60, rate=30)  # 2 s: about 6 heartbeats
+    url = srv.url.replace("http", "ws") + f"/v1/streams/{info['id']}/ws"
+    async with ws_connect(url, ping_interval=None) as ws:
+        messages = [json.loads(m) async for m in ws]
+    assert [m["seq"] for m in messages[:-1]] == list(range(60)) and messages[-1]["end"]
+    assert ws.close_code == 1000
+
+
 async def test_sigterm_closes_websockets_with_1001(server_factory) -> None:
     srv: ServerHandle = server_factory("ws", "--grace", "2")
     info = await create_stream("ws", srv.url, tokens=1000, rate=10)

@@ -6,8 +6,10 @@ refused before the upgrade with the stock HTTP status and JSON body. Here:
 - the handshake is answered from the parsed request (RFC 6455 §4.2.2); no extension is offered,
   so no permessage-deflate (``--ws-compression`` does not apply);
 - each wheel tick's messages go out as unmasked text frames (§5.2) in one write;
-- keepalive is the protocol's ping (§5.5.2), written when nothing else was for ``heartbeat``
-  seconds (the client's watchdog counts any frame); a ping from the client gets its pong;
+- keepalive is the protocol's ping (§5.5.2), one every ``heartbeat`` seconds, riding in a tick's
+  write when tokens flow; a ping unanswered for ``heartbeat`` seconds (no frame at all came
+  back) fails the connection with 1011, as the stock stack's websockets does, so a vanished or
+  stalled client is closed within two heartbeats; a ping from the client gets its pong;
 - client frames must be masked (§5.3) and at most 64 KiB; the stop button is the text message
   ``{"stop":true}`` (a 503 from the model is answered in-band); a close is echoed (§5.5.1).
 """
@@ -19,6 +21,7 @@ import base64
 import hashlib
 import json
 import struct
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -39,6 +42,7 @@ OP_CONT, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0x0, 0x1, 0x2, 0x8, 0x
 MAX_MESSAGE = 64 * 1024
 PING = b"\x89\x00"  # FIN + ping, no payload
 CLOSE_WAIT_S = 1.0  # how long a close waits for the client's echo before the TCP close
+CLOSE_KEEPALIVE = 1011  # what websockets sends on a ping timeout (RFC 6455 §7.4.1)
 
 
 def frame(opcode: int, payload: bytes) -> bytes:
@@ -56,19 +60,22 @@ def close_frame(code: int, reason: str = "") -> bytes:
 
 
 class Frames:
-    """``pacing.Framing`` for WebSocket: ``ws.Messages`` as wire bytes."""
+    """``pacing.Framing`` for WebSocket: ``ws.Messages`` as wire bytes, with the session's ping
+    when one is due."""
 
-    def __init__(self) -> None:
+    def __init__(self, session: Session) -> None:
         self.messages = stock.Messages()
+        self.session = session
 
     def start(self) -> None:
         return None
 
     def tokens(self, stream: Any, seqs: range) -> bytes:
-        return b"".join([frame(OP_TEXT, t.encode()) for t in self.messages.tokens(stream, seqs)])
+        data = b"".join([frame(OP_TEXT, t.encode()) for t in self.messages.tokens(stream, seqs)])
+        return data + PING if self.session.ping_due() else data
 
     def heartbeat(self) -> bytes:
-        return PING
+        return PING if self.session.ping_due() else b""
 
     def end(self, stream: Any) -> bytes:
         return frame(OP_TEXT, stock.end_message(stream).encode()) + close_frame(stock.CLOSE_NORMAL)
@@ -83,8 +90,36 @@ class Session:
         self.parts: list[bytes] = []  # a fragmented message so far
         self.closing = False  # our close frame went out
         self.stopping: set[asyncio.Future[None]] = set()  # stop presses under way
+        self.every_ns = int(ctx.cfg.heartbeat * 1e9)
+        self.last_ping = time.monotonic_ns()
+        self.unanswered: int | None = None  # when the ping no frame has answered yet went out
+        self.timer = asyncio.get_running_loop().call_later(ctx.cfg.heartbeat, self._keepalive)
+
+    def ping_due(self) -> bool:
+        """Whether a ping goes out now (then it counts as sent)."""
+        now = time.monotonic_ns()
+        if now - self.last_ping < self.every_ns:
+            return False
+        self.last_ping = now
+        if self.unanswered is None:
+            self.unanswered = now
+        return True
+
+    def _keepalive(self) -> None:
+        """Every heartbeat: fail a connection whose ping went unanswered for a heartbeat; ping
+        one that nothing pinged (idle, or paused by a reader that stopped reading)."""
+        if self.closing:
+            return
+        if self.unanswered is not None and time.monotonic_ns() - self.unanswered >= self.every_ns:
+            self.ctx.metrics.add(m.ERRORS)
+            self._fail(CLOSE_KEEPALIVE, "keepalive ping timeout")
+            return
+        if self.ping_due():
+            self.conn.write(PING)
+        self.timer = asyncio.get_running_loop().call_later(self.ctx.cfg.heartbeat, self._keepalive)
 
     def data_received(self, data: bytes) -> None:
+        self.unanswered = None  # any frame from the client shows it is there
         self.buf += data
         while (got := self._frame()) is not None:
             fin, opcode, payload = got
@@ -137,12 +172,13 @@ class Session:
             body = json.dumps({**exc.body(), "status": HTTP_STATUS[exc.kind]})
             self.conn.write(frame(OP_TEXT, body.encode()))
 
-    def _fail(self, code: int) -> None:
+    def _fail(self, code: int, reason: str = "") -> None:
         self.buf.clear()
-        self.send_close(close_frame(code))
+        self.send_close(close_frame(code, reason))
 
     def send_close(self, data: bytes) -> None:
         """Our close frame (with what precedes it); the TCP close follows the client's echo."""
+        self.timer.cancel()
         if self.conn.flow is not None:
             self.conn.flow.close()
             self.conn.flow = None
@@ -152,6 +188,7 @@ class Session:
             asyncio.get_running_loop().call_later(CLOSE_WAIT_S, self._close_tcp)
 
     def _close_tcp(self) -> None:
+        self.timer.cancel()
         if self.conn.flow is not None:
             self.conn.flow.close()
             self.conn.flow = None
@@ -162,6 +199,7 @@ class Session:
             self.conn.transport.close()
 
     def connection_lost(self) -> None:
+        self.timer.cancel()
         if self.conn.flow is not None:
             self.conn.flow.close()
             self.conn.flow = None
@@ -219,11 +257,13 @@ def route(ctx: Context) -> floor.Route:
                 session.send_close(close_frame(stock.CLOSE_GOING_AWAY, "server shutting down"))
             else:  # the end frame and close 1000 went out with the last tokens
                 session.closing = True
+                session.timer.cancel()
                 asyncio.get_running_loop().call_later(CLOSE_WAIT_S, session._close_tcp)
 
         assert read.feed is not None
-        conn.flow = Flow(ctx, conn.server.wheel, read.feed, read.after, Frames(), emit, on_end,
-                         idle_s=ctx.cfg.heartbeat)  # fmt: skip
+        # no idle heartbeat from the flow: the session's timer pings (see Session._keepalive)
+        conn.flow = Flow(ctx, conn.server.wheel, read.feed, read.after, Frames(session), emit,
+                         on_end)  # fmt: skip
         conn.flow.start()
 
     return floor.read_route(ctx, opener, starter, refuse=lambda c, e: refuse(c, e, metrics))
@@ -233,7 +273,8 @@ def settings(cfg: ServerConfig) -> dict[str, Any]:
     effective = {"server": "asyncio.Protocol + httptools on uvloop (servers/http/floor.py)",
                  "loop": LOOP, "pacing": "one timer wheel per process (servers/pacing/wheel.py)",
                  "ws": "RFC 6455 frames written by hand (servers/ws/floor.py)",
-                 "ws_per_message_deflate": False, "ws_ping": f"after {cfg.heartbeat:g} s idle",
+                 "ws_per_message_deflate": False, "ws_ping_interval": cfg.heartbeat,
+                 "ws_ping_timeout": cfg.heartbeat,
                  "backlog": cfg.backlog}  # fmt: skip
     return {"effective": effective, "stack_defaults": stock.settings(cfg)["stack_defaults"]}
 
