@@ -148,6 +148,26 @@ def test_summarize_merges_loaders_and_flags_the_bottleneck() -> None:
     assert doc["slo"]["held"] is True
 
 
+def test_a_silent_load_process_bounds_the_step_and_a_costly_load_side_is_flagged() -> None:
+    cfg = BenchConfig(transports=["sse"], steps=[], slo_ms=250)
+    step = Step(300, 1, 2)
+    w = Window()
+    for loader in (0, 1):  # of three: loader 2 never reported
+        w.add(_report(loader, 1000, 1000, 10.0, [1000] * 100), None)
+        w.add(_report(loader, 1000, 1000, 10.01, [1000] * 100, second=1), 10.0, 4.0)
+    # the server: 1 s of CPU for 2000 tokens = 500 µs/token; the loaders 10 µs/token
+    srv0 = Sample(cpu_s=100.0, rss_bytes=0, open_files=0, alive=1, read_bytes=0, written_bytes=0)
+    cost = ServerCost(srv0, Sample(101.0, 0, 0, 1, 0, 0), 0, 0, None, 200, 2000, cores=1)
+    doc = summarize(step, w, 2.0, cost, cfg, loader_cores=1, loaders=3)
+    assert doc["loadgen"]["processes"] == 2 and doc["loadgen"]["silent"] == 1
+    assert doc["limited_by"] == "loadgen" and not doc["slo"]["held"]
+    assert doc["loadgen"]["costlier_than_server"] is False
+    assert summarize(step, w, 2.0, cost, cfg, 1, loaders=2)["slo"]["held"]  # all reported
+    cheap = ServerCost(srv0, Sample(100.001, 0, 0, 1, 0, 0), 0, 0, None, 200, 2000, cores=1)
+    assert summarize(step, w, 2.0, cheap, cfg, 1)["loadgen"]["costlier_than_server"] is True
+    assert summarize(step, w, 2.0, None, cfg, 1)["loadgen"]["costlier_than_server"] is None
+
+
 def test_slo_holds_and_breaks_on_each_condition() -> None:
     cfg = BenchConfig(transports=["sse"], steps=[], slo_ms=250)
     step = Step(100, 1, 1)

@@ -427,7 +427,9 @@ def _measure_step(
     w = whole
     cost = _cost(start, prev, counts_start, counts_prev, rss_max, files_max, base_rss,
                  server_cores)  # fmt: skip
-    doc = summarize(step, w, seconds, cost, cfg, loader_cores)
+    # a load process silent over four report intervals is behind, not merely late
+    check = n_loaders if seconds >= 4 * LoaderConfig.interval else 0
+    doc = summarize(step, w, seconds, cost, cfg, loader_cores, loaders=check)
     doc["windows"] = parts
     doc["server"]["gc"] = _gc_doc(counts_start, counts_prev)
     doc["server"]["cpu_over_cores"] = _over_cores(cost, seconds, server_cores if pinned else None)
@@ -506,6 +508,11 @@ def _part(d: StepSummary) -> dict[str, Any]:
 def _step_line(transport: str, i: int, n: int, d: dict[str, Any]) -> str:
     mark = "held" if d["slo"]["held"] else "BROKE"
     bound = f"  LIMITED BY {d['limited_by'].upper()}" if d["limited_by"] else ""
+    gen = d["loadgen"]
+    if gen.get("silent"):
+        bound += f" ({gen['silent']} OF {gen['silent'] + gen['processes']} LOAD PROCESSES SILENT)"
+    if gen.get("costlier_than_server"):
+        bound += "  LOADGEN COSTLIER THAN SERVER"
     return (
         f"{transport:<4} step {i + 1}{f'/{n}' if n else ''}: {d['clients']:>6} clients  "
         f"{d['tokens_per_s']:>9,.0f} tok/s  "

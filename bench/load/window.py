@@ -3,7 +3,10 @@
 ``Window.add`` folds in one ``LoaderReport``; ``summarize`` turns a window and what the server
 cost over it (``ServerCost``) into the step's results.json entry (docs/results-schema.md).
 When a process group used ``SATURATED`` of its cores the step says which: its figures then
-bound that group, not the other.
+bound that group, not the other. A load process that sent no report over a whole window had its
+event loop stuck behind its users: the figures miss its users, so the step is bounded by the
+load side and does not hold. Either way, a load side that spent more CPU per token than the
+server it measured is flagged (``loadgen.costlier_than_server``).
 """
 
 from __future__ import annotations
@@ -162,9 +165,10 @@ def _server(cost: ServerCost | None, w: Window, seconds: float) -> tuple[dict[st
 
 def summarize(
     step: Step, w: Window, seconds: float, cost: ServerCost | None, cfg: BenchConfig,
-    loader_cores: int,
+    loader_cores: int, loaders: int = 0,
 ) -> StepSummary:  # fmt: skip
-    """The step's entry in results.json."""
+    """The step's entry in results.json; ``loaders``: how many load processes should have
+    reported (0: not checked, as in a sub-window shorter than a few report intervals)."""
     s = w.sums
     tokens, expected, failed = s["tokens"], s["expected"], s["streams_failed"]
     gen_cpu = sum(last - first for first, last in w.cpu.values())
@@ -172,18 +176,24 @@ def summarize(
     span = w.span_s() or seconds  # what the loaders' reports cover
     gen_util = gen_cpu / span / max(loader_cores, 1) if span else 0.0
     server, wire = _server(cost, w, seconds)
+    gen_us = _per(gen_cpu, tokens, 1e6, 2)
+    server_us = None if (k := server["cpu_s_per_1k_tokens"]) is None else k * 1e3
+    silent = max(0, loaders - len(w.cpu))
     gen = {
-        "cpu_us_per_token": _per(gen_cpu, tokens, 1e6, 2),
+        "cpu_us_per_token": gen_us,
         "sys_us_per_token": _per(gen_sys, tokens, 1e6, 2),
         "cpu_util": round(gen_util, 4),
         "processes": len(w.cpu),
+        "silent": silent,
+        "costlier_than_server": None if gen_us is None or server_us is None else gen_us > server_us,
         "fast_path": bool(w.fast_path) and all(w.fast_path.values()),
         "loop": _loop(w.loops),
         "saturated": gen_util >= SATURATED,
     }
     goodput = round(tokens / expected, 5) if expected else None
     server_sat = server["cpu_util"] is not None and server["cpu_util"] >= SATURATED
-    limited_by = "loadgen" if gen["saturated"] else ("server" if server_sat else None)
+    behind = gen["saturated"] or silent > 0
+    limited_by = "loadgen" if behind else ("server" if server_sat else None)
     lat, ttft = w.latency.summary_ms(), w.ttft.summary_ms()
     held_slo = (
         w.latency.count > 0
@@ -194,6 +204,7 @@ def summarize(
         and s["lost"] == 0
         and s["unread"] == 0
         and failed == 0
+        and silent == 0
     )
     rate = (lambda n: round(n / span, 1)) if span else (lambda n: 0.0)
     return {
