@@ -40,7 +40,7 @@ class FakeClock:
 def test_goodput_counts_tokens_due_in_each_interval() -> None:
     clock = FakeClock(T0)
     acc = Accumulator(clock)
-    acc.active[0] = [Stream(T0, 100, 10.0, 0), T0 - 1]  # 10 tok/s; nothing counted yet
+    acc.active[0] = [Stream(T0, 100, 10.0, 0), 0]  # 10 tok/s; nothing counted yet
     clock.now = T0 + S  # tokens 0..10 are due at or before T0 + 1 s
     acc.tokens = 11
     first = acc.report(users=1, cpu_s=0.0)

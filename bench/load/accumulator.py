@@ -37,7 +37,7 @@ class Accumulator:
         self.stats = ReaderStats()  # shared by every reader of this process, never replaced
         self._seen = ReaderStats()  # its values at the last report
         self.reset()
-        # conversation id -> [stream, time up to which its due tokens are counted as expected]
+        # conversation id -> [stream, how many of its due tokens are counted as expected]
         self.active: dict[int, list[Any]] = {}
         self.last_ns = clock()
 
@@ -59,9 +59,11 @@ class Accumulator:
             self.ttft.merge_raw(*ttft)
         t0 = self.last_ns
         expected = self.expected_done
-        for entry in self.active.values():
-            expected += entry[0].due_count(now) - entry[0].due_count(entry[1])
-            entry[1] = now
+        for entry in self.active.values():  # once per report per stream: kept cheap
+            stream, counted = entry
+            if counted < stream.tokens:
+                entry[1] = n = stream.due_count(now)
+                expected += n - counted
         s, seen = self.stats, self._seen
         for reason, n in s.retry_reasons.items():
             self.errors[error_class(reason)] += n - seen.retry_reasons.get(reason, 0)

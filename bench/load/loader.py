@@ -111,7 +111,7 @@ class Loader:
         reader.on_connected = arrive
         conv = self._next_conv
         self._next_conv += 1
-        acc.active[conv] = entry = [timing, timing.created_ns - 1]  # token 0 not yet counted
+        acc.active[conv] = entry = [timing, 0]  # no token counted as expected yet
         done = stopped = refused = False
         try:
             await reader.run()
@@ -133,7 +133,7 @@ class Loader:
         finally:
             now = now_ns()
             a = self.acc
-            a.expected_done += timing.due_count(now) - timing.due_count(entry[1])
+            a.expected_done += timing.due_count(now) - entry[1]
             self.account_end(a, timing, reader, now, done, stopped)
             del a.active[conv]
         if refused:  # as after a refused prompt: not a tight loop of refusals

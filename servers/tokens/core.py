@@ -92,13 +92,15 @@ class Stream:
 
     def due_count(self, now_ns: int) -> int:
         """How many tokens are due at ``now_ns`` (seqs ``0 .. n-1``)."""
-        if now_ns < self.created_ns:
+        created, rate, tokens = self.created_ns, self.rate, self.tokens
+        if now_ns < created:
             return 0
-        n = min(self.tokens, math.floor((now_ns - self.created_ns) * self.rate / 1e9) + 1)
-        # The float estimate can be one off either way; the schedule itself decides.
-        while n < self.tokens and self.due_ns(n) <= now_ns:
+        n = min(tokens, math.floor((now_ns - created) * rate / 1e9) + 1)
+        # The float estimate can be one off either way; the schedule (due_ns, inlined: the load
+        # generator asks this of every stream it reads, twice a second) decides.
+        while n < tokens and created + math.floor(n * 1e9 / rate) <= now_ns:
             n += 1
-        while n > 0 and self.due_ns(n - 1) > now_ns:
+        while n > 0 and created + math.floor((n - 1) * 1e9 / rate) > now_ns:
             n -= 1
         return n
 
