@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
 import time
 
 import aiohttp
@@ -20,6 +21,7 @@ from websockets.asyncio.client import connect as ws_connect
 from clients import StreamError, create_stream, reader_class, stream
 from proto import tokens_pb2 as pb
 from proto import tokens_pb2_grpc as pb_grpc
+from servers.base import ServerConfig
 from servers.tokens.core import Codec
 from tests.conftest import HTTP_TRANSPORTS, STACKS, TRANSPORTS, ServerHandle
 
@@ -50,6 +52,19 @@ async def test_four_transports_deliver_identical_streams(servers: dict[str, Serv
     texts = [text for _, text in reference]
     assert sum(any(ord(c) > 127 for c in x) for x in texts) >= 20
     assert sum("\n" in x for x in texts) >= 8
+
+
+def test_every_listener_keeps_the_configured_backlog(servers: dict[str, ServerHandle]) -> None:
+    # asyncio's create_server and uvicorn listen() again, at their own defaults (100, 2048),
+    # unless told: a burst of arrivals then lost SYNs and waited seconds in retransmits.
+    # ss reports a listener's backlog as its Send-Q; the kernel caps it at somaxconn.
+    with open("/proc/sys/net/core/somaxconn") as f:
+        want = min(ServerConfig("sse").backlog, int(f.read()))
+    for transport, srv in servers.items():
+        out = subprocess.run(["ss", "-ltnH", f"sport = :{srv.port}"], capture_output=True,
+                             text=True, check=True).stdout.split("\n")  # fmt: skip
+        backlogs = {int(line.split()[2]) for line in out if line.strip()}
+        assert backlogs == {want}, f"{transport}: listen backlogs {backlogs}, not {want}"
 
 
 async def test_stream_created_on_one_transport_is_served_by_another(

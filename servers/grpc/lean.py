@@ -268,7 +268,8 @@ async def serve(ctx: Context, on_ready: Callable[[], None], conn: type[Conn] = C
     live: set[Conn] = set()
     serving = [True]
     socks = listen_sockets(cfg.hosts, cfg.port, cfg.backlog)
-    servers = [await loop.create_server(lambda: conn(ctx, live, serving), sock=s) for s in socks]
+    servers = [await loop.create_server(lambda: conn(ctx, live, serving), sock=s,
+                                        backlog=cfg.backlog) for s in socks]  # fmt: skip
     from servers.grpc import web as grpcweb
 
     web = await grpcweb.start(ctx) if cfg.web_port is not None else None

@@ -190,6 +190,7 @@ async def start_uvicorn(ctx: Context, app: Any, socks: list[socket.socket]) -> W
         app,
         http="httptools",
         ws="websockets-sansio",
+        backlog=cfg.backlog,  # else uvicorn listens again at its own 2048
         lifespan="off",
         log_level="warning",
         access_log=cfg.access_log,

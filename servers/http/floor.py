@@ -367,7 +367,10 @@ async def serve(
 ) -> None:  # fmt: skip
     """Serve on ``socks`` until SIGTERM, then drain (module rules)."""
     loop = asyncio.get_running_loop()
-    listeners = [await loop.create_server(lambda: Conn(server), sock=s) for s in socks]
+    # create_server listens again, at its own default of 100 unless told (asyncio docs)
+    backlog = server.ctx.cfg.backlog
+    listeners = [await loop.create_server(lambda: Conn(server), sock=s, backlog=backlog)
+                 for s in socks]  # fmt: skip
     stopping = asyncio.Event()
     forced = asyncio.Event()
 
