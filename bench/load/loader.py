@@ -10,6 +10,9 @@ until N run (new ones staggered over R seconds, so streams do not tick in step),
 ``{"stop": true}`` ends everything. Every second one JSON report goes to stdout: counters and
 histograms for that second only, merged by the orchestrator. All sockets close with RST, so
 churn leaves no TIME_WAIT; HTTP transports bind ``local_addr`` (one 127.0.0.x per loader).
+The cyclic garbage collector runs as a tuned server worker's does (servers/process/gcpolicy.py):
+with 10,000 users a stock full collection held a load process for seconds, its sockets unread,
+and the latencies it then measured were its own (results/20261207-hold-floor).
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from bench.load.messages import LoaderCommand, LoaderConfig
 from bench.load.procstat import self_cpu_s, self_sys_s
 from clients import ClientOptions, GaveUp, StreamError, fast
 from clients.base import Retry
+from servers.process import gcpolicy
 from servers.tokens.core import Codec, ContractError, Stream
 
 
@@ -209,6 +213,7 @@ class Loader:
             commands.put_nowait({"stop": True})  # the orchestrator went away
 
         await self.sync_clock()
+        freezer = gcpolicy.tune()
         if self.pump is not None:  # the compiled event loop: one wake for many sockets
             loop.add_reader(self.pump.fileno(), self.pump.run)
         command_task = asyncio.ensure_future(read_commands())
@@ -237,6 +242,7 @@ class Loader:
         await self.clock.check(cfg.transport, cfg.url, cfg.local_addr)
         self.write_report()  # the last one: the clock's reading after the run in it
         command_task.cancel()
+        freezer.cancel()
 
     async def sync_clock(self) -> None:
         """Read the server's clock (bench.load.clock); from then on, every reading, the

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import time
+from collections.abc import Callable
 from typing import Any
 
 from servers.process import metrics as m
@@ -63,15 +64,21 @@ def apply(policy: str, metrics: m.Metrics) -> asyncio.Task[None] | None:
     count_pauses(metrics)
     if policy == "stock":
         return None
+    return tune(lambda frozen: metrics.add(m.GC_FROZEN, frozen - metrics.get(m.GC_FROZEN)))
+
+
+def tune(on_freeze: Callable[[int], None] | None = None) -> asyncio.Task[None]:
+    """``tuned`` in this process, on its running loop (a server worker, a load process); the
+    freezer task. ``on_freeze`` gets the frozen count after each freeze."""
     gc.set_threshold(*TUNED_THRESHOLDS)
-    return asyncio.ensure_future(_freezer(metrics))
+    return asyncio.ensure_future(_freezer(on_freeze))
 
 
-async def _freezer(metrics: m.Metrics) -> None:
+async def _freezer(on_freeze: Callable[[int], None] | None) -> None:
     while True:
         gc.freeze()  # O(1): the generations' lists are spliced onto the permanent one
-        frozen = gc.get_freeze_count()
-        metrics.add(m.GC_FROZEN, frozen - metrics.get(m.GC_FROZEN))
+        if on_freeze is not None:
+            on_freeze(gc.get_freeze_count())
         await asyncio.sleep(FREEZE_EVERY_S)
 
 
