@@ -162,16 +162,21 @@ def holds_md(r: Runs) -> str:
             srv, lat = st["server"], st["latency_ms"]
             ttft = st["ttft_ms"]["p99"] / 1e3 if st["ttft_ms"].get("count") else None
             mem, cpu = srv["mem_per_conn_bytes"], srv["cpu_s_per_1k_tokens"]
+            gen = st["loadgen"]
+            ramped = (st.get("ramp") or {}).get("users_connected")
+            silent = gen.get("silent")  # load processes that never reported in the window
+            quiet = "not counted" if silent is None else f"{silent} of {silent + gen['processes']}"
             rows.append([
                 f"`{_path(r, doc)}`", NAMES[t], variant_of(run).label or "stock",
                 f"{rates.get(t, doc['config'].get('rate')):g}",
-                f"{st.get('users') or st['clients']:,} of {st['clients']:,}",
+                f"{ramped or st.get('users') or st['clients']:,} of {st['clients']:,}",
                 _f(st["tokens_per_s"], ",.0f"), _f(lat["p50"]), _f(lat["p99"]), _f(ttft),
-                str(st["goodput"]), str(st["lost"]), _f(mem and mem / 1024),
-                _f(cpu and cpu * 1e3)])  # fmt: skip
+                str(st["goodput"]), str(st["lost"]), _f(st.get("unread"), ","),
+                _f(mem and mem / 1024), _f(cpu and cpu * 1e3), _f(gen.get("cpu_us_per_token")),
+                quiet])  # fmt: skip
     return _md("run | transport | server | tok/s per user | users connected of asked | tok/s | "
-               "p50 ms | p99 ms | first token p99 s | goodput | lost | KiB / conn | server ms / "
-               "1k tok", rows)  # fmt: skip
+               "p50 ms | p99 ms | first token p99 s | goodput | lost | unread | KiB / conn | "
+               "server µs / tok | load µs / tok | load processes silent", rows)  # fmt: skip
 
 
 def _syscall_us(doc: dict[str, Any]) -> float | None:
@@ -363,7 +368,10 @@ EXCERPTS: dict[str, tuple[tuple[str, ...], Make]] = {
     "stacks-floor": (_under("20261207-floor/", "knee"), _section(variants.stacks_md)),
     "flush-floor": (_under("20261207-floor/", "flush"),
                     _section(lambda d: variants.flush_md(variants.flush_points(d)))),
-    "hold-floor": (_under("20261207-floor/", "hold-50k"), holds_md),
+    "hold-floor": (_under("20261207-floor/", "hold-50k")
+                   + _under("20261207-hold-floor/", "gc-stock", "gc-tuned", "ramp-180s",
+                            "backlog", "loader-gc-nochurn", "loader-gc", "profile-15k"),
+                   holds_md),
     "churn-floor": (_under("20261207-churn/", "asgi1", "floor1", "asgi2", "floor2",
                            "floor-compiled"), churn_md),
     "flush": (_under("20261202-003637/", "flush", "flush-grpc"),
