@@ -130,13 +130,14 @@ static PyObject *pump_run(Pump *p, PyObject *unused) {
             }
         }
         if (got > 0) {
+            /* the transport as it was: a callback that raises may have let go of it first */
+            PyObject *tr = s->transport;
+            Py_XINCREF(tr);
             PyObject *data = PyBytes_FromStringAndSize(buf, got);
             PyObject *r = data ? tap_data_received(s, data) : NULL;
             Py_XDECREF(data);
             if (!r) { /* a bug in a callback: say so, and drop that connection */
                 PyErr_WriteUnraisable((PyObject *)s);
-                PyObject *tr = s->transport;
-                Py_XINCREF(tr);
                 unpump(s);
                 if (tr) {
                     PyObject *x = PyObject_CallMethod(tr, "abort", NULL);
@@ -146,6 +147,7 @@ static PyObject *pump_run(Pump *p, PyObject *unused) {
                 }
             } else {
                 Py_DECREF(r);
+                Py_XDECREF(tr);
                 if (!s->fast || !s->conn) unpump(s);
             }
         } else {

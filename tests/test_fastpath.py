@@ -358,3 +358,49 @@ def test_broken_chunking_is_an_error_not_a_token(body: bytes, why: str) -> None:
     tap.data_received(SSE_HEAD + body)
     assert errors == [why]
     assert tally.take()[0] == 0
+
+
+@pytest.mark.timeout(30)
+async def test_a_callback_that_raises_in_the_pump_drops_its_connection(monkeypatch) -> None:
+    """A Python callback run from the pump raises after it let go of the tap (stopped it): the
+    bug is reported (sys.unraisablehook) and the connection it was reading is aborted, not left
+    open with nobody reading it."""
+    loop = asyncio.get_running_loop()
+    ended = loop.create_future()
+
+    async def handle(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        w.write(SSE_HEAD + _chunked(b"event: other\ndata: x\n\n", [23]))
+        await w.drain()
+        try:
+            ended.set_result(await r.read())  # b"" at the client's close
+        except ConnectionError as exc:  # its abort: a reset
+            ended.set_result(exc)
+        w.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    reported: list[object] = []
+    monkeypatch.setattr("sys.unraisablehook", reported.append)
+    pump = fast.pump()
+    loop.add_reader(pump.fileno(), pump.run)
+    transport, _ = await loop.create_connection(asyncio.Protocol, "127.0.0.1", port)
+    tap = fast.tap_for(SSEReader("http://x", "id", lambda *a: None), "sse", fast.tally(), SEED, 0,
+                       pump)  # fmt: skip
+    conn = FakeConn()
+    conn.transport = transport  # type: ignore[assignment]
+
+    def on_other(*event: str) -> None:
+        tap.stop()
+        raise RuntimeError("a bug in a callback")
+
+    tap.start(conn, lambda head: True, on_other, lambda why: None)
+    transport.set_protocol(tap)
+    tap.attach(transport)
+    try:
+        assert await asyncio.wait_for(ended, 10) is not None
+        assert transport.is_closing() and len(reported) == 1
+        assert pump.stats()["open"] == 0
+    finally:
+        loop.remove_reader(pump.fileno())
+        transport.abort()
+        server.close()
