@@ -364,6 +364,23 @@ def test_knee_searches_take_turns_and_every_step_ends_with_no_users(tmp_path: Pa
 
 
 @pytest.mark.timeout(120)
+def test_stationary_users_churn_from_the_first_window(tmp_path: Path) -> None:
+    """--stationary: first answers of 1..200 tokens, so some end (and their users post again)
+    inside a window that ends about 2 s after the first user started; without it every answer
+    runs 5 s (200 at 40 tok/s) and none could."""
+    out = tmp_path / "stationary"
+    proc = run_cli(
+        "bench", "--transport", "sse", "--users", "60", "--stationary", "--ramp", "0.5s",
+        "--hold", "1.2", "--windows", "1", "--tokens", "200", "--rate", "40", "--think", "0",
+        "--no-pin", "--out", str(out),
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    doc = results.load(out)
+    assert doc["config"]["stationary"] is True
+    assert doc["runs"][0]["steps"][0]["streams_done"] >= 1
+
+
+@pytest.mark.timeout(120)
 def test_a_knee_budget_stops_the_search_unsettled(tmp_path: Path) -> None:
     """--knee-budget: past it no search starts another step (each runs its first), and the knee
     says it was cut and is unsettled."""

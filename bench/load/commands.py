@@ -135,6 +135,14 @@ def bench(
             "(clients/_pump.c), not through uvloop."
         ),
     ] = True,
+    stationary: Annotated[
+        bool,
+        typer.Option(
+            help="Each user's first answer is of random length (1 to --tokens), so prompts and "
+            "connections come back at the steady pace from the start, not in one wave when the "
+            "ramp's first answers all end together. Always on with --find-knee."
+        ),
+    ] = False,
     cooldown: Annotated[
         float,
         typer.Option(help="Seconds between everyone connected and the measured window."),
@@ -277,7 +285,7 @@ def bench(
         slo_ms=slo_ms, ttft_slo_ms=ttft_slo_ms, heartbeat=heartbeat, pin=pin, quiet=quiet,
         settle_s=settle,
         cooldown_s=cooldown, knee_refine=knee_refine, doze_us=doze_us, fast_path=fast_path,
-        compiled_loop=compiled_loop,
+        compiled_loop=compiled_loop, stationary=stationary or find_knee,
         windows=windows, knee_repeats=knee_repeats, knee_budget_s=knee_budget, rates=rates,
         stacks=stacks, gcs=gcs,
         flushes=flushes, deploy=deploy if deploy.topology else None,

@@ -50,6 +50,7 @@ class BenchConfig:
     warmup_s: float = 1.0  # after the server said ready, before its baseline memory is read
     fast_path: bool = True  # load processes use clients/_fastpath.c where the transport has one
     compiled_loop: bool = True  # ...and wait on its sockets in clients/_pump.c, not uvloop
+    stationary: bool = False  # first answers of random length: churn at its steady pace at once
     doze_us: int = 1000  # load processes read in batches (Loader.doze), where the transport allows
     knee_refine: int = 0  # --find-knee: the bracket's target width, ladder factor ** 0.5**N
     cooldown_s: float = 0.0  # after the settle, seconds before the window opens

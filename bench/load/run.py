@@ -222,7 +222,7 @@ def _steps(
             transport=transport, url=topo.urls[k], index=k, local_addr=topo.sources[k],
             tokens=cfg.tokens, rate=cfg.rate_for(transport), think=cfg.think,
             heartbeat=cfg.heartbeat, poll_timeout=cfg.poll_timeout, seed=k,
-            stationary=cfg.find_knee,
+            stationary=cfg.stationary or cfg.find_knee,
             doze_us=cfg.doze_us, fast_path=cfg.fast_path,  # the loader knows if it may doze
             compiled_loop=cfg.compiled_loop,
         )
