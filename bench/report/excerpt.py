@@ -207,6 +207,28 @@ def churn_md(r: Runs) -> str:
                rows)  # fmt: skip
 
 
+def conversation_md(r: Runs) -> str:
+    """What one conversation (prompt POST, connection, answer, close) costs each side: all the
+    CPU of the window divided by the conversations that ended in it, tokens included."""
+    rows = []
+    for doc in r.bench:
+        commit = ((doc["machine"].get("git") or {}).get("commit") or "")[:7] or "-"
+        for run in doc["runs"]:
+            st = run["steps"][-1]
+            per_s = st["streams_done"] / st["window_s"] if st["window_s"] else 0.0
+            tok = st["tokens_per_s"]
+            srv_us = (st["server"]["cpu_s_per_1k_tokens"] or 0) * 1e3
+            gen_us = st["loadgen"]["cpu_us_per_token"] or 0
+            rows.append([
+                f"`{_path(r, doc)}`", commit, f"{st['clients']:,}", _f(per_s, ",.0f"),
+                _f(tok, ",.0f"), _f(tok / per_s if per_s else None), _f(srv_us),
+                _f(srv_us * tok / per_s if per_s else None, ",.0f"), _f(gen_us),
+                _f(gen_us * tok / per_s if per_s else None, ",.0f")])  # fmt: skip
+    return _md("run | commit | users | conversations / s | tok/s | tokens / conversation | "
+               "server µs / tok | server µs / conversation | load µs / tok | load µs / "
+               "conversation", rows)  # fmt: skip
+
+
 def loadgen_md(r: Runs) -> str:
     """The load generator's CPU per token against the server's and the run's yardstick, per
     receive path and event loop (``loop``: runs before it existed read through uvloop)."""
@@ -370,8 +392,11 @@ EXCERPTS: dict[str, tuple[tuple[str, ...], Make]] = {
                     _section(lambda d: variants.flush_md(variants.flush_points(d)))),
     "hold-floor": (_under("20261207-floor/", "hold-50k")
                    + _under("20261207-hold-floor/", "gc-stock", "gc-tuned", "ramp-180s",
-                            "backlog", "loader-gc-nochurn", "loader-gc", "profile-15k"),
+                            "backlog", "loader-gc-nochurn", "loader-gc", "stationary",
+                            "profile-15k"),
                    holds_md),
+    "conversation-floor": (_under("20261207-hold-floor/", "churn-1000", "churn-1000-ownconnect",
+                                  "loader-gc-nochurn", "stationary"), conversation_md),
     "churn-floor": (_under("20261207-churn/", "asgi1", "floor1", "asgi2", "floor2",
                            "floor-compiled"), churn_md),
     "flush": (_under("20261202-003637/", "flush", "flush-grpc"),
