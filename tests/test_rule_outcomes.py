@@ -220,6 +220,7 @@ CASES: list[tuple[str, str, Case]] = [
     ),
     (LB_HEARTBEAT, "not measured", _lb(LB_HEARTBEAT, _idle({"sse": (0, 5)}))),
     (SHIP, "one", _ship([_complete(_doc(1, knees=AHEAD_WS))], _hardened())),
+    (SHIP, "one", _ship([_complete(_doc(1, ws_cpu=40.0))], _hardened())),  # knees tie, CPU not
     (SHIP, "tie", _ship([_complete(_doc(1))], _hardened())),
     (
         SHIP,

@@ -241,13 +241,24 @@ def test_what_to_ship_names_the_cheapest_that_kept_every_token() -> None:
     assert got["pick"] == "ws" and got["group"] == ["ws"]
     assert "watchdog" in got["text"] and "left 5 of 5 streams unrecovered" in got["text"]
     assert "(run `faults`)" in got["text"]  # the run that showed it
-    assert "Behind it on users per core: SSE, gRPC, long polling" in got["text"]
+    assert ("Behind it: SSE (users per core), gRPC (users per core), long polling (users per "
+            "core)") in got["text"]  # fmt: skip
     assert "fault scenarios not run: close, reset" in got["text"]
     faults = [faults[0], *_hardened({"ws": 3})]  # hardened WebSocket lost tokens: out
     got = ship.recommend([doc], faults)
     assert got["pick"] == "sse" and "Out: WebSocket" in got["text"]
     got = ship.recommend([doc], _hardened({"sse": 1, "ws": 1, "grpc": 1, "poll": 1}))
     assert got["pick"] is None and got["text"].startswith("**Ship none of them")
+
+
+def test_knees_that_overlap_are_ordered_by_cpu_per_token_at_a_load_both_held() -> None:
+    # Knees that the evidence allows in either order (826-1012 against 914-1012): a WebSocket
+    # that costs 40 µs a token against SSE's 28 at the most users both held (450) is behind; at 27
+    # (within the noise of 28) they tie and both are named.
+    got = ship.recommend([_complete(_doc(1, ws_cpu=40.0))], _hardened())
+    assert got["group"] == ["sse"]
+    assert "WebSocket (server CPU per token at 450 users)" in got["text"]  # the fixture's steps
+    assert ship.recommend([_complete(_doc(1))], _hardened())["group"] == ["sse", "ws"]
 
 
 def test_a_search_cut_by_its_budget_is_named_in_the_caveats() -> None:

@@ -7,9 +7,14 @@ The rule:
    nothing and recovered every stream in every fault scenario run; one that did not is out.
 2. The cheapest candidates are those no other candidate beats on users per core, compared as
    half-open knee brackets by ``stats.compare`` (the comparison of every verdict and of
-   ``tokenbench compare``). Two that the evidence allows in either order tie and are named
-   together, in the registry's order. A knee bounded by the load generator, or that never broke,
-   is "at least" its count: it stays in the running, with that caveat.
+   ``tokenbench compare``), or, where those overlap and both knees broke (not bounded by the
+   load generator), on server CPU per token at the most users both held
+   (``figures.cpu_at_common_load``, as the one-way verdict compares): a knee whose steps held
+   and broke by chance over its whole range has an interval open above that overlaps every
+   other, and says nothing about order that the per-token cost does not settle. Two that the
+   evidence allows in either order tie and are named together, in the registry's order. A knee
+   bounded by the load generator, or that never broke, is "at least" its count: it stays in the
+   running, with that caveat.
 3. What to build around each is what its client as it comes failed in the fault runs (a watchdog
    where silence was never noticed, a retry where a 5xx ended the stream), what behind the load
    balancer lost tokens (bench.report.behind_lb), what the browsers needed (bench.report.browsers),
@@ -25,7 +30,7 @@ from typing import Any
 
 import transports
 from bench.report import stats
-from bench.report.figures import NAMES, Knee, fleet, knees, memory
+from bench.report.figures import NAMES, Knee, cpu_at_common_load, fleet, knees, memory
 from bench.results.schema import FAULT_SCENARIOS as SCENARIOS
 
 
@@ -51,10 +56,26 @@ def missing(docs: list[dict[str, Any]], faults: list[dict[str, Any]]) -> list[st
     return out
 
 
+def beats(k: dict[str, Knee], a: str, b: str) -> str | None:
+    """How ``b`` beats ``a`` (rule 2): "users per core", "server CPU per token at N users", or
+    None when it does not."""
+    on_users = stats.compare(k[a].users_per_core, k[b].users_per_core)
+    if on_users != "tie":
+        return "users per core" if on_users == "b" else None
+    if not all(n.broke_at is not None and not n.harness_bound for n in (k[a], k[b])):
+        return None  # an "at least" knee: how far past its count it goes was not measured
+    common = cpu_at_common_load(k[a], k[b])
+    if common is None:
+        return None
+    at, cpu_a, cpu_b = common
+    if stats.compare(cpu_a, cpu_b, lower_is_better=True) == "b":
+        return f"server CPU per token at {at:,} users"
+    return None
+
+
 def cheapest(k: dict[str, Knee], candidates: list[str]) -> list[str]:
-    """The candidates no other candidate beats on users per core, in the registry's order."""
-    beaten = {a for a in candidates for b in candidates
-              if stats.compare(k[a].users_per_core, k[b].users_per_core) == "b"}  # fmt: skip
+    """The candidates no other candidate beats (rule 2), in the registry's order."""
+    beaten = {a for a in candidates for b in candidates if a != b and beats(k, a, b)}
     return [t for t in NAMES if t in candidates and t not in beaten]
 
 
@@ -92,7 +113,10 @@ def recommend(
         text.append(f"{_cost(rows[group[0]])} for 50,000 users at 40 tok/s. ")
     behind = [t for t in candidates if t not in group]
     if behind:
-        text.append(f"Behind it on users per core: {', '.join(NAMES[t] for t in behind)}. ")
+        # each is beaten by some candidate (rule 2): say on what, the group's first if it can
+        why = {t: next(w for b in [*group, *candidates] if b != t and (w := beats(k, t, b)))
+               for t in behind}  # fmt: skip
+        text.append("Behind it: " + ", ".join(f"{NAMES[t]} ({why[t]})" for t in behind) + ". ")
     text.append(" ".join(f"Build around {NAMES[t]}: {'; '.join(builds[t])}." for t in group
                          if builds[t]))  # fmt: skip
     if out_lost:
