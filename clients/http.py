@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import re
 import socket
 import struct
@@ -221,33 +220,6 @@ def request_bytes(
 _LINGER_0 = struct.pack("ii", 1, 0)
 
 
-async def sock_connect(
-    loop: asyncio.AbstractEventLoop, sock: socket.socket, host: str, port: int
-) -> None:
-    """Connect non-blocking ``sock`` to ``host:port``. Not ``loop.sock_connect``: uvloop's
-    resolves every address, a numeric one too, through libuv's thread pool (getaddrinfo with no
-    socket type), which was a third of a load process's connect time under churn."""
-    try:
-        address = (socket.inet_ntop(sock.family, socket.inet_pton(sock.family, host)), port)
-    except OSError:  # a name: resolve it (SOCK_STREAM)
-        infos = await loop.getaddrinfo(host, port, family=sock.family, type=socket.SOCK_STREAM)
-        address = infos[0][4]
-    try:
-        sock.connect(address)
-        return
-    except BlockingIOError:  # EINPROGRESS: writable once connected or failed (connect(2))
-        pass
-    writable = loop.create_future()
-    fd = sock.fileno()
-    loop.add_writer(fd, lambda: writable.done() or writable.set_result(None))
-    try:
-        await writable
-    finally:
-        loop.remove_writer(fd)
-    if err := sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR):
-        raise OSError(err, os.strerror(err))
-
-
 async def open_connection(
     host: str,
     port: int,
@@ -271,7 +243,7 @@ async def open_connection(
         if local_addr:
             sock.setsockopt(socket.IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, 1)
             sock.bind((local_addr, 0))
-        await within(sock_connect(loop, sock, host, port), timeout)
+        await within(loop.sock_connect(sock, (host, port)), timeout)
         _, conn = await loop.create_connection(lambda: protocol(loop), sock=sock)
     except TimeoutError:
         if sock is not None:
