@@ -118,6 +118,8 @@ class H2GrpcReader(Reader):
             if not call.done.done():
                 conn.end(call, "CANCELLED", "the reader stopped")  # RST_STREAM CANCEL
             self.stats.bytes_received += conn.rx_state()[1] - before
+            # its closure holds the call: a cycle that a frozen collector would keep for good
+            call.on_message = lambda flag, message: None
         if code == "OK":
             return True
         raise _status(code, message)

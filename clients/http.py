@@ -66,6 +66,7 @@ class HttpConnection(asyncio.Protocol):
         self._head: asyncio.Future[None] | None = None
         self._done: asyncio.Future[None] | None = None
         self.tap: Any = None  # clients.fast: the compiled protocol reading this connection
+        self._silence: asyncio.TimerHandle | None = None  # watch_silence's next check
 
     def go_fast(self, tap: Any, on_other: Callable[..., Any], on_error: Callable[[str], Any],
                 accept: Callable[[], bool]) -> None:  # fmt: skip
@@ -126,6 +127,13 @@ class HttpConnection(asyncio.Protocol):
         self._fail(Retry(reason))
         if not self.lost.done():
             self.lost.set_result(None)
+        if self._silence is not None:  # its timer would hold the connection for seconds more
+            self._silence.cancel()
+            self._silence = None
+        # The parser calls back into this protocol, the transport holds it, a reader's sinks are
+        # closures over it: cycles, which a load process's frozen collector never frees
+        # (servers/process/gcpolicy.py). Nothing reads them once the connection is lost.
+        self.parser = self.transport = self.body_sink = self.raw_sink = None  # type: ignore[assignment]
 
     # httptools callbacks
     def on_header(self, name: bytes, value: bytes) -> None:
@@ -193,17 +201,19 @@ class HttpConnection(asyncio.Protocol):
     def watch_silence(self, seconds: float) -> None:
         """Abort if nothing arrives for ``seconds`` (checked on one timer, re-armed lazily)."""
 
-        def check() -> None:
-            if self.lost.done():
-                return
-            idle = time.monotonic() - self.rx_state()[0]
-            if idle >= seconds:
-                self.silent = True
-                self.abort()
-            else:
-                self.loop.call_later(seconds - idle, check)
+        self._silence = self.loop.call_later(seconds, self._check_silence, seconds)
 
-        self.loop.call_later(seconds, check)
+    def _check_silence(self, seconds: float) -> None:
+        # a method, not a closure that re-arms itself: that would be a reference cycle
+        self._silence = None
+        if self.lost.done():
+            return
+        idle = time.monotonic() - self.rx_state()[0]
+        if idle >= seconds:
+            self.silent = True
+            self.abort()
+        else:
+            self._silence = self.loop.call_later(seconds - idle, self._check_silence, seconds)
 
 
 def request_bytes(

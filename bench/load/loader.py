@@ -140,6 +140,10 @@ class Loader:
             a.expected_done += timing.due_count(now) - entry[1]
             self.account_end(a, timing, reader, now, done, stopped)
             del a.active[conv]
+            # The reader and its tap refer to each other (reader.tap, the tap's slow path): a
+            # cycle, which a frozen collector never frees (servers/process/gcpolicy.py). Broken
+            # here, reference counting frees the conversation.
+            reader.tap = reader.on_token = reader.on_connected = None
         if refused:  # as after a refused prompt: not a tight loop of refusals
             await asyncio.sleep(self.rng.uniform(0.5, 1.5))
 
