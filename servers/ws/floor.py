@@ -43,6 +43,7 @@ MAX_MESSAGE = 64 * 1024
 PING = b"\x89\x00"  # FIN + ping, no payload
 CLOSE_WAIT_S = 1.0  # how long a close waits for the client's echo before the TCP close
 CLOSE_KEEPALIVE = 1011  # what websockets sends on a ping timeout (RFC 6455 §7.4.1)
+TIMER_SLACK_NS = 2_000_000  # uvloop's timers run on a millisecond clock, at times a bit early
 
 
 def frame(opcode: int, payload: bytes) -> bytes:
@@ -95,10 +96,10 @@ class Session:
         self.unanswered: int | None = None  # when the ping no frame has answered yet went out
         self.timer = asyncio.get_running_loop().call_later(ctx.cfg.heartbeat, self._keepalive)
 
-    def ping_due(self) -> bool:
+    def ping_due(self, slack_ns: int = 0) -> bool:
         """Whether a ping goes out now (then it counts as sent)."""
         now = time.monotonic_ns()
-        if now - self.last_ping < self.every_ns:
+        if now - self.last_ping < self.every_ns - slack_ns:
             return False
         self.last_ping = now
         if self.unanswered is None:
@@ -106,17 +107,27 @@ class Session:
         return True
 
     def _keepalive(self) -> None:
-        """Every heartbeat: fail a connection whose ping went unanswered for a heartbeat; ping
-        one that nothing pinged (idle, or paused by a reader that stopped reading)."""
+        """Fail a connection whose ping went unanswered for a heartbeat; ping one that nothing
+        pinged for a heartbeat (idle, or paused by a reader that stopped reading)."""
         if self.closing:
             return
-        if self.unanswered is not None and time.monotonic_ns() - self.unanswered >= self.every_ns:
+        now = time.monotonic_ns()
+        if self.unanswered is not None and now - self.unanswered >= self.every_ns - TIMER_SLACK_NS:
             self.ctx.metrics.add(m.ERRORS)
             self._fail(CLOSE_KEEPALIVE, "keepalive ping timeout")
             return
-        if self.ping_due():
+        if self.ping_due(TIMER_SLACK_NS):
             self.conn.write(PING)
-        self.timer = asyncio.get_running_loop().call_later(self.ctx.cfg.heartbeat, self._keepalive)
+        # next: when the one out goes unanswered, else a quarter heartbeat after the next ping
+        # falls due (a tick's write takes it first while tokens flow; idle, the silence stays
+        # within 1.25 heartbeats, under the client watchdog's two)
+        if self.unanswered is not None:
+            due = self.unanswered + self.every_ns
+        else:
+            due = self.last_ping + self.every_ns + self.every_ns // 4
+        self.timer = asyncio.get_running_loop().call_later(
+            max(due - time.monotonic_ns(), TIMER_SLACK_NS) / 1e9, self._keepalive
+        )
 
     def data_received(self, data: bytes) -> None:
         self.unanswered = None  # any frame from the client shows it is there
