@@ -303,3 +303,15 @@ def test_a_capacity_never_reached_stays_in_the_running_as_at_least() -> None:
     got = ship.recommend([doc], _hardened())
     assert got["group"] == ["ws", "grpc"]  # gRPC might be above WebSocket's [914, 1012)
     assert "gRPC needs at most" in got["text"] and "(its capacity: at least)" in got["text"]
+
+
+def test_a_circle_of_cpu_orders_falls_back_to_users_per_core(monkeypatch) -> None:
+    # CPU per token is compared at a different load for each pair, so three transports can beat
+    # each other in a circle; the group is then the users-per-core rule's, never empty.
+    from types import SimpleNamespace
+
+    knee = lambda held, broke: SimpleNamespace(users_per_core=stats.bracket(held, broke))  # noqa: E731
+    k = {"sse": knee(800, 1000), "ws": knee(700, 900), "grpc": knee(400, 500)}
+    circle = {("sse", "ws"), ("ws", "grpc"), ("grpc", "sse")}  # (a, b): b beats a
+    monkeypatch.setattr(ship, "beats", lambda k, a, b: "cpu" if (a, b) in circle else None)
+    assert ship.cheapest(k, ["sse", "ws", "grpc"]) == ["sse", "ws"]  # gRPC is below both

@@ -74,8 +74,15 @@ def beats(k: dict[str, Knee], a: str, b: str) -> str | None:
 
 
 def cheapest(k: dict[str, Knee], candidates: list[str]) -> list[str]:
-    """The candidates no other candidate beats (rule 2), in the registry's order."""
+    """The candidates no other candidate beats (rule 2), in the registry's order. Orders by CPU
+    at different loads can run in a circle and beat everyone; then users per core alone decide
+    (intervals that do not overlap cannot)."""
     beaten = {a for a in candidates for b in candidates if a != b and beats(k, a, b)}
+    group = [t for t in NAMES if t in candidates and t not in beaten]
+    if group:
+        return group
+    beaten = {a for a in candidates for b in candidates
+              if stats.compare(k[a].users_per_core, k[b].users_per_core) == "b"}  # fmt: skip
     return [t for t in NAMES if t in candidates and t not in beaten]
 
 
@@ -113,9 +120,14 @@ def recommend(
         text.append(f"{_cost(rows[group[0]])} for 50,000 users at 40 tok/s. ")
     behind = [t for t in candidates if t not in group]
     if behind:
-        # each is beaten by some candidate (rule 2): say on what, the group's first if it can
-        why = {t: next(w for b in [*group, *candidates] if b != t and (w := beats(k, t, b)))
-               for t in behind}  # fmt: skip
+        # each is beaten by some candidate (rule 2): say on what, and by whom if not the group
+        def why_behind(t: str) -> str:
+            for b in [*group, *candidates]:
+                if b != t and (w := beats(k, t, b)):
+                    return w if b in group else f"{w}, against {NAMES[b]}"
+            return "users per core"  # the circle's fallback (``cheapest``)
+
+        why = {t: why_behind(t) for t in behind}
         text.append("Behind it: " + ", ".join(f"{NAMES[t]} ({why[t]})" for t in behind) + ". ")
     text.append(" ".join(f"Build around {NAMES[t]}: {'; '.join(builds[t])}." for t in group
                          if builds[t]))  # fmt: skip
