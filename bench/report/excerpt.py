@@ -393,10 +393,11 @@ EXCERPTS: dict[str, tuple[tuple[str, ...], Make]] = {
     "hold-floor": (_under("20261207-floor/", "hold-50k")
                    + _under("20261207-hold-floor/", "gc-stock", "gc-tuned", "ramp-180s",
                             "backlog", "loader-gc-nochurn", "loader-gc", "stationary",
-                            "profile-15k"),
+                            "stationary-noleak", "profile-15k"),
                    holds_md),
     "conversation-floor": (_under("20261207-hold-floor/", "churn-1000", "churn-1000-ownconnect",
-                                  "loader-gc-nochurn", "stationary"), conversation_md),
+                                  "churn-1000-noleak", "loader-gc-nochurn"),
+                           conversation_md),
     "churn-floor": (_under("20261207-churn/", "asgi1", "floor1", "asgi2", "floor2",
                            "floor-compiled"), churn_md),
     "flush": (_under("20261202-003637/", "flush", "flush-grpc"),
