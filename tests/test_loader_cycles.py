@@ -25,10 +25,10 @@ from tests.conftest import ServerHandle
 @pytest.mark.parametrize("transport", [t.name for t in transports.all_transports()])
 async def test_a_conversation_leaves_no_cycle(server_factory, transport: str) -> None:
     srv: ServerHandle = server_factory(transport)
-    # a short heartbeat: the silence watchdog's timer fires within the test (its closure was
-    # one of the cycles)
+    # a short heartbeat: the silence watchdog's timer (1 s) fires within the test (its closure
+    # was one of the cycles), yet no healthy 30 ms answer trips it on a slow machine
     cfg = LoaderConfig(transport=transport, url=srv.url, tokens=3, rate=100.0, think=0.0,
-                       heartbeat=0.05, clock_sync=False)  # fmt: skip
+                       heartbeat=0.5, clock_sync=False)  # fmt: skip
     loader = Loader(cfg)
     loop = asyncio.get_running_loop()
     if loader.pump is not None:
@@ -40,7 +40,7 @@ async def test_a_conversation_leaves_no_cycle(server_factory, transport: str) ->
     try:
         for _ in range(20):
             await loader.conversation(session, None)
-        await asyncio.sleep(0.3)  # every watchdog timer has fired or was cancelled
+        await asyncio.sleep(1.3)  # every watchdog timer has fired or was cancelled
         gc.collect()
         kept = [type(o).__name__ for o in gc.garbage if isinstance(o, Reader | HttpConnection)]
     finally:

@@ -281,9 +281,10 @@ async def test_websocket_client_that_never_answers_a_ping_is_closed(server_facto
 
 
 async def test_websocket_client_that_answers_pings_reads_to_the_end(server_factory) -> None:
-    # The same short heartbeat, with a client that pongs (websockets does): the whole stream.
-    srv: ServerHandle = server_factory("ws", "--heartbeat", "0.3")
-    info = await create_stream("ws", srv.url, tokens=60, rate=30)  # 2 s: about 6 heartbeats
+    # A client that pongs (websockets does) reads the whole stream. A 1 s heartbeat: a busy
+    # machine would have to stall this process for a second to miss a pong.
+    srv: ServerHandle = server_factory("ws", "--heartbeat", "1")
+    info = await create_stream("ws", srv.url, tokens=60, rate=15)  # 4 s: about 4 heartbeats
     url = srv.url.replace("http", "ws") + f"/v1/streams/{info['id']}/ws"
     async with ws_connect(url, ping_interval=None) as ws:
         messages = [json.loads(m) async for m in ws]
