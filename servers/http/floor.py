@@ -175,7 +175,7 @@ class Server:
 class Conn(asyncio.Protocol):
     def __init__(self, server: Server) -> None:
         self.server = server
-        self.parser = httptools.HttpRequestParser(self)
+        self.parser: httptools.HttpRequestParser | None = httptools.HttpRequestParser(self)
         self.transport: asyncio.Transport | None = None
         self.queue: collections.deque[Request] = collections.deque()
         self.busy = False
@@ -196,6 +196,8 @@ class Conn(asyncio.Protocol):
         if self.upgraded is not None:
             self.upgraded.data_received(data)
             return
+        if self.parser is None:  # closed: nothing more is read
+            return
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
@@ -215,6 +217,11 @@ class Conn(asyncio.Protocol):
             self.flow = None
         if self.gone is not None and not self.gone.done():
             self.gone.set_result(None)
+        # The parser, the transport and an upgraded protocol each hold this Conn: left in
+        # place, every closed connection is a reference cycle, which a frozen collector
+        # (--gc tuned, servers/process/gcpolicy.py) never frees.
+        self.parser = self.transport = self.upgraded = None
+        self.queue.clear()
 
     def pause_writing(self) -> None:
         if self.flow is not None:
@@ -240,6 +247,7 @@ class Conn(asyncio.Protocol):
             self._body.append(body)
 
     def on_message_complete(self) -> None:
+        assert self.parser is not None  # only the parser calls this
         url = httptools.parse_url(self._url)
         request = Request(
             self.parser.get_method().decode("latin-1"),

@@ -210,17 +210,25 @@ class Flow(Generic[F]):
     def _finish(self, drained: bool) -> None:
         if self.closed:  # its transport ended it in ``emit`` (a long poll's one answer)
             return
+        on_end = self.on_end
         self._release()
-        self.on_end(drained)
+        on_end(drained)
 
     def _release(self) -> None:
         self.closed = True
         self.key = None
+        # ``emit`` and ``on_end`` are the transport's closures, which hold this flow: a cycle
+        # per stream, never freed under a frozen collector (servers/process/gcpolicy.py)
+        self.emit = self.on_end = _released
         self.wheel.flows.discard(self)  # type: ignore[arg-type]
         self.ctx.metrics.add(m.OPEN, -1)
         if self.follow:
             assert isinstance(self.whole, Stream)
             self.ctx.stops.unfollow(self.whole.seed, self)
+
+
+def _released(_: object) -> None:
+    """A closed flow's ``emit`` and ``on_end``."""
 
 
 _wheel: Wheel | None = None
