@@ -209,24 +209,29 @@ def churn_md(r: Runs) -> str:
 
 def conversation_md(r: Runs) -> str:
     """What one conversation (prompt POST, connection, answer, close) costs each side: all the
-    CPU of the window divided by the conversations that ended in it, tokens included."""
+    CPU of the window divided by the conversations that ended in it, tokens included; the
+    server's memory per connection at the window's end, and the run's yardstick beside them."""
     rows = []
     for doc in r.bench:
         commit = ((doc["machine"].get("git") or {}).get("commit") or "")[:7] or "-"
         for run in doc["runs"]:
             st = run["steps"][-1]
-            per_s = st["streams_done"] / st["window_s"] if st["window_s"] else 0.0
+            per_s = st["streams_done"] / st["window_s"] if st["window_s"] else None
             tok = st["tokens_per_s"]
-            srv_us = (st["server"]["cpu_s_per_1k_tokens"] or 0) * 1e3
-            gen_us = st["loadgen"]["cpu_us_per_token"] or 0
+            cpu, mem = st["server"]["cpu_s_per_1k_tokens"], st["server"]["mem_per_conn_bytes"]
+            srv_us = None if cpu is None else cpu * 1e3
+            gen_us = st["loadgen"]["cpu_us_per_token"]
+            tokens = tok / per_s if per_s else None  # per conversation
+            srv_conv = None if srv_us is None or tokens is None else srv_us * tokens
+            gen_conv = None if gen_us is None or tokens is None else gen_us * tokens
             rows.append([
                 f"`{_path(r, doc)}`", commit, f"{st['clients']:,}", _f(per_s, ",.0f"),
-                _f(tok, ",.0f"), _f(tok / per_s if per_s else None), _f(srv_us),
-                _f(srv_us * tok / per_s if per_s else None, ",.0f"), _f(gen_us),
-                _f(gen_us * tok / per_s if per_s else None, ",.0f")])  # fmt: skip
+                _f(tok, ",.0f"), _f(tokens), _f(srv_us), _f(srv_conv, ",.0f"), _f(gen_us),
+                _f(gen_conv, ",.0f"),
+                _f(mem and mem / 1024), _f(_syscall_us(doc))])  # fmt: skip
     return _md("run | commit | users | conversations / s | tok/s | tokens / conversation | "
                "server µs / tok | server µs / conversation | load µs / tok | load µs / "
-               "conversation", rows)  # fmt: skip
+               "conversation | server KiB / conn | syscall_us", rows)  # fmt: skip
 
 
 def loadgen_md(r: Runs) -> str:
@@ -396,7 +401,8 @@ EXCERPTS: dict[str, tuple[tuple[str, ...], Make]] = {
                             "stationary-noleak", "profile-15k"),
                    holds_md),
     "conversation-floor": (_under("20261207-hold-floor/", "churn-1000", "churn-1000-ownconnect",
-                                  "churn-1000-noleak", "loader-gc-nochurn"),
+                                  "churn-1000-noleak", "loader-gc-nochurn")
+                           + _under("20261208-floor-cycles/", "churn-1000-before", "churn-1000"),
                            conversation_md),
     "churn-floor": (_under("20261207-churn/", "asgi1", "floor1", "asgi2", "floor2",
                            "floor-compiled"), churn_md),
