@@ -25,7 +25,7 @@ COUNTERS: tuple[tuple[str, str, str], ...] = (
     ("gc_pauses_over_1s_total", "counter", "Garbage collections of 1 s or more."),
     ("gc_pause_us_total", "counter", "Time spent in garbage collections, microseconds."),
     ("gc_full_total", "counter", "Full (generation 2) collections."),
-    ("gc_frozen", "gauge", "Objects in the permanent generation (--gc tuned: gc.freeze)."),
+    ("gc_frozen", "gauge", "Objects frozen (--gc tuned: gc.freeze), read every 30 s."),
 )
 PAUSE_BUCKETS_MS = (1, 10, 100, 1000)  # the gc_pauses_* counters' upper edges
 NAMES = tuple(c[0] for c in COUNTERS)
