@@ -116,7 +116,7 @@ def _bytes_written(port: int) -> int:
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
 async def test_stalled_reader_is_bounded_and_does_not_delay_others(
-    server_factory, transport: str
+    server_factory, transport: str, stack: str
 ) -> None:
     srv: ServerHandle = server_factory(transport)
     pid = srv.pids[0]
@@ -145,7 +145,10 @@ async def test_stalled_reader_is_bounded_and_does_not_delay_others(
     await asyncio.wait_for(reader.run(), 30)
     assert reader.cursor == 99
     latencies.sort()
-    assert latencies[int(len(latencies) * 0.99)] < 500_000_000, latencies[-5:]
+    # Fair: the live reader is not held while the stalled ones' backlogs are written (a stack
+    # may hold it briefly: its record says how long, transports/stacks.py)
+    allowed_ns = stacks.get(stack).stalled_delay_s * 1e9
+    assert latencies[int(len(latencies) * 0.99)] < allowed_ns, latencies[-5:]
     # What the server can have written to a reader that stopped: what the proxy took (20 kB
     # forwarded, its own reads), the proxy socket's fixed receive buffer (the kernel doubles
     # SO_RCVBUF, socket(7)) and the server socket's send buffer, at most tcp_wmem's maximum
