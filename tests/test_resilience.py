@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 
 import grpc
 import pytest
@@ -22,7 +23,15 @@ from clients import ClientOptions, create_stream, reader_class
 from proto import tokens_pb2 as pb
 from proto import tokens_pb2_grpc as pb_grpc
 from servers.tokens.core import Codec
-from tests.conftest import HTTP_TRANSPORTS, STACKS, TRANSPORTS, ServerHandle, retry, wait_for
+from tests.conftest import (
+    HTTP_TRANSPORTS,
+    STACKS,
+    TRANSPORTS,
+    ServerHandle,
+    retry,
+    start_server,
+    wait_for,
+)
 from transports import stacks
 
 pytestmark = pytest.mark.timeout(90)
@@ -185,16 +194,31 @@ FAST = ClientOptions(
 )
 
 
+@pytest.fixture(scope="module")
+def fault_servers(stack: str) -> Iterator[dict[str, ServerHandle]]:
+    """The fault matrix's server per transport on this stack, shared by its three faults: the
+    proxy cuts the client's side, and the server only sees connections end."""
+    started: dict[str, ServerHandle] = {}
+    yield started
+    for handle in started.values():
+        handle.stop()
+        handle.stderr_path.unlink(missing_ok=True)
+
+
 @pytest.mark.parametrize("fault", ["close", "reset", "blackhole"])
 @pytest.mark.parametrize("transport", TRANSPORTS)
 async def test_clients_survive_faults_with_every_token_once(
-    server_factory, transport: str, fault: str, stack: str
+    fault_servers: dict[str, ServerHandle], transport: str, fault: str, stack: str
 ) -> None:
     """The fault is the proxy's and the resume the client's; each stack's answer to a resume is
     the contract suite's (on every stack), so this matrix runs on stock and on the floor."""
     if stack not in (stacks.STOCK, stacks.TUNED[0]):
         pytest.skip(f"the fault matrix runs on {stacks.STOCK} and {stacks.TUNED[0]}")
-    srv: ServerHandle = server_factory(transport, "--heartbeat", "0.5", *retry(transport, 50))
+    if transport not in fault_servers:
+        fault_servers[transport] = start_server(
+            transport, "--heartbeat", "0.5", *retry(transport, 50), stack=stack
+        )
+    srv = fault_servers[transport]
     info = await create_stream(transport, srv.url, tokens=150, rate=200)
     # Connections 0 and 1 die mid-stream (a cut mid-frame at an odd byte count), then clean.
     plan = {0: Fault(fault, after_bytes=1999), 1: Fault(fault, after_bytes=3001)}
