@@ -36,6 +36,7 @@ from grpc_health.v1 import health_pb2
 from proto import tokens_pb2 as pb
 from servers.base import Context, ServerConfig
 from servers.grpc import stock
+from servers.grpc.h2settings import compact
 from servers.grpc.wire import (
     EXHAUSTED,
     INTERNAL,
@@ -68,6 +69,7 @@ class Conn(asyncio.Protocol):
         self.ctx, self.live, self.serving = ctx, live, serving
         config = h2.config.H2Configuration(client_side=False, header_encoding="utf-8")
         self.h2 = h2.connection.H2Connection(config)
+        compact(self.h2)  # h2's SETTINGS books in less memory (servers/grpc/h2settings.py)
         self.transport: asyncio.Transport | None = None
         self.requests: dict[int, tuple[dict[str, str], bytearray]] = {}
         self.tasks: dict[int, asyncio.Task[None]] = {}
