@@ -31,6 +31,7 @@ from bench.report import (
     ship,
     stats,
     stop,
+    targets,
     variants,
     verdicts,
 )
@@ -179,13 +180,6 @@ def holds_md(r: Runs) -> str:
                "server µs / tok | load µs / tok | load processes silent", rows)  # fmt: skip
 
 
-def _syscall_us(doc: dict[str, Any]) -> float | None:
-    """The run's kernel write + read (``syscall_us``), the median of its calibrations."""
-    ys = doc["machine"].get("yardstick") or {}
-    got = [c["syscall_us"]["median"] for c in (ys.get("before"), ys.get("after")) if c]
-    return sum(got) / len(got) if got else None
-
-
 def churn_md(r: Runs) -> str:
     """Users arriving as fast as the server accepts them (an adaptive ramp): how many connected
     in its budget, the best accept rate, and the cores each side used over the ramp."""
@@ -228,7 +222,7 @@ def conversation_md(r: Runs) -> str:
                 f"`{_path(r, doc)}`", commit, f"{st['clients']:,}", _f(per_s, ",.0f"),
                 _f(tok, ",.0f"), _f(tokens), _f(srv_us), _f(srv_conv, ",.0f"), _f(gen_us),
                 _f(gen_conv, ",.0f"),
-                _f(mem and mem / 1024), _f(_syscall_us(doc))])  # fmt: skip
+                _f(mem and mem / 1024), _f(targets.syscall_us(doc))])  # fmt: skip
     return _md("run | commit | users | conversations / s | tok/s | tokens / conversation | "
                "server µs / tok | server µs / conversation | load µs / tok | load µs / "
                "conversation | server KiB / conn | syscall_us", rows)  # fmt: skip
@@ -239,7 +233,7 @@ def loadgen_md(r: Runs) -> str:
     receive path and event loop (``loop``: runs before it existed read through uvloop)."""
     rows = []
     for doc in r.bench:
-        sys_us = _syscall_us(doc)
+        sys_us = targets.syscall_us(doc)
         for run in doc["runs"]:
             st = run["steps"][-1]
             # a transport whose load processes read with their own client (gRPC: h2, not grpcio)
@@ -404,6 +398,11 @@ EXCERPTS: dict[str, tuple[tuple[str, ...], Make]] = {
                                   "churn-1000-noleak", "loader-gc-nochurn")
                            + _under("20261208-floor-cycles/", "churn-1000-before", "churn-1000"),
                            conversation_md),
+    # Issue 26's targets, each judged against its run's yardstick (bench/report/targets.py).
+    "floor-targets": (_under("20261207-floor/", "knee")
+                      + _under("20261208-targets/", "memory-10k", "hold-50k")
+                      + _under("", "20261207-221507/knee"),
+                      lambda r: targets.markdown(r.bench)),
     "churn-floor": (_under("20261207-churn/", "asgi1", "floor1", "asgi2", "floor2",
                            "floor-compiled"), churn_md),
     "flush": (_under("20261202-003637/", "flush", "flush-grpc"),
