@@ -111,6 +111,11 @@ def test_the_50000_user_hold_needs_churn_and_every_figure() -> None:
     assert outcome(_hold(unread=None)) == "not measured"
     assert outcome(_hold(limited_by="loadgen")) == "not measured"
     assert outcome(_hold(rate=0.03)) == "not measured"  # not the target's load
+    flagged = targets.hold([_hold(loadgen={"costlier_than_server": True},
+                                  ramp={"limited_by": "loadgen"})])[0]  # fmt: skip
+    assert flagged.outcome == "missed"  # 49,990 connected
+    assert "ramp was limited by the load generator" in flagged.measured
+    assert "load generator was costlier than the server" in flagged.measured
     late = targets.hold([_hold(server={"connections": 50_000},
                                ttft_ms={"p99": 1500.0, "count": 10})])[0]  # fmt: skip
     assert late.outcome == "missed" and "first token p99 1.5 s" in late.measured
