@@ -113,7 +113,7 @@ register(
         # granian writes from its own threads: while stalled readers' backlogs were produced,
         # a live SSE reader waited 0.53 to 0.61 s in two test runs of three on 2026-12-08
         # (2.5 ms in the third; every other stack: 60 ms at most)
-        stalled_delay_s=3.0,
+        stalled_delay_s=2.0,
     )
 )
 register(

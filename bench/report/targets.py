@@ -137,7 +137,7 @@ def cpu(knees: dict[str, Knee], sys_us: float | None) -> list[Target]:
 def _per_core(k: Knee) -> tuple[Interval, str]:
     """The knee's users per core; its bracket where the fit left it open above but a count broke."""
     x = k.users_per_core
-    if x.bounded or k.broke_at is None:
+    if x.bounded or k.broke_at is None or k.harness_bound:  # the load generator's break
         return x, ""
     cores = max(k.server_cores, 1)
     return bracket(k.clients / cores, k.broke_at / cores), "; the fit is open above: its bracket"

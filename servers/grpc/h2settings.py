@@ -30,9 +30,9 @@ class CompactSettings(h2.settings.Settings):
     """``h2.settings.Settings`` whose entries are lists."""
 
     def __setitem__(self, key: Any, value: int) -> None:
-        if key not in self._settings:  # h2: a new setting has no value until acknowledged
-            self._settings[key] = _Values([None])  # type: ignore[assignment]
-        super().__setitem__(key, value)
+        super().__setitem__(key, value)  # h2 validates, and makes a deque for a new setting
+        if not isinstance(items := self._settings[key], _Values):
+            self._settings[key] = _Values(items)  # type: ignore[assignment]
 
 
 def compact(conn: h2.connection.H2Connection) -> None:

@@ -141,7 +141,8 @@ def read_route(
             got.feed = await ctx.feed(got.sid, got.stream, got.after)
         except ContractError as exc:
             return refused(conn, exc)
-        starter(conn, request, got)
+        if conn.transport is not None:  # else the client left while the feed was opened
+            starter(conn, request, got)
         return True
 
     return read_waiting if waits(ctx) else read  # type: ignore[return-value]
@@ -284,7 +285,7 @@ class Conn(asyncio.Protocol):
             self.task = asyncio.ensure_future(self._asgi(request))
 
     async def _routed(self, taken: Awaitable[bool], request: Request) -> None:
-        if not await taken:
+        if not await taken and self.transport is not None:  # None: the client left meanwhile
             await self._asgi(request)
 
     def write(self, data: bytes) -> None:
@@ -311,7 +312,8 @@ class Conn(asyncio.Protocol):
 
     async def _asgi(self, request: Request) -> None:
         """The stock app answers ``request`` (ASGI 3.0, HTTP)."""
-        assert self.transport is not None and self.gone is not None
+        if self.transport is None or self.gone is None:  # the client left before its answer
+            return
         peer = self.transport.get_extra_info("peername") or ("", 0)
         sock = self.transport.get_extra_info("sockname") or ("", 0)
         scope = {

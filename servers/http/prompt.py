@@ -64,7 +64,8 @@ def route(ctx: Context) -> floor.Route:
             sid, stream = await ctx.create(*got)
         except ContractError:
             return False
-        answer(conn, request, sid, stream.created_ns, *got)
+        if conn.transport is not None:  # else the client left while the answer was started
+            answer(conn, request, sid, stream.created_ns, *got)
         return True
 
     return create_waiting if floor.waits(ctx) else create  # type: ignore[return-value]
